@@ -1,0 +1,72 @@
+# assetd: build, test, sanitize, install. Every library comes through pkg-config.
+VERSION    := 0.1.0
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+PKG_CONFIG ?= pkg-config
+CC         ?= cc
+PKGS       := lua5.4 lua5.4-cjson libuv libcurl openssl sqlite3
+
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+           -Wpointer-arith -Wformat=2 -Wundef -Wno-unused-parameter
+OPT     ?= -O2 -g
+CFLAGS  ?=
+CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -MMD -MP \
+           -DASSETD_VERSION='"$(VERSION)"' -DASSETD_LUADIR='"$(PREFIX)/share/assetd/lua"' \
+           $(shell $(PKG_CONFIG) --cflags $(PKGS))
+LDLIBS  += $(shell $(PKG_CONFIG) --libs $(PKGS)) -lm
+BUILD   ?= build
+
+CORE    := runtime log clock fetch httphdr deadline path
+BINDS   := l_assetd l_fetch
+OBJS    := $(patsubst %,$(BUILD)/%.o,$(CORE) $(BINDS) main)
+UNITS   := httphdr deadline path
+
+ifeq ($(V),)
+Q = @
+QCC = @echo "  CC    $<";
+endif
+
+.PHONY: all test unit spec sanitize install clean run bench
+all: assetd
+
+assetd: $(OBJS)
+	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
+
+$(BUILD)/%.o: src/%.c | $(BUILD)
+	$(QCC)$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/test_%: tests/unit/test_%.c $(BUILD)/%.o | $(BUILD)
+	$(Q)$(CC) $(CFLAGS) -Isrc -o $@ $^ $(LDFLAGS) $(shell $(PKG_CONFIG) --libs cmocka) $(LDLIBS)
+
+$(BUILD):
+	@mkdir -p $(BUILD)
+
+unit: $(patsubst %,$(BUILD)/test_%,$(UNITS))
+
+test: assetd unit
+	@tests/run $(BUILD)
+
+sanitize:
+	$(MAKE) BUILD=build-asan OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	    LDFLAGS="-fsanitize=address,undefined" assetd-asan
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	    ASSETD_BIN=./assetd-asan tests/run build-asan
+
+assetd-asan: $(OBJS) unit
+	$(Q)$(CC) $(CFLAGS) -o $@ $(OBJS) $(LDFLAGS) $(LDLIBS)
+
+install: assetd
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/assetd/lua
+	install -m 0755 assetd $(DESTDIR)$(PREFIX)/bin/assetd
+	cd lua && find . -name '*.lua' -exec install -D -m 0644 {} $(DESTDIR)$(PREFIX)/share/assetd/lua/{} \;
+
+run: assetd
+	@scripts/run-demo
+
+bench: assetd
+	@bench/run
+
+clean:
+	rm -rf build build-asan assetd assetd-asan
+
+-include $(wildcard $(BUILD)/*.d)

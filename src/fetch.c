@@ -1,0 +1,783 @@
+/* fetch.c: the download engine. One libcurl multi handle driven by libuv (a uv_poll per
+ * socket, one uv_timer, curl_multi_socket_action, completions drained after every action),
+ * transfers started earliest-deadline-first under global and per-host limits, bodies streamed
+ * through libcurl's fixed buffer into `.NAME.part` with SHA-256 on the way, then fsynced and
+ * renamed on the thread pool so a slow disk never stalls the loop. */
+#include "fetch.h"
+
+#include "clock.h"
+#include "httphdr.h"
+#include "log.h"
+#include "path.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MEMORY_DEFAULT_CAP ((int64_t)16 << 20)
+#define ERROR_BODY_CAP 4096
+#define HEADERS_CAP (64 << 10)
+#define PROGRESS_INTERVAL 0.25
+
+enum xfer_state { X_NEW, X_QUEUED, X_ACTIVE, X_FINISHING, X_DONE };
+
+typedef struct host_count {
+    char *host;
+    unsigned n;
+} host_count;
+
+struct fetch_engine {
+    uv_loop_t *loop;
+    CURLM *multi;
+    uv_timer_t timer;          /* libcurl's timeout */
+    uv_idle_t idle;            /* scheduling, deliveries and cancellations outside callbacks */
+    uv_timer_t refill;         /* bandwidth cap: unpauses transfers */
+    fetch_limits limits;
+    deadline_queue queue;
+    unsigned active;
+    host_count *hosts;
+    size_t nhosts;
+    fetch_xfer *done_head, *done_tail;   /* finished, callback not yet delivered */
+    fetch_xfer **live;                   /* active transfers (for cancel and unpause) */
+    size_t nlive, live_cap;
+    double tokens, tokens_at;
+    int closing;
+    unsigned open_handles;     /* E is freed when these and the commits in flight are 0 */
+    unsigned committing;
+};
+
+typedef struct poll_ctx {
+    uv_poll_t poll;
+    curl_socket_t fd;
+    fetch_engine *e;
+} poll_ctx;
+
+static void check_completions(fetch_engine *e);
+static void kick(fetch_engine *e);
+
+/* ---- results --------------------------------------------------------------------------- */
+
+/* A URL for messages: scheme, host and path, never the query (signed URLs carry tokens). */
+static void url_for_message(const char *url, char *out, size_t cap) {
+    size_t n = strcspn(url, "?#");
+    if (n >= cap) n = cap - 1;
+    memcpy(out, url, n);
+    out[n] = '\0';
+}
+
+static void fail(fetch_xfer *x, const char *category, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void fail(fetch_xfer *x, const char *category, const char *fmt, ...) {
+    if (x->res.category) return;           /* the first failure is the cause */
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(x->res.message, sizeof x->res.message, fmt, ap);
+    va_end(ap);
+    x->res.category = category;
+}
+
+static void fail_errno(fetch_xfer *x, const char *what, int err) {
+    const char *name = strerrorname_np(err);
+    fail(x, "disk", "%s %s: %s (%s)", what, x->req.path ? x->req.path : "", strerror(err),
+         name ? name : "?");
+}
+
+/* ---- headers --------------------------------------------------------------------------- */
+
+static int hdrs_add(fetch_xfer *x, const char *name, const char *value) {
+    size_t nl = strlen(name) + 1, vl = strlen(value) + 1;
+    if (x->hdrs_len + nl + vl > HEADERS_CAP) return -1;
+    if (x->hdrs_len + nl + vl > x->hdrs_cap) {
+        size_t cap = x->hdrs_cap ? x->hdrs_cap * 2 : 1024;
+        while (cap < x->hdrs_len + nl + vl) cap *= 2;
+        char *p = realloc(x->hdrs, cap);
+        if (!p) return -1;
+        x->hdrs = p;
+        x->hdrs_cap = cap;
+    }
+    memcpy(x->hdrs + x->hdrs_len, name, nl);
+    memcpy(x->hdrs + x->hdrs_len + nl, value, vl);
+    x->hdrs_len += nl + vl;
+    return 0;
+}
+
+size_t fetch_header_next(const fetch_xfer *x, size_t off, const char **name, const char **value) {
+    if (off >= x->hdrs_len) return 0;
+    *name = x->hdrs + off;
+    *value = *name + strlen(*name) + 1;
+    return (size_t)(*value + strlen(*value) + 1 - x->hdrs);
+}
+
+const char *fetch_header(const fetch_xfer *x, const char *name) {
+    const char *n, *v, *found = NULL;
+    for (size_t off = 0; (off = fetch_header_next(x, off, &n, &v)) != 0;)
+        if (strcmp(n, name) == 0) found = v;
+    return found;
+}
+
+static size_t on_header(char *buf, size_t size, size_t n, void *ud) {
+    fetch_xfer *x = ud;
+    size_t len = size * n;
+    char name[128], value[4096];
+    if (len >= 5 && memcmp(buf, "HTTP/", 5) == 0) {
+        x->hdrs_len = 0;                    /* a new response (redirect, 100-continue) */
+        return len;
+    }
+    if (httphdr_split(buf, len, name, sizeof name, value, sizeof value) == 0 &&
+        hdrs_add(x, name, value) != 0)
+        return 0;                           /* absurd header volume: abort */
+    return len;
+}
+
+/* ---- sinks ----------------------------------------------------------------------------- */
+
+static int mem_append(fetch_xfer *x, const char *p, size_t len, size_t cap_limit) {
+    if (x->mem_len + len > cap_limit) return -1;
+    if (x->mem_len + len > x->mem_cap) {
+        size_t cap = x->mem_cap ? x->mem_cap : 4096;
+        while (cap < x->mem_len + len) cap *= 2;
+        if (cap > cap_limit) cap = cap_limit;
+        char *m = realloc(x->mem, cap);
+        if (!m) return -1;
+        x->mem = m;
+        x->mem_cap = cap;
+    }
+    memcpy(x->mem + x->mem_len, p, len);
+    x->mem_len += len;
+    return 0;
+}
+
+static int write_all(int fd, const char *p, size_t len) {
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Hash what a previous attempt left in the .part, so the final digest covers every byte. */
+static int hash_existing(fetch_xfer *x, int64_t len) {
+    char buf[64 << 10];
+    int64_t done = 0;
+    while (done < len) {
+        size_t want = (size_t)(len - done < (int64_t)sizeof buf ? len - done : (int64_t)sizeof buf);
+        ssize_t r = pread(x->fd, buf, want, done);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return -1;
+        EVP_DigestUpdate(x->sha, buf, (size_t)r);
+        done += r;
+    }
+    return 0;
+}
+
+static int open_part(fetch_xfer *x) {
+    char dir[4096], base[256], part[300];
+    if (path_split(x->req.path, dir, sizeof dir, base, sizeof base) != 0 ||
+        path_part_name(base, part, sizeof part) != 0) {
+        fail(x, "disk", "invalid target path %s", x->req.path);
+        return -1;
+    }
+    x->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (x->dirfd < 0) { fail_errno(x, "open directory of", errno); return -1; }
+    x->part = strdup(part);
+    int flags = O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | (x->req.resume ? 0 : O_TRUNC);
+    x->fd = openat(x->dirfd, part, flags, 0644);
+    if (x->fd < 0 || !x->part) { fail_errno(x, "open .part for", x->fd < 0 ? errno : ENOMEM); return -1; }
+    struct stat st;
+    if (fstat(x->fd, &st) != 0) { fail_errno(x, "stat .part of", errno); return -1; }
+    if (x->req.resume && st.st_size > 0) {
+        if (hash_existing(x, st.st_size) != 0) { fail_errno(x, "read .part of", errno ? errno : EIO); return -1; }
+        x->res.resumed_from = st.st_size;
+        x->res.bytes = st.st_size;
+    }
+    if (lseek(x->fd, 0, SEEK_END) < 0) { fail_errno(x, "seek .part of", errno); return -1; }
+    return 0;
+}
+
+/* Throw away what was resumed: the server sent the whole body again. */
+static int restart_part(fetch_xfer *x) {
+    if (ftruncate(x->fd, 0) != 0 || lseek(x->fd, 0, SEEK_SET) < 0) return -1;
+    EVP_DigestInit_ex(x->sha, EVP_sha256(), NULL);
+    x->res.bytes = 0;
+    x->res.resumed_from = 0;
+    return 0;
+}
+
+/* ---- response checks ------------------------------------------------------------------- */
+
+static const char *header_or_empty(const fetch_xfer *x, const char *name) {
+    const char *v = fetch_header(x, name);
+    return v ? v : "";
+}
+
+/* Decide, at the first body byte (or at the end for an empty body), what the answer means. */
+static int check_status(fetch_xfer *x) {
+    long status = 0;
+    curl_off_t clen = -1;
+    x->status_checked = 1;
+    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &clen);
+    x->res.status = status;
+    int64_t from = x->res.resumed_from, total;
+    if (status == 416 && from > 0 &&
+        httphdr_unsatisfied_range(header_or_empty(x, "content-range"), &total) == 0 && total == from) {
+        x->part_complete = 1;              /* a previous attempt got every byte: keep them */
+        x->expect_total = from;
+        return 0;
+    }
+    if (status < 200 || status >= 300) {
+        x->http_error = 1;
+        return 0;
+    }
+    if (x->fd >= 0 && from > 0) {
+        int64_t s, e;
+        if (status == 200) {
+            if (restart_part(x) != 0) { fail_errno(x, "truncate .part of", errno); return -1; }
+            from = 0;
+        } else if (status != 206 ||
+                   httphdr_content_range(header_or_empty(x, "content-range"), &s, &e, &total) != 0 ||
+                   s != from) {
+            /* a range we did not ask for: start over next time rather than splice bytes */
+            if (restart_part(x) != 0) fail_errno(x, "truncate .part of", errno);
+            fail(x, "http", "unexpected partial answer (HTTP %ld, Content-Range \"%s\") when "
+                 "resuming at byte %lld; the .part was reset", status,
+                 header_or_empty(x, "content-range"), (long long)from);
+            return -1;
+        }
+    }
+    x->expect_total = clen >= 0 ? from + clen : -1;
+    return 0;
+}
+
+/* ---- bandwidth cap --------------------------------------------------------------------- */
+
+static void on_refill(uv_timer_t *h);
+
+static int take_tokens(fetch_engine *e, fetch_xfer *x, size_t len) {
+    if (e->limits.max_bytes_per_sec <= 0) return 1;
+    double t = clock_now(), cap = e->limits.max_bytes_per_sec;
+    e->tokens += (t - e->tokens_at) * cap;
+    e->tokens_at = t;
+    if (e->tokens > cap / 4) e->tokens = cap / 4;     /* burst of a quarter second */
+    if (e->tokens <= 0) {
+        x->paused = 1;
+        if (!uv_is_active((uv_handle_t *)&e->refill))
+            uv_timer_start(&e->refill, on_refill, (uint64_t)(-e->tokens / cap * 1000) + 5, 0);
+        return 0;
+    }
+    e->tokens -= (double)len;
+    return 1;
+}
+
+static void on_refill(uv_timer_t *h) {
+    fetch_engine *e = h->data;
+    for (size_t i = 0; i < e->nlive; i++) {
+        fetch_xfer *x = e->live[i];
+        if (x->paused) {
+            x->paused = 0;
+            curl_easy_pause(x->easy, CURLPAUSE_CONT);
+        }
+    }
+    kick(e);
+}
+
+/* ---- the write callback ---------------------------------------------------------------- */
+
+static void maybe_progress(fetch_xfer *x, int force) {
+    if (!x->progress) return;
+    double t = clock_now();
+    if (!force && t - x->last_progress < PROGRESS_INTERVAL) return;
+    x->last_progress = t;
+    x->progress(x, x->ud);
+}
+
+static size_t on_write(char *p, size_t size, size_t n, void *ud) {
+    fetch_xfer *x = ud;
+    size_t len = size * n;
+    if (x->cancel_requested) return 0;
+    if (!x->status_checked && check_status(x) != 0) return 0;
+    if (x->part_complete) return len;
+    if (x->http_error) {
+        /* keep the start of an error body for the message; drop the rest */
+        size_t room = ERROR_BODY_CAP - x->mem_len;
+        mem_append(x, p, len < room ? len : room, ERROR_BODY_CAP);
+        return len;
+    }
+    int64_t cap = x->req.max_bytes > 0 ? x->req.max_bytes : (x->req.to_memory ? MEMORY_DEFAULT_CAP : 0);
+    if (cap > 0 && x->res.bytes + (int64_t)len > cap) {
+        fail(x, "http", "response body larger than max_bytes (%lld)", (long long)cap);
+        return 0;
+    }
+    if (!take_tokens(x->engine, x, len)) return CURL_WRITEFUNC_PAUSE;
+    if (x->fd >= 0) {
+        if (write_all(x->fd, p, len) != 0) {
+            x->sys_errno = errno;
+            fail_errno(x, "write .part for", errno);
+            return 0;
+        }
+    } else if (mem_append(x, p, len, (size_t)cap) != 0) {
+        fail(x, "network", "out of memory buffering the response");
+        return 0;
+    }
+    EVP_DigestUpdate(x->sha, p, len);
+    x->res.bytes += (int64_t)len;
+    maybe_progress(x, 0);
+    return len;
+}
+
+/* ---- starting and finishing transfers -------------------------------------------------- */
+
+static host_count *host_slot(fetch_engine *e, const char *host, int create) {
+    for (size_t i = 0; i < e->nhosts; i++)
+        if (strcmp(e->hosts[i].host, host) == 0) return &e->hosts[i];
+    if (!create) return NULL;
+    host_count *h = realloc(e->hosts, (e->nhosts + 1) * sizeof *h);
+    if (!h) return NULL;
+    e->hosts = h;
+    h = &e->hosts[e->nhosts];
+    if (!(h->host = strdup(host))) return NULL;
+    h->n = 0;
+    e->nhosts++;
+    return h;
+}
+
+static char *url_host(const char *url) {
+    CURLU *u = curl_url();
+    char *host = NULL, *out = NULL;
+    if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK)
+        out = strdup(host);
+    curl_free(host);
+    curl_url_cleanup(u);
+    return out;
+}
+
+static int live_add(fetch_engine *e, fetch_xfer *x) {
+    if (e->nlive == e->live_cap) {
+        size_t cap = e->live_cap ? e->live_cap * 2 : 16;
+        fetch_xfer **l = realloc(e->live, cap * sizeof *l);
+        if (!l) return -1;
+        e->live = l;
+        e->live_cap = cap;
+    }
+    e->live[e->nlive++] = x;
+    return 0;
+}
+
+static void live_remove(fetch_engine *e, fetch_xfer *x) {
+    for (size_t i = 0; i < e->nlive; i++)
+        if (e->live[i] == x) { e->live[i] = e->live[--e->nlive]; return; }
+}
+
+static void deliver(fetch_xfer *x) {
+    fetch_engine *e = x->engine;
+    x->state = X_DONE;
+    x->next_done = NULL;
+    if (e->done_tail) e->done_tail->next_done = x;
+    else e->done_head = x;
+    e->done_tail = x;
+    kick(e);
+}
+
+static void release_slot(fetch_xfer *x) {
+    fetch_engine *e = x->engine;
+    host_count *h = x->host ? host_slot(e, x->host, 0) : NULL;
+    if (h && h->n) h->n--;
+    e->active--;
+    live_remove(e, x);
+}
+
+static int setup_easy(fetch_xfer *x) {
+    CURL *c = x->easy = curl_easy_init();
+    if (!c) return -1;
+    const fetch_request *r = &x->req;
+    curl_easy_setopt(c, CURLOPT_URL, r->url);
+    curl_easy_setopt(c, CURLOPT_PRIVATE, x);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, x->errbuf);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, x);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 256L << 10);
+    curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, "");
+    curl_easy_setopt(c, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    curl_easy_setopt(c, CURLOPT_USERAGENT, "assetd/" ASSETD_VERSION);
+    if (r->headers) curl_easy_setopt(c, CURLOPT_HTTPHEADER, r->headers);
+    if (r->method) curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, r->method);
+    if (r->method && strcmp(r->method, "HEAD") == 0) curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+    if (r->body) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, r->body);
+    }
+    if (r->timeout_ms > 0) curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, r->timeout_ms);
+    if (r->connect_timeout_ms > 0) curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms);
+    if (r->low_speed_secs > 0) {
+        curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, r->low_speed_bytes);
+        curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, r->low_speed_secs);
+    }
+    if (x->res.resumed_from > 0) {
+        char range[64];
+        snprintf(range, sizeof range, "%lld-", (long long)x->res.resumed_from);
+        curl_easy_setopt(c, CURLOPT_RANGE, range);
+    }
+    return 0;
+}
+
+static void start(fetch_engine *e, fetch_xfer *x) {
+    x->state = X_ACTIVE;
+    x->started = clock_now();
+    e->active++;
+    host_count *h = host_slot(e, x->host, 1);
+    if (h) h->n++;
+    if (live_add(e, x) != 0) { fail(x, "network", "out of memory"); goto failed; }
+    if (!x->req.to_memory && open_part(x) != 0) goto failed;
+    if (setup_easy(x) != 0) { fail(x, "network", "cannot create a curl handle"); goto failed; }
+    CURLMcode mc = curl_multi_add_handle(e->multi, x->easy);
+    if (mc != CURLM_OK) { fail(x, "network", "curl_multi_add_handle: %s", curl_multi_strerror(mc)); goto failed; }
+    return;
+failed:
+    release_slot(x);
+    deliver(x);
+}
+
+static int host_has_room(fetch_engine *e, const char *host) {
+    host_count *h = host_slot(e, host, 0);
+    return !h || e->limits.per_host == 0 || h->n < e->limits.per_host;
+}
+
+/* Start queued transfers, earliest deadline first, while the limits allow. A transfer whose
+ * host is full is set aside for this round and keeps its place (and its arrival order). */
+static void schedule(fetch_engine *e) {
+    deadline_item held[64], it;
+    size_t nheld = 0;
+    while (e->active < e->limits.max_active && nheld < sizeof held / sizeof held[0] &&
+           deadline_queue_pop(&e->queue, &it) == 0) {
+        fetch_xfer *x = it.data;
+        if (host_has_room(e, x->host)) start(e, x);
+        else held[nheld++] = it;
+    }
+    for (size_t i = 0; i < nheld; i++) deadline_queue_restore(&e->queue, &held[i]);
+}
+
+/* fsync, rename and fsync the directory: on the thread pool. */
+static void commit_work(uv_work_t *w) {
+    fetch_xfer *x = w->data;
+    char dir[4096], base[256];
+    if (fsync(x->fd) != 0) { x->sys_errno = errno; return; }
+    if (path_split(x->req.path, dir, sizeof dir, base, sizeof base) != 0) { x->sys_errno = EINVAL; return; }
+    if (renameat(x->dirfd, x->part, x->dirfd, base) != 0) { x->sys_errno = errno; return; }
+    if (fsync(x->dirfd) != 0) x->sys_errno = errno;
+}
+
+static void close_fds(fetch_xfer *x) {
+    if (x->fd >= 0) close(x->fd);
+    if (x->dirfd >= 0) close(x->dirfd);
+    x->fd = x->dirfd = -1;
+}
+
+static void maybe_free_engine(fetch_engine *e) {
+    if (e->closing && e->open_handles == 0 && e->committing == 0) free(e);
+}
+
+static void commit_done(uv_work_t *w, int status) {
+    fetch_xfer *x = w->data;
+    fetch_engine *e = x->engine;
+    e->committing--;
+    if (e->closing) {
+        fetch_xfer_free(x);
+        maybe_free_engine(e);
+        return;
+    }
+    if (status != 0) fail(x, "canceled", "canceled before the file was committed");
+    else if (x->sys_errno) fail_errno(x, "commit", x->sys_errno);
+    close_fds(x);
+    deliver(x);
+}
+
+static void finish_ok(fetch_xfer *x) {
+    if (!x->status_checked && check_status(x) != 0) return;
+    if (x->http_error) return;
+    if (x->expect_total >= 0 && x->res.bytes != x->expect_total) {
+        fail(x, "network", "short body: got %lld of %lld bytes", (long long)x->res.bytes,
+             (long long)x->expect_total);
+        return;
+    }
+}
+
+static void describe_http_error(fetch_xfer *x) {
+    char url[512];
+    url_for_message(x->req.url, url, sizeof url);
+    const char *ra = fetch_header(x, "retry-after");
+    if (ra) x->res.retry_after = httphdr_retry_after(ra, clock_now());
+    int blen = (int)(x->mem_len > 300 ? 300 : x->mem_len);
+    fail(x, "http", "HTTP %ld from %s %s%s%.*s", x->res.status, x->req.method ? x->req.method : "GET",
+         url, blen ? ": " : "", blen, x->mem ? x->mem : "");
+}
+
+static void finish(fetch_engine *e, fetch_xfer *x, CURLcode rc) {
+    curl_multi_remove_handle(e->multi, x->easy);
+    release_slot(x);
+    x->res.elapsed = clock_now() - x->started;
+    long ver = 0;
+    curl_easy_getinfo(x->easy, CURLINFO_HTTP_VERSION, &ver);
+    x->res.http_version = ver == CURL_HTTP_VERSION_2_0 ? "2" : ver == CURL_HTTP_VERSION_3 ? "3"
+                        : ver == CURL_HTTP_VERSION_1_0 ? "1.0" : "1.1";
+    if (x->cancel_requested) fail(x, "canceled", "transfer canceled");
+    if (rc == CURLE_OK) finish_ok(x);
+    if (x->http_error) describe_http_error(x);
+    else if (rc == CURLE_OPERATION_TIMEDOUT) fail(x, "timeout", "%s", x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
+    else if (rc != CURLE_OK) fail(x, "network", "%s", x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned mdlen = 0;
+    if (!x->res.category) {
+        EVP_DigestFinal_ex(x->sha, md, &mdlen);
+        for (unsigned i = 0; i < mdlen && i < 32; i++) snprintf(x->res.sha256 + 2 * i, 3, "%02x", md[i]);
+        maybe_progress(x, 1);
+    }
+    if (!x->res.category && x->fd >= 0) {
+        x->state = X_FINISHING;
+        x->work.data = x;
+        if (uv_queue_work(e->loop, &x->work, commit_work, commit_done) == 0) {
+            e->committing++;
+            return;
+        }
+        fail(x, "disk", "cannot queue the commit of %s", x->req.path);
+    }
+    close_fds(x);
+    deliver(x);
+}
+
+static void check_completions(fetch_engine *e) {
+    CURLMsg *m;
+    int left;
+    while ((m = curl_multi_info_read(e->multi, &left)) != NULL) {
+        if (m->msg != CURLMSG_DONE) continue;
+        fetch_xfer *x = NULL;
+        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+        finish(e, x, m->data.result);
+    }
+}
+
+/* ---- the libuv side -------------------------------------------------------------------- */
+
+static void socket_action(fetch_engine *e, curl_socket_t fd, int flags) {
+    int running;
+    CURLMcode mc = curl_multi_socket_action(e->multi, fd, flags, &running);
+    if (mc != CURLM_OK) log_event(LOG_ERROR, "curl_multi_socket_action failed", "error", curl_multi_strerror(mc), NULL);
+    check_completions(e);
+}
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+    poll_ctx *p = h->data;
+    int flags = 0;
+    if (status < 0) flags = CURL_CSELECT_ERR;
+    if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
+    if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
+    socket_action(p->e, p->fd, flags);
+}
+
+static void on_timeout(uv_timer_t *h) {
+    socket_action(h->data, CURL_SOCKET_TIMEOUT, 0);
+}
+
+static void free_poll(uv_handle_t *h) { free(h->data); }
+
+static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp) {
+    (void)easy;
+    fetch_engine *e = userp;
+    poll_ctx *p = socketp;
+    if (what == CURL_POLL_REMOVE) {
+        if (p) {
+            uv_poll_stop(&p->poll);
+            uv_close((uv_handle_t *)&p->poll, free_poll);
+            curl_multi_assign(e->multi, s, NULL);
+        }
+        return 0;
+    }
+    if (!p) {
+        p = calloc(1, sizeof *p);
+        if (!p) return -1;
+        if (uv_poll_init_socket(e->loop, &p->poll, s) != 0) { free(p); return -1; }
+        p->fd = s;
+        p->e = e;
+        p->poll.data = p;
+        curl_multi_assign(e->multi, s, p);
+    }
+    int events = ((what & CURL_POLL_IN) ? UV_READABLE : 0) | ((what & CURL_POLL_OUT) ? UV_WRITABLE : 0);
+    return uv_poll_start(&p->poll, events, on_poll) == 0 ? 0 : -1;
+}
+
+static int on_timer(CURLM *multi, long timeout_ms, void *userp) {
+    (void)multi;
+    fetch_engine *e = userp;
+    if (timeout_ms < 0) return uv_timer_stop(&e->timer) == 0 ? 0 : -1;
+    return uv_timer_start(&e->timer, on_timeout, timeout_ms ? (uint64_t)timeout_ms : 1, 0) == 0 ? 0 : -1;
+}
+
+/* Deferred work: cancellations of running transfers, scheduling, then deliveries. */
+static void on_idle(uv_idle_t *h) {
+    fetch_engine *e = h->data;
+    for (size_t i = 0; i < e->nlive;) {
+        fetch_xfer *x = e->live[i];
+        if (x->cancel_requested && x->state == X_ACTIVE && x->easy) {
+            finish(e, x, CURLE_ABORTED_BY_CALLBACK);     /* removes x from live */
+            continue;
+        }
+        i++;
+    }
+    schedule(e);
+    fetch_xfer *d = e->done_head;
+    e->done_head = e->done_tail = NULL;
+    while (d) {
+        fetch_xfer *next = d->next_done;
+        if (d->done) d->done(d, d->ud);
+        fetch_xfer_free(d);
+        d = next;
+    }
+    if (!e->done_head) uv_idle_stop(h);
+}
+
+static void kick(fetch_engine *e) {
+    if (!e->closing) uv_idle_start(&e->idle, on_idle);
+}
+
+/* ---- public ---------------------------------------------------------------------------- */
+
+int fetch_engine_new(uv_loop_t *loop, fetch_engine **out) {
+    fetch_engine *e = calloc(1, sizeof *e);
+    if (!e) return UV_ENOMEM;
+    e->loop = loop;
+    e->limits = (fetch_limits){8, 8, 0};
+    deadline_queue_init(&e->queue);
+    e->multi = curl_multi_init();
+    if (!e->multi) { free(e); return UV_ENOMEM; }
+    curl_multi_setopt(e->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(e->multi, CURLMOPT_SOCKETDATA, e);
+    curl_multi_setopt(e->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+    curl_multi_setopt(e->multi, CURLMOPT_TIMERDATA, e);
+    curl_multi_setopt(e->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L);
+    uv_timer_init(loop, &e->timer);
+    uv_idle_init(loop, &e->idle);
+    uv_timer_init(loop, &e->refill);
+    e->timer.data = e->idle.data = e->refill.data = e;
+    e->open_handles = 3;
+    e->tokens_at = clock_now();
+    *out = e;
+    return 0;
+}
+
+void fetch_set_limits(fetch_engine *e, const fetch_limits *l) {
+    e->limits = *l;
+    if (e->limits.max_active == 0) e->limits.max_active = 1;
+    kick(e);
+}
+
+fetch_limits fetch_get_limits(const fetch_engine *e) { return e->limits; }
+
+void fetch_stats(const fetch_engine *e, unsigned *active, unsigned *queued) {
+    *active = e->active;
+    *queued = (unsigned)deadline_queue_len(&e->queue);
+}
+
+fetch_xfer *fetch_xfer_new(void) {
+    fetch_xfer *x = calloc(1, sizeof *x);
+    if (!x) return NULL;
+    x->fd = x->dirfd = -1;
+    x->req.deadline = INFINITY;
+    x->res.retry_after = -1;
+    return x;
+}
+
+void fetch_xfer_free(fetch_xfer *x) {
+    if (!x) return;
+    close_fds(x);
+    if (x->easy) curl_easy_cleanup(x->easy);
+    EVP_MD_CTX_free(x->sha);
+    curl_slist_free_all(x->req.headers);
+    free(x->req.url);
+    free(x->req.method);
+    free(x->req.path);
+    free(x->req.body);
+    free(x->hdrs);
+    free(x->mem);
+    free(x->part);
+    free(x->host);
+    free(x);
+}
+
+int fetch_submit(fetch_engine *e, fetch_xfer *x, fetch_done_cb done, fetch_progress_cb progress, void *ud) {
+    if (e->closing) return UV_ECANCELED;
+    if (!x->req.url || (!x->req.to_memory && !x->req.path)) return UV_EINVAL;
+    x->host = url_host(x->req.url);
+    if (!x->host) return UV_EINVAL;
+    x->sha = EVP_MD_CTX_new();
+    if (!x->sha || EVP_DigestInit_ex(x->sha, EVP_sha256(), NULL) != 1) return UV_ENOMEM;
+    x->engine = e;
+    x->done = done;
+    x->progress = progress;
+    x->ud = ud;
+    if (deadline_queue_push(&e->queue, x->req.deadline, x) != 0) return UV_ENOMEM;
+    x->state = X_QUEUED;
+    kick(e);
+    return 0;
+}
+
+void fetch_cancel(fetch_xfer *x) {
+    if (x->cancel_requested || x->state == X_DONE) return;
+    x->cancel_requested = 1;
+    if (x->state == X_QUEUED) {
+        deadline_queue_remove(&x->engine->queue, x);
+        fail(x, "canceled", "transfer canceled before it started");
+        deliver(x);
+        return;
+    }
+    kick(x->engine);         /* an active one is removed from the idle callback */
+}
+
+static void handle_closed(uv_handle_t *h) {
+    fetch_engine *e = h->data;
+    e->open_handles--;
+    maybe_free_engine(e);
+}
+
+static void close_handle(uv_handle_t *h) {
+    if (!uv_is_closing(h)) uv_close(h, handle_closed);
+}
+
+void fetch_engine_close(fetch_engine *e) {
+    if (!e) return;
+    e->closing = 1;
+    for (size_t i = 0; i < e->nlive; i++) {
+        fetch_xfer *x = e->live[i];
+        if (x->easy) curl_multi_remove_handle(e->multi, x->easy);
+        fetch_xfer_free(x);
+    }
+    deadline_item it;
+    while (deadline_queue_pop(&e->queue, &it) == 0) fetch_xfer_free(it.data);
+    for (fetch_xfer *d = e->done_head, *n; d; d = n) { n = d->next_done; fetch_xfer_free(d); }
+    curl_multi_cleanup(e->multi);
+    deadline_queue_free(&e->queue);
+    for (size_t i = 0; i < e->nhosts; i++) free(e->hosts[i].host);
+    free(e->hosts);
+    free(e->live);
+    close_handle((uv_handle_t *)&e->timer);
+    close_handle((uv_handle_t *)&e->idle);
+    close_handle((uv_handle_t *)&e->refill);
+    /* E is freed by the last close callback (or the last commit in flight) */
+}

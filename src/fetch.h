@@ -1,0 +1,100 @@
+/* fetch.h: the download engine. libcurl's multi interface driven by the libuv loop, streaming
+ * bodies to a `.part` file (or a capped memory buffer) with SHA-256 computed on the way,
+ * scheduled earliest-deadline-first under global and per-host limits. */
+#ifndef ASSETD_FETCH_H
+#define ASSETD_FETCH_H
+
+#include <curl/curl.h>
+#include <openssl/evp.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "deadline.h"
+
+typedef struct fetch_engine fetch_engine;
+typedef struct fetch_xfer fetch_xfer;
+
+typedef void (*fetch_done_cb)(fetch_xfer *x, void *ud);
+typedef void (*fetch_progress_cb)(fetch_xfer *x, void *ud);
+
+typedef struct fetch_limits {
+    unsigned max_active;        /* transfers running at once (default 8) */
+    unsigned per_host;          /* per host name (default 8) */
+    double max_bytes_per_sec;   /* overall download cap, 0 = none */
+} fetch_limits;
+
+/* What the caller asks for. Strings are owned by the transfer (fetch_xfer_set_str copies). */
+typedef struct fetch_request {
+    char *url, *method, *path;
+    char *body;
+    size_t body_len;
+    struct curl_slist *headers;
+    int64_t max_bytes;          /* 0 = default (memory sink: 16 MiB; file sink: none) */
+    int resume;
+    double deadline;            /* unix seconds, scheduling only; INFINITY when none */
+    long timeout_ms, connect_timeout_ms;
+    long low_speed_bytes, low_speed_secs;
+    int to_memory;
+} fetch_request;
+
+/* What came back. `category` is NULL on success. */
+typedef struct fetch_result {
+    const char *category;       /* "network" | "http" | "disk" | "timeout" | "canceled" */
+    char message[600];
+    long status;
+    double retry_after;         /* seconds, -1 when absent */
+    int64_t bytes;              /* body bytes, including a resumed prefix */
+    int64_t resumed_from;       /* bytes already in the .part when the transfer started */
+    char sha256[65];
+    double elapsed;
+    const char *http_version;
+} fetch_result;
+
+struct fetch_xfer {
+    fetch_request req;
+    fetch_result res;
+    /* headers of the final response as "name\0value\0" pairs */
+    char *hdrs;
+    size_t hdrs_len, hdrs_cap;
+    /* memory sink, or the error body of a non-2xx answer */
+    char *mem;
+    size_t mem_len, mem_cap;
+    /* the rest is the engine's */
+    fetch_engine *engine;
+    CURL *easy;
+    char *part, *host;
+    int fd, dirfd, state, status_checked, http_error, paused, cancel_requested, part_complete;
+    int sys_errno;
+    int64_t expect_total;
+    EVP_MD_CTX *sha;
+    double started, last_progress;
+    fetch_done_cb done;
+    fetch_progress_cb progress;
+    void *ud;
+    fetch_xfer *next_done;      /* engine lists */
+    uv_work_t work;
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+int fetch_engine_new(uv_loop_t *loop, fetch_engine **out);
+/* Cancel everything without callbacks and release the multi handle and loop handles. */
+void fetch_engine_close(fetch_engine *e);
+void fetch_set_limits(fetch_engine *e, const fetch_limits *l);
+fetch_limits fetch_get_limits(const fetch_engine *e);
+void fetch_stats(const fetch_engine *e, unsigned *active, unsigned *queued);
+
+fetch_xfer *fetch_xfer_new(void);
+/* Free a transfer that was never submitted. */
+void fetch_xfer_free(fetch_xfer *x);
+/* Queue X; DONE is called exactly once from the loop (never from inside this call), after
+ * which the engine frees X. Returns 0, or a negative errno-style code (X not queued). */
+int fetch_submit(fetch_engine *e, fetch_xfer *x, fetch_done_cb done, fetch_progress_cb progress,
+                 void *ud);
+/* Ask X to stop; its DONE callback comes later with category "canceled" (or its real result
+ * when it had already finished). The .part file is kept for a resume. */
+void fetch_cancel(fetch_xfer *x);
+/* Iterate the final response's headers: returns the offset after the pair, or 0 at the end. */
+size_t fetch_header_next(const fetch_xfer *x, size_t off, const char **name, const char **value);
+const char *fetch_header(const fetch_xfer *x, const char *name);
+
+#endif

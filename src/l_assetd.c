@@ -1,0 +1,275 @@
+/* l_assetd.c: the `assetd.core` module: time, sleeping, timers, tasks, logging and the
+ * daemon's options. Waiting functions yield only the calling task; handles are userdata
+ * pinned in the registry while libuv uses them (luv's rule), released in their close callback. */
+#include "clock.h"
+#include "lbind.h"
+#include "log.h"
+#include "runtime.h"
+
+#include <lauxlib.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TIMER_MT "assetd.timer"
+
+double l_optnumfield(lua_State *L, int t, const char *k, double def) {
+    int ty = lua_getfield(L, t, k);
+    double v = def;
+    if (ty == LUA_TNUMBER) v = lua_tonumber(L, -1);
+    else if (ty != LUA_TNIL) luaL_error(L, "option '%s' must be a number, got %s", k, lua_typename(L, ty));
+    lua_pop(L, 1);
+    return v;
+}
+
+const char *l_optstrfield(lua_State *L, int t, const char *k, const char *def) {
+    int ty = lua_getfield(L, t, k);
+    const char *v = def;
+    if (ty == LUA_TSTRING) v = lua_tostring(L, -1);
+    else if (ty != LUA_TNIL) luaL_error(L, "option '%s' must be a string, got %s", k, lua_typename(L, ty));
+    lua_pop(L, 1);            /* the string stays alive in the options table */
+    return v;
+}
+
+static int l_now(lua_State *L) {
+    lua_pushnumber(L, clock_now());
+    return 1;
+}
+
+static int l_monotonic(lua_State *L) {
+    lua_pushnumber(L, (double)uv_hrtime() / 1e9);
+    return 1;
+}
+
+static uint64_t delay_ms(lua_State *L, double secs) {
+    luaL_argcheck(L, secs == secs, 1, "delay is NaN");
+    if (secs <= 0) return 0;
+    if (secs > 1e9) secs = 1e9;
+    return (uint64_t)ceil(secs * 1000.0);
+}
+
+/* ---- one-shot timer handles, shared by sleep and timer/at ------------------------------ */
+
+typedef struct ltimer {
+    uv_timer_t h;
+    rt_wait wait;           /* for sleep */
+    rt_task *task;          /* sleeping task, or NULL for a callback timer */
+    int ref;                /* pin while the handle is open */
+    int fn;                 /* callback for timer/at */
+    int canceled, closed;
+} ltimer;
+
+static void ltimer_closed(uv_handle_t *h) {
+    ltimer *t = h->data;
+    rt_runtime *rt = t->h.loop->data;
+    t->closed = 1;
+    luaL_unref(rt->L, LUA_REGISTRYINDEX, t->fn);
+    luaL_unref(rt->L, LUA_REGISTRYINDEX, t->ref);
+    t->fn = t->ref = LUA_NOREF;
+}
+
+static void ltimer_close(ltimer *t) {
+    if (!uv_is_closing((uv_handle_t *)&t->h)) uv_close((uv_handle_t *)&t->h, ltimer_closed);
+}
+
+static ltimer *ltimer_new(lua_State *L, const char *mt) {
+    rt_runtime *rt = rt_get(L);
+    ltimer *t = lua_newuserdatauv(L, sizeof *t, 0);
+    memset(t, 0, sizeof *t);
+    t->fn = t->ref = LUA_NOREF;
+    if (mt) luaL_setmetatable(L, mt);
+    if (uv_timer_init(rt->loop, &t->h) != 0) luaL_error(L, "cannot create a timer");
+    t->h.data = t;
+    lua_pushvalue(L, -1);
+    t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return t;
+}
+
+static void sleep_fired(uv_timer_t *h) {
+    ltimer *t = h->data;
+    lua_State *co = rt_task_thread(t->task);
+    int n = 1;
+    if (t->canceled) n = rt_fail(co, "canceled", "sleep canceled");
+    else lua_pushboolean(co, 1);
+    ltimer_close(t);
+    rt_resume(t->task, n);
+}
+
+static void sleep_cancel(rt_wait *w) {
+    ltimer *t = (ltimer *)((char *)w - offsetof(ltimer, wait));
+    t->canceled = 1;
+    uv_timer_start(&t->h, sleep_fired, 0, 0);     /* resume from the loop, not from here */
+}
+
+static int l_sleep(lua_State *L) {
+    double secs = luaL_checknumber(L, 1);
+    rt_task *task = rt_check_task(L, "assetd.sleep");
+    ltimer *t = ltimer_new(L, NULL);
+    lua_pop(L, 1);
+    t->task = task;
+    t->wait.cancel = sleep_cancel;
+    uv_timer_start(&t->h, sleep_fired, delay_ms(L, secs), 0);
+    return rt_wait_yield(L, task, &t->wait);
+}
+
+static void timer_fired(uv_timer_t *h) {
+    ltimer *t = h->data;
+    rt_runtime *rt = h->loop->data;
+    lua_State *L = rt->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->fn);
+    ltimer_close(t);
+    rt_spawn(L, 0, 0, "timer");
+    lua_pop(L, 1);
+}
+
+static int start_timer(lua_State *L, double secs) {
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    ltimer *t = ltimer_new(L, TIMER_MT);
+    lua_pushvalue(L, 2);
+    t->fn = luaL_ref(L, LUA_REGISTRYINDEX);
+    uv_timer_start(&t->h, timer_fired, delay_ms(L, secs), 0);
+    return 1;
+}
+
+static int l_timer(lua_State *L) { return start_timer(L, luaL_checknumber(L, 1)); }
+static int l_at(lua_State *L) { return start_timer(L, luaL_checknumber(L, 1) - clock_now()); }
+
+static int timer_cancel(lua_State *L) {
+    ltimer *t = luaL_checkudata(L, 1, TIMER_MT);
+    int was_pending = !t->closed && !uv_is_closing((uv_handle_t *)&t->h);
+    if (was_pending) ltimer_close(t);
+    lua_pushboolean(L, was_pending);
+    return 1;
+}
+
+static int timer_tostring(lua_State *L) {
+    ltimer *t = luaL_checkudata(L, 1, TIMER_MT);
+    int pending = !t->closed && !uv_is_closing((uv_handle_t *)&t->h);
+    lua_pushfstring(L, "assetd.timer(%s)", pending ? "pending" : "done");
+    return 1;
+}
+
+/* ---- tasks ----------------------------------------------------------------------------- */
+
+/* assetd.spawn([opts,] fn, ...): opts = {on_error = fn(msg), name = "..."} */
+static int l_spawn(lua_State *L) {
+    int top = lua_gettop(L), base = lua_istable(L, 1) ? 2 : 1, handler = 0;
+    const char *name = "task";
+    if (base == 2) {
+        name = l_optstrfield(L, 1, "name", name);
+        if (lua_getfield(L, 1, "on_error") != LUA_TNIL) {
+            luaL_argcheck(L, lua_isfunction(L, -1), 1, "on_error must be a function");
+            handler = lua_gettop(L);
+        } else {
+            lua_pop(L, 1);
+        }
+    }
+    luaL_checktype(L, base, LUA_TFUNCTION);
+    luaL_checkstack(L, top - base + 4, "too many arguments");
+    for (int i = base; i <= top; i++) lua_pushvalue(L, i);
+    rt_spawn(L, top - base, handler, name);
+    return 1;
+}
+
+static int l_stop(lua_State *L) {
+    rt_stop(rt_get(L), (int)luaL_optinteger(L, 1, 0));
+    return 0;
+}
+
+/* ---- logging --------------------------------------------------------------------------- */
+
+static int cmp_fields(const void *a, const void *b) {
+    return strcmp(((const log_field *)a)->key, ((const log_field *)b)->key);
+}
+
+static int log_at(lua_State *L, enum log_level level) {
+    const char *msg = luaL_checkstring(L, 1);
+    if (!log_enabled(level)) return 0;
+    log_field f[32];
+    size_t n = 0;
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        lua_settop(L, 2);
+        luaL_checkstack(L, 2 * 32 + 8, NULL);
+        /* each field leaves (key, string) on the stack, which keeps both alive */
+        for (lua_pushnil(L); lua_next(L, 2);) {
+            if (n == 32 || lua_type(L, -2) != LUA_TSTRING) { lua_pop(L, 1); continue; }
+            f[n].raw = lua_type(L, -1) == LUA_TNUMBER || lua_type(L, -1) == LUA_TBOOLEAN;
+            luaL_tolstring(L, -1, NULL);
+            lua_replace(L, -2);
+            f[n].key = lua_tostring(L, -2);
+            f[n].val = lua_tostring(L, -1);
+            lua_pushvalue(L, -2);
+            n++;
+        }
+    }
+    qsort(f, n, sizeof f[0], cmp_fields);
+    log_fields(level, msg, f, n);
+    return 0;
+}
+
+static int l_log_debug(lua_State *L) { return log_at(L, LOG_DEBUG); }
+static int l_log_info(lua_State *L) { return log_at(L, LOG_INFO); }
+static int l_log_warn(lua_State *L) { return log_at(L, LOG_WARN); }
+static int l_log_error(lua_State *L) { return log_at(L, LOG_ERROR); }
+
+static int l_is_secret_key(lua_State *L) {
+    lua_pushboolean(L, log_is_secret_key(luaL_checkstring(L, 1)));
+    return 1;
+}
+
+static int l_error(lua_State *L) {
+    const char *category = luaL_checkstring(L, 1);
+    const char *message = luaL_checkstring(L, 2);
+    rt_push_error(L, category, "%s", message);
+    if (lua_istable(L, 3)) {                      /* extra fields: status, retry_after, ... */
+        for (lua_pushnil(L); lua_next(L, 3); ) {
+            lua_pushvalue(L, -2);
+            lua_insert(L, -2);
+            lua_settable(L, -4);
+        }
+    }
+    return 1;
+}
+
+static void push_options(lua_State *L, const struct rt_options *o) {
+    lua_createtable(L, 0, 6);
+    lua_pushstring(L, o->listen);
+    lua_setfield(L, -2, "listen");
+    lua_pushstring(L, o->data);
+    lua_setfield(L, -2, "data");
+    lua_pushstring(L, o->log_level);
+    lua_setfield(L, -2, "log_level");
+    lua_pushstring(L, o->log_format);
+    lua_setfield(L, -2, "log_format");
+    lua_pushboolean(L, o->interactive);
+    lua_setfield(L, -2, "interactive");
+    lua_pushboolean(L, o->check);
+    lua_setfield(L, -2, "check");
+}
+
+int luaopen_assetd_core(lua_State *L) {
+    static const luaL_Reg fns[] = {
+        {"now", l_now}, {"monotonic", l_monotonic}, {"sleep", l_sleep}, {"timer", l_timer},
+        {"at", l_at}, {"spawn", l_spawn}, {"stop", l_stop}, {"error", l_error},
+        {"is_secret_key", l_is_secret_key}, {NULL, NULL}};
+    static const luaL_Reg logfns[] = {
+        {"debug", l_log_debug}, {"info", l_log_info}, {"warn", l_log_warn},
+        {"error", l_log_error}, {NULL, NULL}};
+    static const luaL_Reg timer_methods[] = {{"cancel", timer_cancel}, {NULL, NULL}};
+    luaL_newmetatable(L, TIMER_MT);
+    luaL_newlib(L, timer_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, timer_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+    luaL_newlib(L, fns);
+    luaL_newlib(L, logfns);
+    lua_setfield(L, -2, "log");
+    push_options(L, &rt_get(L)->opts);
+    lua_setfield(L, -2, "options");
+    lua_pushliteral(L, ASSETD_VERSION);
+    lua_setfield(L, -2, "version");
+    l_fetch_open(L);
+    return 1;
+}

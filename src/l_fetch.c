@@ -1,0 +1,271 @@
+/* l_fetch.c: `assetd.fetch{...}` and the engine's limits as Lua functions. A fetch yields its
+ * task; the engine's completion callback builds the response (or the error value) on the
+ * task's stack and resumes it. Options are checked here, once, with errors naming the field. */
+#include "fetch.h"
+#include "lbind.h"
+#include "runtime.h"
+
+#include <lauxlib.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct lfetch {
+    rt_wait wait;
+    rt_task *task;
+    fetch_xfer *x;
+    int progress_ref;
+} lfetch;
+
+static char *dup_field(lua_State *L, const char *s, size_t len) {
+    char *p = malloc(len + 1);
+    if (!p) luaL_error(L, "out of memory");
+    memcpy(p, s, len);
+    p[len] = '\0';
+    return p;
+}
+
+static int has_crlf(const char *s) { return strpbrk(s, "\r\n") != NULL; }
+
+static void add_header(lua_State *L, fetch_xfer *x, const char *name, const char *value) {
+    if (has_crlf(name) || has_crlf(value) || strchr(name, ':') || !*name)
+        luaL_error(L, "fetch: invalid header %s (names may not be empty or hold ':', CR or LF)", name);
+    lua_pushfstring(L, "%s: %s", name, value);
+    struct curl_slist *l = curl_slist_append(x->req.headers, lua_tostring(L, -1));
+    lua_pop(L, 1);
+    if (!l) luaL_error(L, "out of memory");
+    x->req.headers = l;
+}
+
+static void read_headers(lua_State *L, fetch_xfer *x) {
+    if (lua_getfield(L, 1, "headers") == LUA_TNIL) { lua_pop(L, 1); return; }
+    luaL_argcheck(L, lua_istable(L, -1), 1, "option 'headers' must be a table");
+    for (lua_pushnil(L); lua_next(L, -2); lua_pop(L, 1)) {
+        if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1))
+            luaL_error(L, "fetch: option 'headers' must map header names to strings");
+        add_header(L, x, lua_tostring(L, -2), lua_tostring(L, -1));
+    }
+    lua_pop(L, 1);
+}
+
+static long ms_field(lua_State *L, const char *k) {
+    double v = l_optnumfield(L, 1, k, 0);
+    if (v < 0 || v != v) luaL_error(L, "fetch: option '%s' must be >= 0 seconds", k);
+    return (long)ceil(v * 1000.0);
+}
+
+static void read_low_speed(lua_State *L, fetch_xfer *x) {
+    if (lua_getfield(L, 1, "low_speed") == LUA_TNIL) { lua_pop(L, 1); return; }
+    luaL_argcheck(L, lua_istable(L, -1), 1, "option 'low_speed' must be {bytes, seconds}");
+    lua_rawgeti(L, -1, 1);
+    lua_rawgeti(L, -2, 2);
+    if (!lua_isinteger(L, -2) || !lua_isinteger(L, -1))
+        luaL_error(L, "fetch: option 'low_speed' must be {bytes, seconds} (integers)");
+    x->req.low_speed_bytes = (long)lua_tointeger(L, -2);
+    x->req.low_speed_secs = (long)lua_tointeger(L, -1);
+    lua_pop(L, 3);
+}
+
+/* Fill X from the options table at index 1; raises on a programmer error. */
+static void read_request(lua_State *L, fetch_xfer *x) {
+    size_t len;
+    fetch_request *r = &x->req;
+    lua_getfield(L, 1, "url");
+    const char *url = lua_tolstring(L, -1, &len);
+    if (!url || len == 0) luaL_error(L, "fetch: option 'url' is required (a string)");
+    if (strlen(url) != len || has_crlf(url)) luaL_error(L, "fetch: option 'url' holds NUL, CR or LF");
+    r->url = dup_field(L, url, len);
+    lua_pop(L, 1);
+    const char *method = l_optstrfield(L, 1, "method", NULL);
+    if (method) {
+        for (const char *p = method; *p; p++)
+            if (*p < 'A' || *p > 'Z') luaL_error(L, "fetch: option 'method' must be an upper-case token");
+        r->method = dup_field(L, method, strlen(method));
+    }
+    if (lua_getfield(L, 1, "body") != LUA_TNIL) {
+        const char *b = lua_tolstring(L, -1, &len);
+        if (!b || lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "fetch: option 'body' must be a string");
+        r->body = dup_field(L, b, len);
+        r->body_len = len;
+    }
+    lua_pop(L, 1);
+    const char *to = l_optstrfield(L, 1, "to", NULL);
+    const char *sink = l_optstrfield(L, 1, "sink", NULL);
+    if (sink && strcmp(sink, "memory") != 0) luaL_error(L, "fetch: option 'sink' must be \"memory\"");
+    if (to && sink) luaL_error(L, "fetch: give either 'to' or 'sink', not both");
+    r->to_memory = to == NULL;
+    if (to) r->path = dup_field(L, to, strlen(to));
+    r->max_bytes = (int64_t)l_optnumfield(L, 1, "max_bytes", 0);
+    lua_getfield(L, 1, "resume");
+    r->resume = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    r->deadline = l_optnumfield(L, 1, "deadline", INFINITY);
+    r->timeout_ms = ms_field(L, "timeout");
+    r->connect_timeout_ms = ms_field(L, "connect_timeout");
+    read_low_speed(L, x);
+    read_headers(L, x);
+}
+
+static void push_headers(lua_State *L, const fetch_xfer *x) {
+    lua_newtable(L);
+    const char *n, *v;
+    for (size_t off = 0; (off = fetch_header_next(x, off, &n, &v)) != 0;) {
+        if (lua_getfield(L, -1, n) == LUA_TSTRING) {   /* repeated header: join as HTTP does */
+            lua_pushfstring(L, "%s, %s", lua_tostring(L, -1), v);
+            lua_remove(L, -2);
+        } else {
+            lua_pop(L, 1);
+            lua_pushstring(L, v);
+        }
+        lua_setfield(L, -2, n);
+    }
+}
+
+static void set_num(lua_State *L, const char *k, double v) {
+    lua_pushnumber(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static void set_int(lua_State *L, const char *k, int64_t v) {
+    lua_pushinteger(L, (lua_Integer)v);
+    lua_setfield(L, -2, k);
+}
+
+static int push_result(lua_State *L, const fetch_xfer *x) {
+    const fetch_result *r = &x->res;
+    if (r->category) {
+        lua_pushnil(L);
+        rt_push_error(L, r->category, "%s", r->message);
+        if (r->status) set_int(L, "status", r->status);
+        if (r->retry_after >= 0) set_num(L, "retry_after", r->retry_after);
+        if (r->category[0] == 'h' && x->mem_len) {
+            lua_pushlstring(L, x->mem, x->mem_len);
+            lua_setfield(L, -2, "body");
+        }
+        return 2;
+    }
+    lua_createtable(L, 0, 10);
+    set_int(L, "status", r->status);
+    push_headers(L, x);
+    lua_setfield(L, -2, "headers");
+    if (x->req.to_memory) {
+        lua_pushlstring(L, x->mem ? x->mem : "", x->mem_len);
+        lua_setfield(L, -2, "body");
+    } else {
+        lua_pushstring(L, x->req.path);
+        lua_setfield(L, -2, "path");
+    }
+    set_int(L, "bytes", r->bytes);
+    set_int(L, "resumed_from", r->resumed_from);
+    lua_pushstring(L, r->sha256);
+    lua_setfield(L, -2, "sha256");
+    set_num(L, "elapsed", r->elapsed);
+    lua_pushstring(L, r->http_version);
+    lua_setfield(L, -2, "http_version");
+    return 1;
+}
+
+static void on_done(fetch_xfer *x, void *ud) {
+    lfetch *f = ud;
+    rt_runtime *rt = rt_get(rt_task_thread(f->task));
+    luaL_unref(rt->L, LUA_REGISTRYINDEX, f->progress_ref);
+    lua_State *co = rt_task_thread(f->task);
+    int n = push_result(co, x);
+    rt_task *t = f->task;
+    free(f);
+    rt_resume(t, n);
+}
+
+static void on_progress(fetch_xfer *x, void *ud) {
+    lfetch *f = ud;
+    if (f->progress_ref == LUA_NOREF) return;
+    lua_State *L = rt_get(rt_task_thread(f->task))->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, f->progress_ref);
+    lua_pushinteger(L, (lua_Integer)x->res.bytes);
+    if (x->expect_total >= 0) lua_pushinteger(L, (lua_Integer)x->expect_total);
+    else lua_pushnil(L);
+    rt_pcall(L, 2, 0, "fetch on_progress");
+}
+
+static void lfetch_cancel(rt_wait *w) {
+    lfetch *f = (lfetch *)w;
+    fetch_cancel(f->x);
+}
+
+/* Until it is submitted, a transfer belongs to a userdata box, so an option error raised
+ * half-way through reading frees it through __gc. */
+static int box_gc(lua_State *L) {
+    fetch_xfer **box = lua_touserdata(L, 1);
+    fetch_xfer_free(*box);
+    *box = NULL;
+    return 0;
+}
+
+static fetch_xfer *new_boxed_xfer(lua_State *L) {
+    fetch_xfer **box = lua_newuserdatauv(L, sizeof *box, 0);
+    *box = NULL;
+    if (luaL_newmetatable(L, "assetd.fetchbox")) {
+        lua_pushcfunction(L, box_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    if (!(*box = fetch_xfer_new())) luaL_error(L, "out of memory");
+    return *box;
+}
+
+static int l_fetch(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    rt_task *task = rt_check_task(L, "assetd.fetch");
+    rt_runtime *rt = rt_get(L);
+    fetch_xfer *x = new_boxed_xfer(L);
+    int box = lua_gettop(L);
+    read_request(L, x);
+    int ty = lua_getfield(L, 1, "on_progress");
+    luaL_argcheck(L, ty == LUA_TNIL || ty == LUA_TFUNCTION, 1, "option 'on_progress' must be a function");
+    lfetch *f = calloc(1, sizeof *f);
+    if (!f) return luaL_error(L, "out of memory");
+    f->task = task;
+    f->x = x;
+    f->progress_ref = ty == LUA_TNIL ? (lua_pop(L, 1), LUA_NOREF) : luaL_ref(L, LUA_REGISTRYINDEX);
+    f->wait.cancel = lfetch_cancel;
+    int err = fetch_submit(rt->fetch, x, on_done, on_progress, f);
+    if (err) {
+        luaL_unref(L, LUA_REGISTRYINDEX, f->progress_ref);
+        free(f);
+        return rt_fail(L, err == UV_ECANCELED ? "canceled" : "network", "fetch: %s",
+                       err == UV_EINVAL ? "the url has no host name" : uv_strerror(err));
+    }
+    *(fetch_xfer **)lua_touserdata(L, box) = NULL;    /* the engine owns it now */
+    return rt_wait_yield(L, task, &f->wait);
+}
+
+static int l_fetch_limits(lua_State *L) {
+    rt_runtime *rt = rt_get(L);
+    fetch_limits lim = fetch_get_limits(rt->fetch);
+    if (lua_istable(L, 1)) {
+        double a = l_optnumfield(L, 1, "max_active", lim.max_active);
+        double h = l_optnumfield(L, 1, "per_host", lim.per_host);
+        double b = l_optnumfield(L, 1, "max_bytes_per_sec", lim.max_bytes_per_sec);
+        luaL_argcheck(L, a >= 1 && a <= 100000, 1, "max_active must be 1..100000");
+        luaL_argcheck(L, h >= 0 && h <= 100000, 1, "per_host must be 0..100000 (0: no limit)");
+        luaL_argcheck(L, b >= 0, 1, "max_bytes_per_sec must be >= 0 (0: no cap)");
+        lim = (fetch_limits){(unsigned)a, (unsigned)h, b};
+        fetch_set_limits(rt->fetch, &lim);
+    }
+    unsigned active, queued;
+    fetch_stats(rt->fetch, &active, &queued);
+    lua_createtable(L, 0, 5);
+    set_int(L, "max_active", lim.max_active);
+    set_int(L, "per_host", lim.per_host);
+    set_num(L, "max_bytes_per_sec", lim.max_bytes_per_sec);
+    set_int(L, "active", active);
+    set_int(L, "queued", queued);
+    return 1;
+}
+
+void l_fetch_open(lua_State *L) {
+    lua_pushcfunction(L, l_fetch);
+    lua_setfield(L, -2, "fetch");
+    lua_pushcfunction(L, l_fetch_limits);
+    lua_setfield(L, -2, "fetch_limits");
+}

@@ -1,0 +1,15 @@
+/* lbind.h: the C modules that make up `assetd.core`. Each l_<module>.c adds its functions to
+ * the module table on top of the stack. */
+#ifndef ASSETD_LBIND_H
+#define ASSETD_LBIND_H
+
+#include <lua.h>
+
+int luaopen_assetd_core(lua_State *L);
+void l_fetch_open(lua_State *L);
+
+/* Option readers shared by the bindings: field K of the table at index T. */
+double l_optnumfield(lua_State *L, int t, const char *k, double def);
+const char *l_optstrfield(lua_State *L, int t, const char *k, const char *def);
+
+#endif

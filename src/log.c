@@ -1,0 +1,151 @@
+/* log.c: structured event lines on stderr. One event is formatted into one buffer and written
+ * with one call, so lines never interleave. Fields whose name says they hold a secret are
+ * masked here, the one place every log line passes through. */
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/time.h>
+#include <time.h>
+
+static enum log_level cur_level = LOG_INFO;
+static enum log_format cur_format = LOG_LOGFMT;
+static FILE *cur_out;
+
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+int log_parse_level(const char *s, enum log_level *out) {
+    for (int i = 0; i < 4; i++)
+        if (strcmp(s, level_names[i]) == 0) { *out = (enum log_level)i; return 0; }
+    return -1;
+}
+
+int log_parse_format(const char *s, enum log_format *out) {
+    if (strcmp(s, "logfmt") == 0) *out = LOG_LOGFMT;
+    else if (strcmp(s, "json") == 0) *out = LOG_JSON;
+    else return -1;
+    return 0;
+}
+
+void log_configure(enum log_level level, enum log_format format, FILE *out) {
+    cur_level = level;
+    cur_format = format;
+    cur_out = out;
+}
+
+int log_enabled(enum log_level level) { return level >= cur_level; }
+const char *log_level_name(enum log_level level) { return level_names[level]; }
+
+int log_is_secret_key(const char *key) {
+    static const char *const words[] = {"token", "secret", "password", "authorization",
+                                        "api_key", "apikey", "cookie", NULL};
+    for (int i = 0; words[i]; i++)
+        if (strcasestr(key, words[i])) return 1;
+    return 0;
+}
+
+/* A growing line buffer with a fixed cap: an enormous field is cut, never allocated. */
+typedef struct { char buf[8192]; size_t len; } line_t;
+
+static void put(line_t *l, const char *s, size_t n) {
+    size_t room = sizeof l->buf - 2 - l->len;       /* keep space for "\n\0" */
+    if (n > room) n = room;
+    memcpy(l->buf + l->len, s, n);
+    l->len += n;
+}
+
+static void puts_(line_t *l, const char *s) { put(l, s, strlen(s)); }
+
+static void put_escaped(line_t *l, const char *s, int json) {
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        char tmp[8];
+        if (c == '"' || c == '\\') { tmp[0] = '\\'; tmp[1] = (char)c; put(l, tmp, 2); }
+        else if (c == '\n') put(l, "\\n", 2);
+        else if (c == '\t') put(l, "\\t", 2);
+        else if (c == '\r') put(l, "\\r", 2);
+        else if (c < 0x20) put(l, tmp, (size_t)snprintf(tmp, sizeof tmp, json ? "\\u%04x" : "\\x%02x", c));
+        else put(l, (const char *)&c, 1);
+    }
+}
+
+static int needs_quotes(const char *s) {
+    if (*s == '\0') return 1;
+    for (; *s; s++)
+        if (*s <= ' ' || *s == '"' || *s == '=' || *s == '\\' || (unsigned char)*s >= 0x7f) return 1;
+    return 0;
+}
+
+static void put_time(line_t *l) {
+    struct timeval tv;
+    struct tm tm;
+    char tmp[40];
+    gettimeofday(&tv, NULL);
+    gmtime_r(&tv.tv_sec, &tm);
+    size_t n = strftime(tmp, sizeof tmp, "%Y-%m-%dT%H:%M:%S", &tm);
+    n += (size_t)snprintf(tmp + n, sizeof tmp - n, ".%03dZ", (int)(tv.tv_usec / 1000));
+    put(l, tmp, n);
+}
+
+static void put_pair(line_t *l, const char *key, const char *val, int raw) {
+    if (log_is_secret_key(key)) { val = "[redacted]"; raw = 0; }
+    if (cur_format == LOG_JSON) {
+        puts_(l, ",\"");
+        put_escaped(l, key, 1);
+        puts_(l, "\":");
+        if (raw) { puts_(l, val); return; }
+        puts_(l, "\"");
+        put_escaped(l, val, 1);
+        puts_(l, "\"");
+        return;
+    }
+    puts_(l, " ");
+    puts_(l, key);
+    puts_(l, "=");
+    if (!needs_quotes(val)) { puts_(l, val); return; }
+    puts_(l, "\"");
+    put_escaped(l, val, 0);
+    puts_(l, "\"");
+}
+
+void log_fields(enum log_level level, const char *msg, const log_field *f, size_t n) {
+    if (!log_enabled(level)) return;
+    line_t l = {.len = 0};
+    if (cur_format == LOG_JSON) {
+        puts_(&l, "{\"ts\":\"");
+        put_time(&l);
+        puts_(&l, "\",\"level\":\"");
+        puts_(&l, level_names[level]);
+        puts_(&l, "\",\"msg\":\"");
+        put_escaped(&l, msg, 1);
+        puts_(&l, "\"");
+    } else {
+        puts_(&l, "ts=");
+        put_time(&l);
+        puts_(&l, " level=");
+        puts_(&l, level_names[level]);
+        put_pair(&l, "msg", msg, 0);
+    }
+    for (size_t i = 0; i < n; i++) put_pair(&l, f[i].key, f[i].val ? f[i].val : "", f[i].raw);
+    if (cur_format == LOG_JSON) puts_(&l, "}");
+    l.buf[l.len++] = '\n';
+    FILE *out = cur_out ? cur_out : stderr;
+    fwrite(l.buf, 1, l.len, out);
+    fflush(out);
+}
+
+void log_event(enum log_level level, const char *msg, ...) {
+    log_field f[16];
+    size_t n = 0;
+    va_list ap;
+    va_start(ap, msg);
+    for (const char *k; n < 16 && (k = va_arg(ap, const char *)) != NULL; n++) {
+        f[n].key = k;
+        f[n].val = va_arg(ap, const char *);
+        f[n].raw = 0;
+    }
+    va_end(ap);
+    log_fields(level, msg, f, n);
+}

@@ -1,0 +1,29 @@
+/* log.h: one event a line on stderr, logfmt or JSON lines, with secret-looking fields masked. */
+#ifndef ASSETD_LOG_H
+#define ASSETD_LOG_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
+enum log_format { LOG_LOGFMT, LOG_JSON };
+
+typedef struct log_field {
+    const char *key;
+    const char *val;
+    int raw;            /* a number or boolean: unquoted in JSON */
+} log_field;
+
+int log_parse_level(const char *s, enum log_level *out);
+int log_parse_format(const char *s, enum log_format *out);
+void log_configure(enum log_level level, enum log_format format, FILE *out);
+int log_enabled(enum log_level level);
+const char *log_level_name(enum log_level level);
+/* Whether a field of this name must never be written as it is. */
+int log_is_secret_key(const char *key);
+
+void log_fields(enum log_level level, const char *msg, const log_field *f, size_t n);
+/* Convenience: key, value string pairs ended by NULL. */
+void log_event(enum log_level level, const char *msg, ...);
+
+#endif

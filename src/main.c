@@ -1,0 +1,187 @@
+/* main.c: the command line, start-up, signals and the orderly stop. Everything the daemon does
+ * happens on one libuv loop; this file builds it, runs it, and takes it apart in the order
+ * libcurl and libuv require (multi handle first, then handles, then the Lua state). */
+#include "fetch.h"
+#include "log.h"
+#include "runtime.h"
+
+#include <curl/curl.h>
+#include <lauxlib.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#ifndef ASSETD_LUADIR
+#define ASSETD_LUADIR "/usr/local/share/assetd/lua"
+#endif
+
+static const char usage_text[] =
+    "usage: assetd SCRIPT.lua [options] [script args...]\n"
+    "       assetd --check PIPELINE.lua\n"
+    "       assetd --help | --version\n"
+    "\n"
+    "Runs SCRIPT.lua (a pipeline or any Lua script) on assetd's event loop.\n"
+    "\n"
+    "options (before or after the script; `--` ends them):\n"
+    "  -i                    interactive Lua REPL on the terminal while the daemon runs\n"
+    "  --listen HOST:PORT    HTTP API address (default 127.0.0.1:8787)\n"
+    "  --data DIR            data directory: job database, attach socket (default ./.assetd)\n"
+    "  --log-level LEVEL     debug, info, warn or error (default info)\n"
+    "  --log-format FORMAT   logfmt or json (default logfmt)\n"
+    "  --check               load and validate the pipeline, print its configuration, exit\n"
+    "\n"
+    "environment: OPENAI_API_KEY OPENAI_BASE_URL NOTION_TOKEN NOTION_BASE_URL\n"
+    "             OPENAI_WEBHOOK_SECRET ASSETD_API_TOKEN\n"
+    "exit status: 0 clean stop, 1 runtime or script error, 2 bad usage\n";
+
+static rt_runtime runtime;
+static uv_signal_t sig_int, sig_term;
+
+static int usage_error(const char *what, const char *arg) {
+    fprintf(stderr, "assetd: %s%s\n%s", what, arg, usage_text);
+    return 2;
+}
+
+/* Daemon options are taken wherever they stand before `--`; the first other word is the
+ * script and the remaining words are the script's arguments (as `lua` passes them). */
+static int parse_args(int argc, char **argv, struct rt_options *o, int *script_index,
+                      char ***script_args, int *nscript_args) {
+    char **rest = calloc((size_t)argc + 1, sizeof *rest);
+    int nrest = 0, opts_done = 0;
+    *script_index = -1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int takes_value = !opts_done && (!strcmp(a, "--listen") || !strcmp(a, "--data") ||
+                                         !strcmp(a, "--log-level") || !strcmp(a, "--log-format"));
+        if (takes_value && i + 1 >= argc) { free(rest); return usage_error("missing value after ", a); }
+        if (!opts_done && !strcmp(a, "--")) opts_done = 1;
+        else if (!opts_done && !strcmp(a, "-i")) o->interactive = 1;
+        else if (!opts_done && !strcmp(a, "--check")) o->check = 1;
+        else if (takes_value && !strcmp(a, "--listen")) o->listen = argv[++i];
+        else if (takes_value && !strcmp(a, "--data")) o->data = argv[++i];
+        else if (takes_value && !strcmp(a, "--log-level")) o->log_level = argv[++i];
+        else if (takes_value && !strcmp(a, "--log-format")) o->log_format = argv[++i];
+        else if (*script_index < 0 && a[0] == '-' && a[1] != '\0') { free(rest); return usage_error("unknown option ", a); }
+        else if (*script_index < 0) *script_index = i;
+        else rest[nrest++] = argv[i];
+    }
+    *script_args = rest;
+    *nscript_args = nrest;
+    if (*script_index < 0) return usage_error("no script given", "");
+    return 0;
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+    rt_runtime *rt = h->data;
+    log_event(LOG_INFO, "stopping", "signal", signum == SIGINT ? "SIGINT" : "SIGTERM", NULL);
+    rt_stop(rt, 0);
+}
+
+static void close_any(uv_handle_t *h, void *arg) {
+    (void)arg;
+    if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+/* Stop taking work: transfers are abandoned with their .part files kept for a resume. */
+static void wind_down(rt_runtime *rt) {
+    fetch_engine_close(rt->fetch);
+    rt->fetch = NULL;
+    uv_walk(rt->loop, close_any, NULL);
+}
+
+static const char *find_luadir(char *buf, size_t cap) {
+    size_t n = cap;
+    struct stat st;
+    if (uv_exepath(buf, &n) == 0) {
+        char *slash = strrchr(buf, '/');
+        if (slash && (size_t)(slash - buf) + 32 < cap) {
+            strcpy(slash, "/lua/assetd/init.lua");
+            if (stat(buf, &st) == 0) {
+                strcpy(slash, "/lua");
+                return buf;
+            }
+        }
+    }
+    return ASSETD_LUADIR;
+}
+
+static int setup_logging(const struct rt_options *o) {
+    enum log_level level;
+    enum log_format format;
+    if (log_parse_level(o->log_level, &level) != 0)
+        return usage_error("--log-level must be debug, info, warn or error, not ", o->log_level);
+    if (log_parse_format(o->log_format, &format) != 0)
+        return usage_error("--log-format must be logfmt or json, not ", o->log_format);
+    log_configure(level, format, stderr);
+    return 0;
+}
+
+static int start_signals(uv_loop_t *loop, rt_runtime *rt) {
+    int err = uv_signal_init(loop, &sig_int) || uv_signal_init(loop, &sig_term) ||
+              uv_signal_start(&sig_int, on_signal, SIGINT) ||
+              uv_signal_start(&sig_term, on_signal, SIGTERM);
+    sig_int.data = sig_term.data = rt;
+    uv_unref((uv_handle_t *)&sig_int);
+    uv_unref((uv_handle_t *)&sig_term);
+    return err;
+}
+
+static int run(char **argv, struct rt_options *opts, int script_index, char **args, int nargs) {
+    static char luadir_buf[4096];
+    uv_loop_t *loop = uv_default_loop();
+    rt_runtime *rt = &runtime;
+    if (rt_init(rt, loop, find_luadir(luadir_buf, sizeof luadir_buf)) != 0) {
+        fprintf(stderr, "assetd: cannot create the Lua state\n");
+        return 1;
+    }
+    rt->opts = *opts;
+    rt->on_stop = wind_down;
+    loop->data = rt;
+    if (fetch_engine_new(loop, &rt->fetch) != 0 || start_signals(loop, rt) != 0) {
+        fprintf(stderr, "assetd: cannot start the event loop\n");
+        return 1;
+    }
+    /* `arg` as lua sets it: arg[-1] the program, arg[0] the script, then its arguments */
+    char **sargv = calloc((size_t)nargs + 3, sizeof *sargv);
+    if (!sargv) return 1;
+    sargv[0] = argv[0];
+    sargv[1] = argv[script_index];
+    for (int i = 0; i < nargs; i++) sargv[i + 2] = args[i];
+    if (rt_run_main(rt, argv[script_index], nargs + 2, sargv, 1) != 0) rt_stop(rt, 1);
+    free(sargv);
+    uv_run(loop, UV_RUN_DEFAULT);
+    rt_stop(rt, rt->exit_code);           /* no work left: wind down if nobody did */
+    while (uv_loop_close(loop) == UV_EBUSY) uv_run(loop, UV_RUN_DEFAULT);
+    int code = rt->exit_code;
+    rt_close(rt);
+    return code;
+}
+
+int main(int argc, char **argv) {
+    struct rt_options opts = {"127.0.0.1:8787", "./.assetd", "info", "logfmt", 0, 0};
+    if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        fputs(usage_text, stdout);
+        return 0;
+    }
+    if (argc > 1 && !strcmp(argv[1], "--version")) {
+        printf("assetd %s (%s, libuv %s, %s)\n", ASSETD_VERSION, LUA_RELEASE, uv_version_string(),
+               curl_version());
+        return 0;
+    }
+    int script_index = -1, nargs = 0;
+    char **args = NULL;
+    if (parse_args(argc, argv, &opts, &script_index, &args, &nargs) != 0) return 2;
+    if (setup_logging(&opts) != 0) { free(args); return 2; }
+    signal(SIGPIPE, SIG_IGN);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "assetd: curl_global_init failed\n");
+        free(args);
+        return 1;
+    }
+    int code = run(argv, &opts, script_index, args, nargs);
+    free(args);
+    curl_global_cleanup();
+    return code;
+}

@@ -1,0 +1,380 @@
+/* runtime.c: the Lua state on the libuv loop. Every piece of Lua that can wait runs as a task
+ * (a coroutine owned here); waiting bindings yield the task and their completion callbacks
+ * resume it. C never calls Lua unprotected: rt_pcall and task resumption catch every error. */
+#include "runtime.h"
+#include "log.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TASK_MT "assetd.task"
+
+struct rt_task {
+    rt_runtime *rt;
+    lua_State *co;
+    int ref;         /* pins this userdata (and through its uservalue the thread) while alive */
+    int on_error;    /* registry ref of the error handler, or LUA_NOREF */
+    rt_wait *wait;
+    int done, canceled, is_main;
+    char name[40];
+};
+
+struct rt_deferred {
+    void (*fn)(void *arg);
+    void *arg;
+    struct rt_deferred *next;
+};
+
+static const char RT_KEY = 'r';
+
+rt_runtime *rt_get(lua_State *L) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &RT_KEY);
+    rt_runtime *rt = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return rt;
+}
+
+/* ---- error values ---------------------------------------------------------------------- */
+
+static int error_tostring(lua_State *L) {
+    lua_getfield(L, 1, "message");
+    if (!lua_isstring(L, -1)) lua_pushliteral(L, "error");
+    return 1;
+}
+
+static void push_error_mt(lua_State *L) {
+    if (luaL_newmetatable(L, "assetd.error")) {
+        lua_pushcfunction(L, error_tostring);
+        lua_setfield(L, -2, "__tostring");
+    }
+}
+
+static void push_errorv(lua_State *L, const char *category, const char *fmt, va_list ap) {
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, category);
+    lua_setfield(L, -2, "category");
+    lua_pushvfstring(L, fmt, ap);
+    lua_setfield(L, -2, "message");
+    push_error_mt(L);
+    lua_setmetatable(L, -2);
+}
+
+void rt_push_error(lua_State *L, const char *category, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    push_errorv(L, category, fmt, ap);
+    va_end(ap);
+}
+
+int rt_fail(lua_State *L, const char *category, const char *fmt, ...) {
+    va_list ap;
+    lua_pushnil(L);
+    va_start(ap, fmt);
+    push_errorv(L, category, fmt, ap);
+    va_end(ap);
+    return 2;
+}
+
+/* ---- protected calls ------------------------------------------------------------------- */
+
+static int msghandler(lua_State *L) {
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+int rt_pcall(lua_State *L, int nargs, int nresults, const char *what) {
+    int base = lua_gettop(L) - nargs;
+    lua_pushcfunction(L, msghandler);
+    lua_insert(L, base);
+    int st = lua_pcall(L, nargs, nresults, base);
+    lua_remove(L, base);
+    if (st != LUA_OK) {
+        log_event(LOG_ERROR, "lua error", "where", what, "error", lua_tostring(L, -1), NULL);
+        lua_pop(L, 1);
+    }
+    return st;
+}
+
+/* ---- deferred calls -------------------------------------------------------------------- */
+
+static void defer_run(uv_idle_t *h) {
+    rt_runtime *rt = h->data;
+    struct rt_deferred *d = rt->defer_head;
+    rt->defer_head = rt->defer_tail = NULL;
+    while (d) {
+        struct rt_deferred *next = d->next;
+        d->fn(d->arg);
+        free(d);
+        d = next;
+    }
+    if (!rt->defer_head) uv_idle_stop(h);
+}
+
+int rt_defer(rt_runtime *rt, void (*fn)(void *arg), void *arg) {
+    struct rt_deferred *d = malloc(sizeof *d);
+    if (!d) return UV_ENOMEM;
+    d->fn = fn;
+    d->arg = arg;
+    d->next = NULL;
+    if (rt->defer_tail) rt->defer_tail->next = d;
+    else rt->defer_head = d;
+    rt->defer_tail = d;
+    return uv_idle_start(&rt->defer_idle, defer_run);
+}
+
+/* ---- tasks ----------------------------------------------------------------------------- */
+
+rt_task *rt_current(lua_State *L) {
+    return *(rt_task **)lua_getextraspace(L);
+}
+
+rt_task *rt_check_task(lua_State *L, const char *fn) {
+    rt_task *t = rt_current(L);
+    if (t == NULL || t->co != L)
+        luaL_error(L, "%s must be called from an assetd task (the main chunk, assetd.spawn, a "
+                      "timer or a hook), not from a plain coroutine", fn);
+    if (!lua_isyieldable(L))
+        luaL_error(L, "%s cannot wait here: attempt to yield across a C-call boundary "
+                      "(inside a metamethod, an iterator or a sort comparator)", fn);
+    return t;
+}
+
+lua_State *rt_task_thread(rt_task *t) { return t->co; }
+
+static void task_finish(rt_task *t) {
+    lua_State *L = t->rt->L;
+    t->done = 1;
+    *(rt_task **)lua_getextraspace(t->co) = NULL;
+    luaL_unref(L, LUA_REGISTRYINDEX, t->on_error);
+    t->on_error = LUA_NOREF;
+    luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
+    t->ref = LUA_NOREF;
+}
+
+static void task_report(rt_task *t) {
+    lua_State *L = t->rt->L;
+    const char *msg = luaL_tolstring(t->co, -1, NULL);
+    luaL_traceback(L, t->co, msg, 0);
+    lua_pop(t->co, 2);
+    if (t->is_main) {
+        fprintf(stderr, "assetd: %s\n", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        rt_stop(t->rt, 1);
+        return;
+    }
+    if (t->on_error != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, t->on_error);
+        lua_insert(L, -2);
+        rt_pcall(L, 1, 0, "task error handler");
+        return;
+    }
+    log_event(LOG_ERROR, "task failed", "task", t->name, "error", lua_tostring(L, -1), NULL);
+    lua_pop(L, 1);
+}
+
+static void resume_later(void *arg);
+
+static void task_resume_from(rt_task *t, lua_State *from, int nargs) {
+    int nres;
+    t->wait = NULL;
+    int st = lua_resume(t->co, from, nargs, &nres);
+    if (st == LUA_YIELD) {
+        lua_pop(t->co, nres);
+        /* a bare coroutine.yield() in a task means "let the loop run, then continue" */
+        if (t->wait == NULL && rt_defer(t->rt, resume_later, t) != 0)
+            log_event(LOG_ERROR, "cannot reschedule task", "task", t->name, NULL);
+        return;
+    }
+    if (st != LUA_OK) task_report(t);
+    else lua_settop(t->co, 0);
+    task_finish(t);
+}
+
+static void resume_later(void *arg) {
+    rt_task *t = arg;
+    if (t->done || t->rt->stopping) return;
+    task_resume_from(t, NULL, 0);
+}
+
+void rt_resume(rt_task *t, int nresults) {
+    if (t->done || t->rt->stopping) {
+        lua_pop(t->co, nresults);
+        return;
+    }
+    task_resume_from(t, NULL, nresults);
+}
+
+int rt_wait_yield(lua_State *L, rt_task *t, rt_wait *w) {
+    t->wait = w;
+    if (t->canceled) w->cancel(w);
+    return lua_yield(L, 0);
+}
+
+void rt_task_cancel(rt_task *t) {
+    if (t->done || t->canceled) return;
+    t->canceled = 1;
+    if (t->wait && t->wait->cancel) t->wait->cancel(t->wait);
+}
+
+static rt_task *task_new(lua_State *L, const char *name) {
+    rt_task *t = lua_newuserdatauv(L, sizeof *t, 1);
+    memset(t, 0, sizeof *t);
+    t->rt = rt_get(L);
+    t->ref = t->on_error = LUA_NOREF;
+    snprintf(t->name, sizeof t->name, "%s", name ? name : "task");
+    luaL_setmetatable(L, TASK_MT);
+    t->co = lua_newthread(L);
+    lua_setiuservalue(L, -2, 1);
+    *(rt_task **)lua_getextraspace(t->co) = t;
+    return t;
+}
+
+rt_task *rt_spawn(lua_State *L, int nargs, int on_error, const char *name) {
+    if (on_error) on_error = lua_absindex(L, on_error);
+    rt_task *t = task_new(L, name);               /* fn args... task */
+    lua_pushvalue(L, -1);
+    t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (on_error) {
+        lua_pushvalue(L, on_error);
+        t->on_error = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    lua_insert(L, -(nargs + 2));                  /* task fn args... */
+    lua_xmove(L, t->co, nargs + 1);
+    task_resume_from(t, L, nargs);
+    return t;                                     /* the task handle is left on L */
+}
+
+static rt_task *check_taskud(lua_State *L) {
+    return luaL_checkudata(L, 1, TASK_MT);
+}
+
+static int task_cancel(lua_State *L) {
+    rt_task_cancel(check_taskud(L));
+    return 0;
+}
+
+static int task_status(lua_State *L) {
+    rt_task *t = check_taskud(L);
+    lua_pushstring(L, t->done ? "done" : t->wait ? "waiting" : "running");
+    return 1;
+}
+
+static int task_tostring(lua_State *L) {
+    rt_task *t = check_taskud(L);
+    lua_pushfstring(L, "assetd.task(%s, %s)", t->name,
+                    t->done ? "done" : t->wait ? "waiting" : "running");
+    return 1;
+}
+
+static void create_task_mt(lua_State *L) {
+    static const luaL_Reg methods[] = {
+        {"cancel", task_cancel}, {"status", task_status}, {NULL, NULL}};
+    luaL_newmetatable(L, TASK_MT);
+    luaL_newlib(L, methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, task_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+}
+
+/* ---- the state ------------------------------------------------------------------------- */
+
+extern int luaopen_cjson(lua_State *L);
+int luaopen_assetd_core(lua_State *L);
+
+static void set_paths(lua_State *L, const char *luadir) {
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "path");
+    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", luadir, luadir, lua_tostring(L, -1));
+    lua_setfield(L, -3, "path");
+    lua_pop(L, 2);
+}
+
+static void preload(lua_State *L, const char *name, lua_CFunction open) {
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    lua_pushcfunction(L, open);
+    lua_setfield(L, -2, name);
+    lua_pop(L, 1);
+}
+
+int rt_init(rt_runtime *rt, uv_loop_t *loop, const char *luadir) {
+    memset(rt, 0, sizeof *rt);
+    rt->loop = loop;
+    rt->luadir = luadir;
+    rt->L = luaL_newstate();
+    if (!rt->L) return UV_ENOMEM;
+    *(rt_task **)lua_getextraspace(rt->L) = NULL;
+    int err = uv_idle_init(loop, &rt->defer_idle);
+    if (err) return err;
+    rt->defer_idle.data = rt;
+    uv_unref((uv_handle_t *)&rt->defer_idle);
+    lua_State *L = rt->L;
+    lua_pushlightuserdata(L, rt);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &RT_KEY);
+    luaL_openlibs(L);
+    set_paths(L, luadir);
+    create_task_mt(L);
+    preload(L, "cjson", luaopen_cjson);
+    preload(L, "assetd.core", luaopen_assetd_core);
+    return 0;
+}
+
+void rt_close(rt_runtime *rt) {
+    while (rt->defer_head) {
+        struct rt_deferred *d = rt->defer_head;
+        rt->defer_head = d->next;
+        free(d);
+    }
+    if (rt->L) lua_close(rt->L);
+    rt->L = NULL;
+}
+
+void rt_stop(rt_runtime *rt, int code) {
+    if (rt->stopping) return;
+    rt->stopping = 1;
+    rt->exit_code = code;
+    if (rt->on_stop) rt->on_stop(rt);
+}
+
+static void push_args(lua_State *L, int argc, char **argv, int script_index) {
+    lua_createtable(L, argc - script_index - 1, script_index + 1);
+    for (int i = 0; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i - script_index);
+    }
+    lua_setglobal(L, "arg");
+}
+
+int rt_run_main(rt_runtime *rt, const char *script, int argc, char **argv, int script_index) {
+    lua_State *L = rt->L;
+    push_args(L, argc, argv, script_index);
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "assetd");
+    if (rt_pcall(L, 1, 1, "require assetd") != LUA_OK) return 1;
+    lua_setglobal(L, "assetd");
+    if (luaL_loadfile(L, script) != LUA_OK) {
+        fprintf(stderr, "assetd: %s\n", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return 1;
+    }
+    int nargs = argc - script_index - 1;
+    luaL_checkstack(L, nargs + 4, "too many arguments to script");
+    for (int i = script_index + 1; i < argc; i++) lua_pushstring(L, argv[i]);
+    rt_task *t = task_new(L, "main");            /* fn args... task */
+    t->is_main = 1;
+    lua_pushvalue(L, -1);
+    t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 1);
+    lua_xmove(L, t->co, nargs + 1);
+    task_resume_from(t, NULL, nargs);
+    return 0;
+}

@@ -1,0 +1,68 @@
+/* runtime.h: the Lua state on the libuv loop. Tasks (coroutines the runtime owns), the
+ * wait/resume protocol every waiting binding follows, deferred calls, error values and the
+ * one protected-call wrapper through which C calls Lua. */
+#ifndef ASSETD_RUNTIME_H
+#define ASSETD_RUNTIME_H
+
+#include <lua.h>
+#include <uv.h>
+
+/* What a task is waiting on. A waiting binding embeds one in its request object, sets
+ * `cancel`, and the runtime calls it when the task is cancelled; `cancel` must arrange for
+ * the task to be resumed later (never from inside the call) with a `canceled` error. */
+typedef struct rt_wait {
+    void (*cancel)(struct rt_wait *w);
+} rt_wait;
+
+typedef struct rt_task rt_task;
+
+typedef struct rt_runtime {
+    uv_loop_t *loop;
+    lua_State *L;            /* main state; tasks are threads of it */
+    int exit_code;           /* set by the main task's end or assetd.stop() */
+    int stopping;            /* no task is resumed once set */
+    const char *luadir;      /* where the project's Lua modules live */
+    uv_idle_t defer_idle;    /* runs deferred calls on the next loop iteration */
+    struct rt_deferred *defer_head, *defer_tail;
+    void (*on_stop)(struct rt_runtime *rt); /* asks the embedder to wind down */
+    struct fetch_engine *fetch;              /* the download engine, owned by main */
+    struct rt_options {                      /* daemon options from the command line */
+        const char *listen, *data, *log_level, *log_format;
+        int interactive, check;
+    } opts;
+} rt_runtime;
+
+int rt_init(rt_runtime *rt, uv_loop_t *loop, const char *luadir);
+void rt_close(rt_runtime *rt);
+rt_runtime *rt_get(lua_State *L);
+
+/* Load SCRIPT ("@path" chunk name) and start it as the main task with ARGS as its varargs. */
+int rt_run_main(rt_runtime *rt, const char *script, int argc, char **argv, int script_index);
+/* Ask the loop to wind down with CODE (first caller wins). */
+void rt_stop(rt_runtime *rt, int code);
+
+/* Tasks. rt_spawn pops a function and NARGS arguments from L and starts it; ON_ERROR
+ * (a stack index or 0) receives (message_with_traceback) instead of the log. */
+rt_task *rt_spawn(lua_State *L, int nargs, int on_error, const char *name);
+rt_task *rt_current(lua_State *L);
+/* For a waiting binding: the running task, or a raised error naming FN. */
+rt_task *rt_check_task(lua_State *L, const char *fn);
+/* Mark the task as waiting on W and yield; the values later given to rt_resume are returned. */
+int rt_wait_yield(lua_State *L, rt_task *t, rt_wait *w);
+/* The task's thread, on which the waker pushes results before rt_resume. */
+lua_State *rt_task_thread(rt_task *t);
+void rt_resume(rt_task *t, int nresults);
+void rt_task_cancel(rt_task *t);
+
+/* Call FN(ARG) from the loop soon, outside any current callback. */
+int rt_defer(rt_runtime *rt, void (*fn)(void *arg), void *arg);
+
+/* Protected call with a traceback handler; on error logs it under WHAT and returns non-zero. */
+int rt_pcall(lua_State *L, int nargs, int nresults, const char *what);
+
+/* Error values: push a table {category=, message=, ...} with a __tostring metamethod. */
+void rt_push_error(lua_State *L, const char *category, const char *fmt, ...);
+/* `return nil, err` for a binding. */
+int rt_fail(lua_State *L, const char *category, const char *fmt, ...);
+
+#endif
