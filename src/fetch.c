@@ -47,7 +47,7 @@ struct fetch_engine {
     fetch_xfer **live;                   /* active transfers (for cancel and unpause) */
     size_t nlive, live_cap;
     double tokens, tokens_at;
-    int closing;
+    int closing, kicked;
     unsigned open_handles;     /* E is freed when these and the commits in flight are 0 */
     unsigned committing;
 };
@@ -633,6 +633,7 @@ static int on_timer(CURLM *multi, long timeout_ms, void *userp) {
 /* Deferred work: cancellations of running transfers, scheduling, then deliveries. */
 static void on_idle(uv_idle_t *h) {
     fetch_engine *e = h->data;
+    e->kicked = 0;
     for (size_t i = 0; i < e->nlive;) {
         fetch_xfer *x = e->live[i];
         if (x->cancel_requested && x->state == X_ACTIVE && x->easy) {
@@ -650,11 +651,13 @@ static void on_idle(uv_idle_t *h) {
         fetch_xfer_free(d);
         d = next;
     }
-    if (!e->done_head) uv_idle_stop(h);
+    if (!e->kicked) uv_idle_stop(h);       /* unless a callback above asked for more */
 }
 
 static void kick(fetch_engine *e) {
-    if (!e->closing) uv_idle_start(&e->idle, on_idle);
+    if (e->closing) return;
+    e->kicked = 1;
+    uv_idle_start(&e->idle, on_idle);
 }
 
 /* ---- public ---------------------------------------------------------------------------- */

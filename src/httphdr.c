@@ -49,12 +49,10 @@ int httphdr_unsatisfied_range(const char *v, int64_t *total) {
 
 double httphdr_retry_after(const char *v, double now) {
     const char *s = skip_ws(v);
-    if (isdigit((unsigned char)*s)) {
-        char *end;
-        errno = 0;
-        double secs = strtod(s, &end);
-        if (errno == ERANGE || *skip_ws(end) != '\0') return -1;
-        return secs;
+    if (isdigit((unsigned char)*s)) {           /* delta-seconds = 1*DIGIT, nothing else */
+        int64_t secs;
+        if (parse_i64(&s, &secs) != 0 || *skip_ws(s) != '\0') return -1;
+        return (double)secs;
     }
     /* IMF-fixdate, e.g. "Sun, 06 Nov 1994 08:49:37 GMT" */
     struct tm tm;

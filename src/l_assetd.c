@@ -79,6 +79,7 @@ static ltimer *ltimer_new(lua_State *L, const char *mt) {
     t->fn = t->ref = LUA_NOREF;
     if (mt) luaL_setmetatable(L, mt);
     if (uv_timer_init(rt->loop, &t->h) != 0) luaL_error(L, "cannot create a timer");
+    uv_update_time(rt->loop);     /* the loop's cached time may be stale after long Lua work */
     t->h.data = t;
     lua_pushvalue(L, -1);
     t->ref = luaL_ref(L, LUA_REGISTRYINDEX);

@@ -1,0 +1,72 @@
+-- Starts the project's OpenAI + Notion simulator (tests/sim/sim.py) on a loopback port and
+-- talks to its control API over real HTTP with assetd.fetch.
+local cjson = require "cjson"
+
+local sim = {}
+sim.__index = sim
+
+local function sh(cmd)
+  local ok = os.execute(cmd)
+  assert(ok, "command failed: " .. cmd)
+end
+
+function sim.start(args)
+  local dir = os.tmpname()
+  os.remove(dir)
+  sh("mkdir -p " .. dir)
+  sh(string.format("python3 tests/sim/sim.py --port 0 --quiet %s > %s/out 2>%s/err & echo $! > %s/pid",
+    args or "", dir, dir, dir))
+  local self = setmetatable({dir = dir}, sim)
+  self.pid = assert(io.open(dir .. "/pid")):read("l")
+  for _ = 1, 200 do
+    local f = io.open(dir .. "/out")
+    local line = f and f:read("l")
+    if f then f:close() end
+    if line and line:match("^listening ") then
+      self.url = line:match("^listening (%S+)")
+      self.openai = self.url .. "/v1"
+      self.notion = self.url .. "/notion/v1"
+      return self
+    end
+    assetd.sleep(0.05)
+  end
+  error("simulator did not start: " .. (io.open(dir .. "/err") or io.open("/dev/null")):read("a"))
+end
+
+function sim:stop()
+  os.execute("kill " .. self.pid .. " 2>/dev/null")
+  os.execute("rm -rf " .. self.dir)
+end
+
+function sim:call(method, path, body)
+  local res, err = assetd.fetch{
+    url = self.url .. path, method = method, sink = "memory",
+    headers = {["Content-Type"] = "application/json"},
+    body = body and cjson.encode(body) or nil,
+  }
+  assert(res, err and tostring(err))
+  return res.body ~= "" and cjson.decode(res.body) or nil
+end
+
+function sim:video(v) return self:call("POST", "/_control/videos", v) end
+function sim:fault(f) return self:call("POST", "/_control/faults", f) end
+function sim:info(id) return self:call("GET", "/_control/videos/" .. id) end
+function sim:log() return self:call("GET", "/_control/log") end
+function sim:reset() return self:call("POST", "/_control/reset", {}) end
+
+-- sha256 of a file on disk, through the system's sha256sum (independent of the engine)
+function sim.sha256_file(path)
+  local p = io.popen("sha256sum '" .. path .. "'")
+  local out = p:read("a")
+  p:close()
+  return out:match("^(%x+)")
+end
+
+function sim.tmpdir()
+  local d = os.tmpname()
+  os.remove(d)
+  os.execute("mkdir -p " .. d)
+  return d
+end
+
+return sim

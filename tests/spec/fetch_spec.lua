@@ -1,0 +1,182 @@
+-- assetd.fetch against the real local simulator: byte-exact streaming, resume, short bodies,
+-- error categories, concurrency, deadline order, cancellation and a full disk.
+local sim = require "sim"
+
+describe("assetd.fetch", function()
+  local s, dir
+  setup(function()
+    s = sim.start("--openai-key sk-test")
+    dir = sim.tmpdir()
+  end)
+  teardown(function()
+    s:stop()
+    os.execute("rm -rf " .. dir)
+  end)
+  before_each(function() s:reset() end)
+
+  local auth = {Authorization = "Bearer sk-test"}
+  local function content(id, variant)
+    return s.openai .. "/videos/" .. id .. "/content?variant=" .. (variant or "video")
+  end
+
+  it("streams each variant to disk byte-exact, sha256 computed on the way", function()
+    s:video{id = "vid_a", sizes = {video = 3 * 1024 * 1024 + 17}}
+    local want = s:info("vid_a").sha256
+    for _, v in ipairs{"video", "thumbnail", "spritesheet"} do
+      local path = dir .. "/a_" .. v
+      local res = assert(assetd.fetch{url = content("vid_a", v), headers = auth, to = path})
+      assert.are.equal(200, res.status)
+      assert.are.equal(want[v], res.sha256)
+      assert.are.equal(want[v], sim.sha256_file(path))
+      assert.is_nil(io.open(dir .. "/.a_" .. v .. ".part"))
+    end
+  end)
+
+  it("returns a memory body with headers", function()
+    s:video{id = "vid_m"}
+    local res = assert(assetd.fetch{url = s.openai .. "/videos/vid_m", headers = auth, sink = "memory"})
+    assert.are.equal(200, res.status)
+    assert.matches("application/json", res.headers["content-type"])
+    assert.are.equal("vid_m", require("cjson").decode(res.body).id)
+  end)
+
+  it("gives http errors as values with status, and 401 without the key", function()
+    local res, err = assetd.fetch{url = s.openai .. "/videos/nope", sink = "memory"}
+    assert.is_nil(res)
+    assert.are.equal("http", err.category)
+    assert.are.equal(401, err.status)
+    res, err = assetd.fetch{url = s.openai .. "/videos/nope", headers = auth, sink = "memory"}
+    assert.are.equal(404, err.status)
+    assert.matches("HTTP 404", tostring(err))
+  end)
+
+  it("parses Retry-After on a 429", function()
+    s:video{id = "vid_r"}
+    s:fault{path = "vid_r", kind = "429", retry_after = "7"}
+    local _, err = assetd.fetch{url = content("vid_r"), headers = auth, to = dir .. "/r"}
+    assert.are.equal(429, err.status)
+    assert.are.equal(7, err.retry_after)
+  end)
+
+  it("detects a truncated body and resumes it with a Range request", function()
+    s:video{id = "vid_t", sizes = {video = 2 * 1024 * 1024}}
+    s:fault{path = "vid_t/content", kind = "truncate", after = 700000}
+    local path = dir .. "/t.mp4"
+    local res, err = assetd.fetch{url = content("vid_t"), headers = auth, to = path, resume = true}
+    assert.is_nil(res)
+    assert.are.equal("network", err.category)
+    assert.is_nil(io.open(path))                       -- nothing under the final name
+    local part = assert(io.open(dir .. "/.t.mp4.part"))
+    assert.are.equal(700000, part:seek("end"))
+    part:close()
+    res = assert(assetd.fetch{url = content("vid_t"), headers = auth, to = path, resume = true})
+    assert.are.equal(206, res.status)
+    assert.are.equal(700000, res.resumed_from)
+    assert.are.equal(s:info("vid_t").sha256.video, res.sha256)
+    assert.are.equal(res.sha256, sim.sha256_file(path))
+    local log = s:log()
+    assert.are.equal("bytes=700000-", log[#log].headers.range)
+  end)
+
+  it("starts over when the server ignores Range", function()
+    s:video{id = "vid_n", sizes = {video = 500000}, ranges = false}
+    s:fault{path = "vid_n/content", kind = "truncate", after = 1000}
+    local path = dir .. "/n.mp4"
+    assert.is_nil(assetd.fetch{url = content("vid_n"), headers = auth, to = path, resume = true})
+    local res = assert(assetd.fetch{url = content("vid_n"), headers = auth, to = path, resume = true})
+    assert.are.equal(200, res.status)
+    assert.are.equal(0, res.resumed_from)
+    assert.are.equal(s:info("vid_n").sha256.video, sim.sha256_file(path))
+  end)
+
+  it("reports a connection reset as a network error", function()
+    s:video{id = "vid_x"}
+    s:fault{path = "vid_x/content", kind = "reset", after = 5000}
+    local _, err = assetd.fetch{url = content("vid_x"), headers = auth, to = dir .. "/x"}
+    assert.are.equal("network", err.category)
+  end)
+
+  it("times out a slow body", function()
+    s:video{id = "vid_s", sizes = {video = 200000}}
+    s:fault{path = "vid_s/content", kind = "slow", rate = 10000}
+    local _, err = assetd.fetch{url = content("vid_s"), headers = auth, to = dir .. "/s", timeout = 0.5}
+    assert.are.equal("timeout", err.category)
+  end)
+
+  it("completes 1,000 concurrent small fetches", function()
+    s:video{id = "vid_c", sizes = {thumbnail = 2048}}
+    assetd.fetch_limits{max_active = 32}
+    local ok, n = 0, 1000
+    for i = 1, n do
+      assetd.spawn(function()
+        local res = assetd.fetch{url = content("vid_c", "thumbnail"), headers = auth, sink = "memory"}
+        if res and #res.body == 2048 then ok = ok + 1 end
+      end)
+    end
+    assert.are.equal(n, assetd.fetch_limits().queued + assetd.fetch_limits().active)
+    for _ = 1, 600 do
+      if ok == n then break end
+      assetd.sleep(0.05)
+    end
+    assetd.fetch_limits{max_active = 8}
+    assert.are.equal(n, ok)
+  end)
+
+  it("starts queued transfers earliest deadline first", function()
+    s:video{id = "vid_d", sizes = {thumbnail = 1024}}
+    assetd.fetch_limits{max_active = 1}
+    s:fault{path = "vid_d/content.*block", kind = "delay", seconds = 0.3}
+    local order = {}
+    assetd.spawn(function()   -- occupies the only slot while the others queue
+      assetd.fetch{url = content("vid_d", "thumbnail") .. "&block", headers = auth, sink = "memory"}
+    end)
+    local base = assetd.now() + 3600
+    for _, d in ipairs{5, 1, 3, 2, 4} do
+      assetd.spawn(function()
+        assetd.fetch{url = content("vid_d", "thumbnail") .. "&d=" .. d, headers = auth,
+                     sink = "memory", deadline = base + d}
+        order[#order + 1] = d
+      end)
+    end
+    for _ = 1, 100 do
+      if #order == 5 then break end
+      assetd.sleep(0.05)
+    end
+    assetd.fetch_limits{max_active = 8}
+    assert.are.same({1, 2, 3, 4, 5}, order)
+  end)
+
+  it("cancels a running transfer, keeping its .part", function()
+    s:video{id = "vid_k", sizes = {video = 400000}}
+    s:fault{path = "vid_k/content", kind = "slow", rate = 100000}
+    local r, e
+    local t = assetd.spawn(function()
+      r, e = assetd.fetch{url = content("vid_k"), headers = auth, to = dir .. "/k.mp4"}
+    end)
+    assetd.sleep(0.3)
+    t:cancel()
+    assetd.sleep(0.1)
+    assert.is_nil(r)
+    assert.are.equal("canceled", e.category)
+    assert.is_not_nil(io.open(dir .. "/.k.mp4.part"))
+  end)
+
+  it("refuses bad options with errors naming them", function()
+    assert.has_error(function() assetd.fetch{} end, "fetch: option 'url' is required (a string)")
+    assert.has_error(function() assetd.fetch{url = "http://x/", headers = {["A\r\nB"] = "1"}, sink = "memory"} end)
+    assert.has_error(function() assetd.fetch{url = "http://x/", sink = "disk"} end)
+  end)
+
+  it("reports a missing target directory as a disk error", function()
+    s:video{id = "vid_e"}
+    local _, err = assetd.fetch{url = content("vid_e"), headers = auth, to = dir .. "/no/such/dir/f"}
+    assert.are.equal("disk", err.category)
+    assert.matches("ENOENT", err.message)
+  end)
+
+  it("enforces the memory sink's max_bytes", function()
+    s:video{id = "vid_b", sizes = {video = 100000}}
+    local _, err = assetd.fetch{url = content("vid_b"), headers = auth, sink = "memory", max_bytes = 1000}
+    assert.matches("max_bytes", err.message)
+  end)
+end)

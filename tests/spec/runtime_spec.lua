@@ -1,0 +1,89 @@
+-- The assetd core module: time, sleep, timers, tasks, errors, logging helpers.
+describe("assetd runtime", function()
+  it("sleep waits about as long as asked and lets other tasks run", function()
+    local t0 = assetd.monotonic()
+    local ran = false
+    assetd.spawn(function() ran = true end)
+    assert.is_true(assetd.sleep(0.05))
+    local dt = assetd.monotonic() - t0
+    assert.is_true(ran)
+    assert.is_true(dt >= 0.045, "slept " .. dt)
+  end)
+
+  it("now is unix time with sub-second precision", function()
+    local n = assetd.now()
+    assert.is_true(math.abs(n - os.time()) < 2)
+    assert.are_not.equal(math.floor(n), n + 0.5)
+  end)
+
+  it("timer fires its callback exactly once; a cancelled timer never fires", function()
+    local fired, never = 0, 0
+    assetd.timer(0.01, function() fired = fired + 1 end)
+    local h = assetd.timer(0.01, function() never = never + 1 end)
+    assert.is_true(h:cancel())
+    assert.is_false(h:cancel())
+    assetd.sleep(0.05)
+    assert.are.equal(1, fired)
+    assert.are.equal(0, never)
+  end)
+
+  it("at() fires at a wall-clock time", function()
+    local when = assetd.now() + 0.05
+    local got
+    assetd.at(when, function() got = assetd.now() end)
+    assetd.sleep(0.15)
+    assert.is_not_nil(got)
+    assert.is_true(got >= when - 0.005, "fired early")
+  end)
+
+  it("timer callbacks may wait, since they run as tasks", function()
+    local done = false
+    assetd.timer(0, function() assetd.sleep(0.01); done = true end)
+    assetd.sleep(0.05)
+    assert.is_true(done)
+  end)
+
+  it("spawn passes arguments and an error goes to the handler, not the caller", function()
+    local got, msg
+    assetd.spawn(function(a, b) got = a + b end, 2, 3)
+    assert.are.equal(5, got)
+    assetd.spawn({on_error = function(m) msg = m end}, function() error("boom") end)
+    assert.matches("boom", msg)
+    assert.matches("stack traceback", msg)
+  end)
+
+  it("a cancelled task's sleep returns a canceled error", function()
+    local r1, r2
+    local t = assetd.spawn(function() r1, r2 = assetd.sleep(10) end)
+    assert.are.equal("waiting", t:status())
+    t:cancel()
+    assetd.sleep(0.02)
+    assert.is_nil(r1)
+    assert.are.equal("canceled", r2.category)
+    assert.are.equal("done", t:status())
+  end)
+
+  it("refuses to wait outside a task with a clear error", function()
+    local ok, err = coroutine.wrap(function() return pcall(assetd.sleep, 0) end)()
+    assert.is_false(ok)
+    assert.matches("must be called from an assetd task", err)
+  end)
+
+  it("error values print their message", function()
+    local e = assetd.error("http", "HTTP 500", {status = 500})
+    assert.are.equal("HTTP 500", tostring(e))
+    assert.are.equal(500, e.status)
+    assert.are.equal("http", e.category)
+  end)
+
+  it("knows which field names hold secrets", function()
+    assert.is_true(assetd.is_secret_key("NOTION_TOKEN"))
+    assert.is_true(assetd.is_secret_key("authorization"))
+    assert.is_false(assetd.is_secret_key("batchId"))
+  end)
+
+  it("preloads cjson from the binary", function()
+    local cjson = require "cjson"
+    assert.are.same({a = {1, 2}}, cjson.decode(cjson.encode({a = {1, 2}})))
+  end)
+end)
