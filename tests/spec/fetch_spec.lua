@@ -179,4 +179,44 @@ describe("assetd.fetch", function()
     local _, err = assetd.fetch{url = content("vid_b"), headers = auth, sink = "memory", max_bytes = 1000}
     assert.matches("max_bytes", err.message)
   end)
+
+  it("keeps at most per_host transfers to one host at a time", function()
+    s:video{id = "vid_h", sizes = {thumbnail = 1000}}
+    s:fault{path = "vid_h/content", kind = "delay", seconds = 0.3, count = 6}
+    assetd.fetch_limits{max_active = 8, per_host = 2}
+    local done, peak = 0, 0
+    for i = 1, 6 do
+      assetd.spawn(function()
+        assetd.fetch{url = content("vid_h", "thumbnail") .. "&i=" .. i, headers = auth, sink = "memory"}
+        done = done + 1
+      end)
+    end
+    while done < 6 do
+      peak = math.max(peak, assetd.fetch_limits().active)
+      assetd.sleep(0.02)
+    end
+    assetd.fetch_limits{max_active = 8, per_host = 8}
+    assert.are.equal(2, peak)
+  end)
+
+  it("holds the overall bandwidth cap", function()
+    s:video{id = "vid_bw", sizes = {video = 512 * 1024}}
+    assetd.fetch_limits{max_bytes_per_sec = 1024 * 1024}
+    local t0, done = assetd.monotonic(), 0
+    for i = 1, 3 do
+      assetd.spawn(function()
+        local res = assetd.fetch{url = content("vid_bw") .. "&i=" .. i, headers = auth, sink = "memory"}
+        if res and res.bytes == 512 * 1024 then done = done + 1 end
+      end)
+    end
+    for _ = 1, 200 do
+      if done == 3 then break end
+      assetd.sleep(0.05)
+    end
+    local dt = assetd.monotonic() - t0
+    assetd.fetch_limits{max_bytes_per_sec = 0}
+    assert.are.equal(3, done)
+    -- 1.5 MiB at 1 MiB/s with at most a quarter second of burst: at least ~1.2 s
+    assert.is_true(dt >= 1.2, "took only " .. dt .. " s")
+  end)
 end)
