@@ -91,18 +91,23 @@ static void wind_down(rt_runtime *rt) {
     uv_walk(rt->loop, close_any, NULL);
 }
 
+/* The Lua modules: beside the binary when run from the build tree, else in the share
+ * directory relative to an installed binary (so a DESTDIR or moved install works), else the
+ * configured PREFIX. */
 static const char *find_luadir(char *buf, size_t cap) {
-    size_t n = cap;
+    static const char *const candidates[] = {"/lua", "/../share/assetd/lua"};
+    char exe[4096];
+    size_t n = sizeof exe;
     struct stat st;
-    if (uv_exepath(buf, &n) == 0) {
-        char *slash = strrchr(buf, '/');
-        if (slash && (size_t)(slash - buf) + 32 < cap) {
-            strcpy(slash, "/lua/assetd/init.lua");
-            if (stat(buf, &st) == 0) {
-                strcpy(slash, "/lua");
-                return buf;
-            }
-        }
+    if (uv_exepath(exe, &n) != 0) return ASSETD_LUADIR;
+    char *slash = strrchr(exe, '/');
+    if (!slash) return ASSETD_LUADIR;
+    *slash = '\0';
+    for (size_t i = 0; i < sizeof candidates / sizeof candidates[0]; i++) {
+        int len = snprintf(buf, cap, "%s%s/assetd/init.lua", exe, candidates[i]);
+        if (len < 0 || (size_t)len >= cap || stat(buf, &st) != 0) continue;
+        buf[(size_t)len - strlen("/assetd/init.lua")] = '\0';
+        return buf;
     }
     return ASSETD_LUADIR;
 }
