@@ -499,7 +499,11 @@ static void commit_done(uv_work_t *w, int status) {
     fetch_xfer *x = w->data;
     fetch_engine *e = x->engine;
     e->committing--;
-    if (e->closing) {
+    if (e->closing) {                   /* the loop is winding down: report, then free */
+        if (status != 0) fail(x, "canceled", "canceled before the file was committed");
+        else if (x->sys_errno) fail_errno(x, "commit", x->sys_errno);
+        close_fds(x);
+        if (x->done) x->done(x, x->ud);
         fetch_xfer_free(x);
         maybe_free_engine(e);
         return;
@@ -763,17 +767,28 @@ static void close_handle(uv_handle_t *h) {
     if (!uv_is_closing(h)) uv_close(h, handle_closed);
 }
 
+/* At shutdown every transfer still gets its one callback, so its owner can release what it
+ * holds; the callback sees "canceled" unless the transfer had already finished. */
+static void abandon(fetch_xfer *x) {
+    if (x->state != X_DONE) fail(x, "canceled", "the daemon is stopping");
+    close_fds(x);
+    if (x->done) x->done(x, x->ud);
+    fetch_xfer_free(x);
+}
+
 void fetch_engine_close(fetch_engine *e) {
     if (!e) return;
     e->closing = 1;
     for (size_t i = 0; i < e->nlive; i++) {
         fetch_xfer *x = e->live[i];
         if (x->easy) curl_multi_remove_handle(e->multi, x->easy);
-        fetch_xfer_free(x);
+        abandon(x);
     }
+    e->nlive = 0;
     deadline_item it;
-    while (deadline_queue_pop(&e->queue, &it) == 0) fetch_xfer_free(it.data);
-    for (fetch_xfer *d = e->done_head, *n; d; d = n) { n = d->next_done; fetch_xfer_free(d); }
+    while (deadline_queue_pop(&e->queue, &it) == 0) abandon(it.data);
+    for (fetch_xfer *d = e->done_head, *n; d; d = n) { n = d->next_done; abandon(d); }
+    e->done_head = e->done_tail = NULL;
     curl_multi_cleanup(e->multi);
     deadline_queue_free(&e->queue);
     for (size_t i = 0; i < e->nhosts; i++) free(e->hosts[i].host);
