@@ -219,4 +219,23 @@ describe("assetd.fetch", function()
     -- 1.5 MiB at 1 MiB/s with at most a quarter second of burst: at least ~1.2 s
     assert.is_true(dt >= 1.2, "took only " .. dt .. " s")
   end)
+
+  it("reports progress with bytes and the total", function()
+    s:video{id = "vid_p", sizes = {video = 3 * 1024 * 1024}}
+    s:fault{path = "vid_p/content", kind = "slow", rate = 4 * 1024 * 1024}
+    local calls, last_bytes, last_total = 0, 0, nil
+    local res = assert(assetd.fetch{url = content("vid_p"), headers = auth, to = dir .. "/p.mp4",
+      on_progress = function(b, t) calls = calls + 1; assert(b >= last_bytes); last_bytes, last_total = b, t end})
+    assert.is_true(calls >= 2)
+    assert.are.equal(res.bytes, last_bytes)
+    assert.are.equal(3 * 1024 * 1024, last_total)
+  end)
+
+  it("gives up on a transfer slower than low_speed", function()
+    s:video{id = "vid_l", sizes = {video = 300000}}
+    s:fault{path = "vid_l/content", kind = "slow", rate = 5000}
+    local _, err = assetd.fetch{url = content("vid_l"), headers = auth, to = dir .. "/l.mp4",
+                                low_speed = {50000, 1}}
+    assert.are.equal("timeout", err.category)
+  end)
 end)
