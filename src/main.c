@@ -175,9 +175,16 @@ int main(int argc, char **argv) {
                curl_version());
         return 0;
     }
+    /* not built yet: refuse rather than run the script as something it is not */
+    if (argc > 1 && !strcmp(argv[1], "attach"))
+        return usage_error("attach is not available in this version", "");
     int script_index = -1, nargs = 0;
     char **args = NULL;
     if (parse_args(argc, argv, &opts, &script_index, &args, &nargs) != 0) return 2;
+    if (opts.check || opts.interactive) {
+        free(args);
+        return usage_error(opts.check ? "--check" : "-i", " is not available in this version");
+    }
     if (setup_logging(&opts) != 0) { free(args); return 2; }
     signal(SIGPIPE, SIG_IGN);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
