@@ -8,17 +8,14 @@
 #include "clock.h"
 #include "httphdr.h"
 #include "log.h"
-#include "path.h"
+#include "partfile.h"
 
 #include <errno.h>
 #include <stdarg.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #define MEMORY_DEFAULT_CAP ((int64_t)16 << 20)
 #define ERROR_BODY_CAP 4096
@@ -153,61 +150,21 @@ static int mem_append(fetch_xfer *x, const char *p, size_t len, size_t cap_limit
     return 0;
 }
 
-static int write_all(int fd, const char *p, size_t len) {
-    while (len > 0) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        p += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
-
-/* Hash what a previous attempt left in the .part, so the final digest covers every byte. */
-static int hash_existing(fetch_xfer *x, int64_t len) {
-    char buf[64 << 10];
-    int64_t done = 0;
-    while (done < len) {
-        size_t want = (size_t)(len - done < (int64_t)sizeof buf ? len - done : (int64_t)sizeof buf);
-        ssize_t r = pread(x->fd, buf, want, done);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) return -1;
-        EVP_DigestUpdate(x->sha, buf, (size_t)r);
-        done += r;
-    }
-    return 0;
-}
-
 static int open_part(fetch_xfer *x) {
-    char dir[4096], base[256], part[300];
-    if (path_split(x->req.path, dir, sizeof dir, base, sizeof base) != 0 ||
-        path_part_name(base, part, sizeof part) != 0) {
-        fail(x, "disk", "invalid target path %s", x->req.path);
+    const char *what;
+    int err = partfile_open(&x->pf, x->req.path, x->req.resume, x->sha, &x->res.resumed_from, &what);
+    if (err) {
+        fail_errno(x, what, err);
         return -1;
     }
-    x->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (x->dirfd < 0) { fail_errno(x, "open directory of", errno); return -1; }
-    x->part = strdup(part);
-    int flags = O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | (x->req.resume ? 0 : O_TRUNC);
-    x->fd = openat(x->dirfd, part, flags, 0644);
-    if (x->fd < 0 || !x->part) { fail_errno(x, "open .part for", x->fd < 0 ? errno : ENOMEM); return -1; }
-    struct stat st;
-    if (fstat(x->fd, &st) != 0) { fail_errno(x, "stat .part of", errno); return -1; }
-    if (x->req.resume && st.st_size > 0) {
-        if (hash_existing(x, st.st_size) != 0) { fail_errno(x, "read .part of", errno ? errno : EIO); return -1; }
-        x->res.resumed_from = st.st_size;
-        x->res.bytes = st.st_size;
-    }
-    if (lseek(x->fd, 0, SEEK_END) < 0) { fail_errno(x, "seek .part of", errno); return -1; }
+    x->res.bytes = x->res.resumed_from;
     return 0;
 }
 
 /* Throw away what was resumed: the server sent the whole body again. */
 static int restart_part(fetch_xfer *x) {
-    if (ftruncate(x->fd, 0) != 0 || lseek(x->fd, 0, SEEK_SET) < 0) return -1;
+    int err = partfile_restart(&x->pf);
+    if (err) return err;
     EVP_DigestInit_ex(x->sha, EVP_sha256(), NULL);
     x->res.bytes = 0;
     x->res.resumed_from = 0;
@@ -240,16 +197,18 @@ static int check_status(fetch_xfer *x) {
         x->http_error = 1;
         return 0;
     }
-    if (x->fd >= 0 && from > 0) {
+    if (x->pf.fd >= 0 && from > 0) {
         int64_t s, e;
         if (status == 200) {
-            if (restart_part(x) != 0) { fail_errno(x, "truncate .part of", errno); return -1; }
+            int err = restart_part(x);
+            if (err) { fail_errno(x, "truncate .part of", err); return -1; }
             from = 0;
         } else if (status != 206 ||
                    httphdr_content_range(header_or_empty(x, "content-range"), &s, &e, &total) != 0 ||
                    s != from) {
             /* a range we did not ask for: start over next time rather than splice bytes */
-            if (restart_part(x) != 0) fail_errno(x, "truncate .part of", errno);
+            int err = restart_part(x);
+            if (err) fail_errno(x, "truncate .part of", err);
             fail(x, "http", "unexpected partial answer (HTTP %ld, Content-Range \"%s\") when "
                  "resuming at byte %lld; the .part was reset", status,
                  header_or_empty(x, "content-range"), (long long)from);
@@ -320,10 +279,10 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud) {
         return 0;
     }
     if (!take_tokens(x->engine, x, len)) return CURL_WRITEFUNC_PAUSE;
-    if (x->fd >= 0) {
-        if (write_all(x->fd, p, len) != 0) {
-            x->sys_errno = errno;
-            fail_errno(x, "write .part for", errno);
+    if (x->pf.fd >= 0) {
+        int err = partfile_write(&x->pf, p, len);
+        if (err) {
+            fail_errno(x, "write .part for", err);
             return 0;
         }
     } else if (mem_append(x, p, len, (size_t)cap) != 0) {
@@ -478,17 +437,7 @@ static void schedule(fetch_engine *e) {
 /* fsync, rename and fsync the directory: on the thread pool. */
 static void commit_work(uv_work_t *w) {
     fetch_xfer *x = w->data;
-    char dir[4096], base[256];
-    if (fsync(x->fd) != 0) { x->sys_errno = errno; return; }
-    if (path_split(x->req.path, dir, sizeof dir, base, sizeof base) != 0) { x->sys_errno = EINVAL; return; }
-    if (renameat(x->dirfd, x->part, x->dirfd, base) != 0) { x->sys_errno = errno; return; }
-    if (fsync(x->dirfd) != 0) x->sys_errno = errno;
-}
-
-static void close_fds(fetch_xfer *x) {
-    if (x->fd >= 0) close(x->fd);
-    if (x->dirfd >= 0) close(x->dirfd);
-    x->fd = x->dirfd = -1;
+    x->sys_errno = partfile_commit(&x->pf);
 }
 
 static void maybe_free_engine(fetch_engine *e) {
@@ -499,19 +448,16 @@ static void commit_done(uv_work_t *w, int status) {
     fetch_xfer *x = w->data;
     fetch_engine *e = x->engine;
     e->committing--;
-    if (e->closing) {                   /* the loop is winding down: report, then free */
-        if (status != 0) fail(x, "canceled", "canceled before the file was committed");
-        else if (x->sys_errno) fail_errno(x, "commit", x->sys_errno);
-        close_fds(x);
-        if (x->done) x->done(x, x->ud);
-        fetch_xfer_free(x);
-        maybe_free_engine(e);
-        return;
-    }
     if (status != 0) fail(x, "canceled", "canceled before the file was committed");
     else if (x->sys_errno) fail_errno(x, "commit", x->sys_errno);
-    close_fds(x);
-    deliver(x);
+    partfile_close(&x->pf);
+    if (!e->closing) {
+        deliver(x);
+        return;
+    }
+    if (x->done) x->done(x, x->ud);     /* the loop is winding down: report, then free */
+    fetch_xfer_free(x);
+    maybe_free_engine(e);
 }
 
 static void finish_ok(fetch_xfer *x) {
@@ -554,7 +500,7 @@ static void finish(fetch_engine *e, fetch_xfer *x, CURLcode rc) {
         for (unsigned i = 0; i < mdlen && i < 32; i++) snprintf(x->res.sha256 + 2 * i, 3, "%02x", md[i]);
         maybe_progress(x, 1);
     }
-    if (!x->res.category && x->fd >= 0) {
+    if (!x->res.category && x->pf.fd >= 0) {
         x->state = X_FINISHING;
         x->work.data = x;
         if (uv_queue_work(e->loop, &x->work, commit_work, commit_done) == 0) {
@@ -563,7 +509,7 @@ static void finish(fetch_engine *e, fetch_xfer *x, CURLcode rc) {
         }
         fail(x, "disk", "cannot queue the commit of %s", x->req.path);
     }
-    close_fds(x);
+    partfile_close(&x->pf);
     deliver(x);
 }
 
@@ -705,7 +651,7 @@ void fetch_stats(const fetch_engine *e, unsigned *active, unsigned *queued) {
 fetch_xfer *fetch_xfer_new(void) {
     fetch_xfer *x = calloc(1, sizeof *x);
     if (!x) return NULL;
-    x->fd = x->dirfd = -1;
+    partfile_init(&x->pf);
     x->req.deadline = INFINITY;
     x->res.retry_after = -1;
     return x;
@@ -713,7 +659,7 @@ fetch_xfer *fetch_xfer_new(void) {
 
 void fetch_xfer_free(fetch_xfer *x) {
     if (!x) return;
-    close_fds(x);
+    partfile_close(&x->pf);
     if (x->easy) curl_easy_cleanup(x->easy);
     EVP_MD_CTX_free(x->sha);
     curl_slist_free_all(x->req.headers);
@@ -723,7 +669,6 @@ void fetch_xfer_free(fetch_xfer *x) {
     free(x->req.body);
     free(x->hdrs);
     free(x->mem);
-    free(x->part);
     free(x->host);
     free(x);
 }
@@ -771,7 +716,7 @@ static void close_handle(uv_handle_t *h) {
  * holds; the callback sees "canceled" unless the transfer had already finished. */
 static void abandon(fetch_xfer *x) {
     if (x->state != X_DONE) fail(x, "canceled", "the daemon is stopping");
-    close_fds(x);
+    partfile_close(&x->pf);
     if (x->done) x->done(x, x->ud);
     fetch_xfer_free(x);
 }

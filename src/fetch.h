@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include "deadline.h"
+#include "partfile.h"
 
 typedef struct fetch_engine fetch_engine;
 typedef struct fetch_xfer fetch_xfer;
@@ -62,8 +63,9 @@ struct fetch_xfer {
     /* the rest is the engine's */
     fetch_engine *engine;
     CURL *easy;
-    char *part, *host;
-    int fd, dirfd, state, status_checked, http_error, paused, cancel_requested, part_complete;
+    char *host;
+    partfile pf;
+    int state, status_checked, http_error, paused, cancel_requested, part_complete;
     int sys_errno;
     int64_t expect_total;
     EVP_MD_CTX *sha;

@@ -1,0 +1,28 @@
+/* partfile.h: the `.NAME.part` file a download streams into, and its atomic commit to NAME
+ * (fsync, rename, fsync the directory). Opened relative to the directory fd, never through a
+ * symbolic link. Functions return 0 or an errno value. */
+#ifndef ASSETD_PARTFILE_H
+#define ASSETD_PARTFILE_H
+
+#include <openssl/evp.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct partfile {
+    int fd, dirfd;
+    char base[256];      /* NAME */
+    char part[300];      /* .NAME.part */
+} partfile;
+
+void partfile_init(partfile *p);
+/* Open (creating) the .part beside PATH. With RESUME its bytes are kept, fed to SHA, and
+ * counted in *KEPT; otherwise it is emptied. *WHAT names the step that failed. */
+int partfile_open(partfile *p, const char *path, int resume, EVP_MD_CTX *sha, int64_t *kept,
+                  const char **what);
+int partfile_restart(partfile *p);
+int partfile_write(partfile *p, const char *buf, size_t len);
+/* Blocking: meant for the thread pool. */
+int partfile_commit(partfile *p);
+void partfile_close(partfile *p);
+
+#endif
