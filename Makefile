@@ -16,10 +16,10 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -MMD -MP \
 LDLIBS  += $(shell $(PKG_CONFIG) --libs $(PKGS)) -lm
 BUILD   ?= build
 
-CORE    := runtime log clock partfile fetch httphdr deadline path
+CORE    := runtime log clock partfile fetch store httphdr deadline path
 BINDS   := l_assetd l_fetch
 OBJS    := $(patsubst %,$(BUILD)/%.o,$(CORE) $(BINDS) main)
-UNITS   := httphdr deadline path
+UNITS   := httphdr deadline path store
 
 ifeq ($(V),)
 Q = @

@@ -1,0 +1,22 @@
+/* store.h: the versioned file store's mechanisms: id checks, batch directories opened without
+ * following links, the highest version present on disk for a video, and the file-signature
+ * check a variant must pass before its commit. Functions return 0 or an errno value. */
+#ifndef ASSETD_STORE_H
+#define ASSETD_STORE_H
+
+#include <stdint.h>
+
+/* ^[A-Za-z0-9_-]{1,128}$ */
+int store_valid_id(const char *id);
+/* Open ROOT (created with its parents when missing) as a directory fd. */
+int store_open_root(const char *root, int *fd);
+/* Open ROOTFD/BATCH, creating it when CREATE; a symbolic link there is refused (ELOOP). */
+int store_open_batch(int rootfd, const char *batch, int create, int *fd);
+/* Highest N among "{video}_V{N}..." files (and their ".part" files) in BATCHFD; 0 if none. */
+int store_scan_versions(int batchfd, const char *video, int64_t *max);
+/* Whether the file at FD looks like VARIANT ("video": MP4 ftyp; "thumbnail": WebP;
+ * "spritesheet": JPEG; anything else: non-empty) and has EXPECT bytes when EXPECT >= 0.
+ * Returns 0, or EINVAL with *WHY set to the reason. */
+int store_check_file(int fd, const char *variant, int64_t expect, const char **why);
+
+#endif

@@ -1,0 +1,128 @@
+/* Unit tests for store.c: ids, batch directories and planted links, version scanning,
+ * file signatures. Each test works in its own temporary directory. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "store.h"
+
+static char root[64];
+static int rootfd = -1;
+
+static int setup(void **state) {
+    (void)state;
+    strcpy(root, "/tmp/assetd-store-XXXXXX");
+    if (!mkdtemp(root)) return -1;
+    return store_open_root(root, &rootfd);
+}
+
+static int teardown(void **state) {
+    (void)state;
+    char cmd[128];
+    close(rootfd);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", root);
+    return system(cmd);
+}
+
+static void touch(int dirfd, const char *name, const void *data, size_t n) {
+    int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal((ssize_t)n, write(fd, data, n));
+    close(fd);
+}
+
+static void test_ids(void **state) {
+    (void)state;
+    char long_id[130];
+    memset(long_id, 'a', 129);
+    long_id[129] = '\0';
+    assert_true(store_valid_id("batch_01-A"));
+    assert_false(store_valid_id(""));
+    assert_false(store_valid_id("../x"));
+    assert_false(store_valid_id("a/b"));
+    assert_false(store_valid_id("a b"));
+    assert_false(store_valid_id(long_id));
+    long_id[128] = '\0';
+    assert_true(store_valid_id(long_id));
+}
+
+static void test_batch_dir_and_planted_link(void **state) {
+    (void)state;
+    int fd;
+    assert_int_equal(0, store_open_batch(rootfd, "b1", 1, &fd));
+    close(fd);
+    assert_int_equal(EINVAL, store_open_batch(rootfd, "..", 1, &fd));
+    assert_int_equal(0, symlinkat("/tmp", rootfd, "evil"));
+    assert_int_equal(ELOOP, store_open_batch(rootfd, "evil", 1, &fd));
+    assert_int_equal(ENOENT, store_open_batch(rootfd, "missing", 0, &fd));
+}
+
+static void test_scan_versions(void **state) {
+    (void)state;
+    int fd;
+    int64_t max = -1;
+    assert_int_equal(0, store_open_batch(rootfd, "b2", 1, &fd));
+    assert_int_equal(0, store_scan_versions(fd, "vid", &max));
+    assert_int_equal(0, max);
+    touch(fd, "vid_V1.mp4", "x", 1);
+    touch(fd, "vid_V3_thumbnail.webp", "x", 1);
+    touch(fd, ".vid_V7.mp4.part", "x", 1);      /* a reserved version being written */
+    touch(fd, "vid_x_V99.mp4", "x", 1);         /* another video whose id extends ours */
+    touch(fd, "vid_V12abc.mp4", "x", 1);        /* not our pattern */
+    touch(fd, "xvid_V50.mp4", "x", 1);
+    assert_int_equal(0, store_scan_versions(fd, "vid", &max));
+    assert_int_equal(7, max);
+    assert_int_equal(0, store_scan_versions(fd, "vid_x", &max));
+    assert_int_equal(99, max);
+    close(fd);
+}
+
+static void check(const char *variant, const void *data, size_t n, int64_t expect, int want) {
+    int fd;
+    const char *why = NULL;
+    assert_int_equal(0, store_open_batch(rootfd, "b3", 1, &fd));
+    touch(fd, "f", data, n);
+    int ffd = openat(fd, "f", O_RDONLY);
+    assert_int_equal(want, store_check_file(ffd, variant, expect, &why));
+    if (want) assert_non_null(why);
+    close(ffd);
+    close(fd);
+}
+
+static void test_signatures(void **state) {
+    (void)state;
+    static const unsigned char mp4[16] = {0, 0, 0, 0x18, 'f', 't', 'y', 'p', 'i', 's', 'o', 'm'};
+    static const unsigned char webp[16] = {'R', 'I', 'F', 'F', 8, 0, 0, 0, 'W', 'E', 'B', 'P'};
+    static const unsigned char jpg[6] = {0xFF, 0xD8, 0xFF, 0xE0, 0xFF, 0xD9};
+    static const unsigned char jpg_cut[6] = {0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x00};
+    check("video", mp4, sizeof mp4, -1, 0);
+    check("video", mp4, sizeof mp4, 16, 0);
+    check("video", mp4, sizeof mp4, 17, EINVAL);
+    check("video", webp, sizeof webp, -1, EINVAL);
+    check("thumbnail", webp, sizeof webp, -1, 0);
+    check("thumbnail", mp4, sizeof mp4, -1, EINVAL);
+    check("spritesheet", jpg, sizeof jpg, -1, 0);
+    check("spritesheet", jpg_cut, sizeof jpg_cut, -1, EINVAL);
+    check("video", "", 0, -1, EINVAL);
+    check("other", "x", 1, -1, 0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_ids),
+        cmocka_unit_test(test_batch_dir_and_planted_link),
+        cmocka_unit_test(test_scan_versions),
+        cmocka_unit_test(test_signatures),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
