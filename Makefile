@@ -16,10 +16,10 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -MMD -MP \
 LDLIBS  += $(shell $(PKG_CONFIG) --libs $(PKGS)) -lm
 BUILD   ?= build
 
-CORE    := runtime log clock partfile fetch store httphdr deadline path
+CORE    := runtime log clock partfile fetch store jobdb httphdr deadline path
 BINDS   := l_assetd l_fetch
 OBJS    := $(patsubst %,$(BUILD)/%.o,$(CORE) $(BINDS) main)
-UNITS   := httphdr deadline path store
+UNITS   := httphdr deadline path store jobdb
 
 ifeq ($(V),)
 Q = @
@@ -37,6 +37,8 @@ $(BUILD)/%.o: src/%.c | $(BUILD)
 
 $(BUILD)/test_%: tests/unit/test_%.c $(BUILD)/%.o | $(BUILD)
 	$(Q)$(CC) $(CFLAGS) -Isrc -o $@ $^ $(LDFLAGS) $(shell $(PKG_CONFIG) --libs cmocka) $(LDLIBS)
+
+$(BUILD)/test_jobdb: $(BUILD)/clock.o
 
 $(BUILD):
 	@mkdir -p $(BUILD)

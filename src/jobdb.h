@@ -1,0 +1,76 @@
+/* jobdb.h: the durable job store. Jobs, their assets and an append-only event history, with
+ * the job state machine enforced here and nowhere else. This is the whole interface the rest
+ * of assetd uses, so another backend (PostgreSQL, for several instances sharing one queue)
+ * can stand behind it later without touching Lua. Functions return 0 or a JOBDB_E* code
+ * with a message in the store's error buffer (jobdb_errmsg). */
+#ifndef ASSETD_JOBDB_H
+#define ASSETD_JOBDB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum { JOBDB_OK = 0, JOBDB_ENOTFOUND = 1, JOBDB_EILLEGAL = 2, JOBDB_EINVAL = 3, JOBDB_EIO = 4 };
+
+enum jobdb_state {
+    JOB_WAITING, JOB_PENDING, JOB_DOWNLOADING, JOB_COMPLETED, JOB_FAILED, JOB_EXPIRED,
+    JOB_NSTATES
+};
+
+typedef struct jobdb jobdb;
+
+typedef struct jobdb_job {
+    int64_t id;
+    char page_id[129], video_id[129], batch_id[129], provider[33];
+    enum jobdb_state state;
+    double completed_at, expires_at;     /* unix seconds, 0 when unknown */
+    double created_at, updated_at;
+    int64_t version;                     /* the version reserved for the current download */
+    int64_t retry_count;
+    char *error;                         /* owned by the job: jobdb_job_clear frees it */
+    char *data;                          /* policy fields as JSON text (Lua's), owned */
+} jobdb_job;
+
+typedef struct jobdb_counts {
+    int64_t by_state[JOB_NSTATES];
+    int64_t approaching;                 /* unfinished with expires_at within the window */
+} jobdb_counts;
+
+const char *jobdb_state_name(enum jobdb_state s);
+int jobdb_state_parse(const char *name, enum jobdb_state *out);
+/* Whether FROM -> TO is a legal transition. */
+int jobdb_can_transition(enum jobdb_state from, enum jobdb_state to);
+
+int jobdb_open(const char *dir, jobdb **out, char *err, size_t errlen);
+void jobdb_close(jobdb *db);
+const char *jobdb_errmsg(const jobdb *db);
+/* Jobs left downloading go back to pending (their .part files stay for a resume). */
+int jobdb_recover(jobdb *db, int64_t *moved);
+
+/* Idempotent on (page_id, video_id): *CREATED says whether a new job was made. OUT is the job. */
+int jobdb_create(jobdb *db, const jobdb_job *in, jobdb_job *out, int *created);
+int jobdb_get(jobdb *db, int64_t id, jobdb_job *out);
+int jobdb_get_by_page(jobdb *db, const char *page_id, jobdb_job *out);
+/* Move job ID to TO, updating the fields given in IN (error, version, retry_count, times,
+ * data: the ones marked in SET), and record a "state" event. */
+enum { JOBDB_SET_ERROR = 1, JOBDB_SET_VERSION = 2, JOBDB_SET_RETRY = 4, JOBDB_SET_COMPLETED = 8,
+       JOBDB_SET_EXPIRES = 16, JOBDB_SET_DATA = 32 };
+int jobdb_transition(jobdb *db, int64_t id, enum jobdb_state to, const jobdb_job *in, int set,
+                     jobdb_job *out);
+/* Keyset pagination by id: jobs with id > AFTER, optionally of one state and batch. */
+typedef int (*jobdb_job_cb)(const jobdb_job *job, void *ud);
+int jobdb_list(jobdb *db, int state, const char *batch_id, int64_t after, int limit,
+               jobdb_job_cb cb, void *ud);
+int jobdb_summary(jobdb *db, double now, double window, jobdb_counts *out);
+
+int jobdb_event_add(jobdb *db, int64_t job_id, const char *kind, const char *detail);
+typedef int (*jobdb_event_cb)(double t, const char *kind, const char *detail, void *ud);
+int jobdb_events(jobdb *db, int64_t job_id, jobdb_event_cb cb, void *ud);
+
+/* The highest version ever reserved or stored for (batch, video), 0 if none. */
+int jobdb_max_version(jobdb *db, const char *batch_id, const char *video_id, int64_t *out);
+/* Record that (batch, video) version V is taken, so it is never handed out again. */
+int jobdb_note_version(jobdb *db, const char *batch_id, const char *video_id, int64_t v);
+
+void jobdb_job_clear(jobdb_job *job);
+
+#endif
