@@ -17,7 +17,7 @@ LDLIBS  += $(shell $(PKG_CONFIG) --libs $(PKGS)) -lm
 BUILD   ?= build
 
 CORE    := runtime log clock partfile fetch store jobdb httphdr deadline path
-BINDS   := l_assetd l_fetch
+BINDS   := l_assetd l_fetch l_jobs
 OBJS    := $(patsubst %,$(BUILD)/%.o,$(CORE) $(BINDS) main)
 UNITS   := httphdr deadline path store jobdb
 

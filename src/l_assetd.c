@@ -272,5 +272,6 @@ int luaopen_assetd_core(lua_State *L) {
     lua_pushliteral(L, ASSETD_VERSION);
     lua_setfield(L, -2, "version");
     l_fetch_open(L);
+    l_jobs_open(L);
     return 1;
 }

@@ -1,0 +1,275 @@
+/* l_jobs.c: `assetd.jobs`, the job store as Lua sees it. `jobs.open(dir)` gives a store
+ * object; jobs come and go as plain tables with the original design's camelCase names.
+ * Database failures return nil, err; an illegal transition is an error value too (category
+ * "state"), since a caller racing another task may meet it at run time. */
+#include "jobdb.h"
+#include "lbind.h"
+#include "runtime.h"
+#include "store.h"
+
+#include <lauxlib.h>
+#include <string.h>
+
+#define JOBS_MT "assetd.jobstore"
+
+typedef struct ljobs {
+    jobdb *db;
+} ljobs;
+
+static ljobs *check_store(lua_State *L) {
+    ljobs *s = luaL_checkudata(L, 1, JOBS_MT);
+    if (!s->db) luaL_argerror(L, 1, "job store is closed");
+    return s;
+}
+
+static int fail_db(lua_State *L, ljobs *s, int code) {
+    static const char *const cat[] = {"ok", "not_found", "state", "invalid", "database"};
+    return rt_fail(L, cat[code], "%s", jobdb_errmsg(s->db));
+}
+
+static void set_str(lua_State *L, const char *k, const char *v) {
+    if (!v) return;
+    lua_pushstring(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static void set_time(lua_State *L, const char *k, double v) {
+    if (v <= 0) return;
+    lua_pushnumber(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static void push_job(lua_State *L, const jobdb_job *j) {
+    lua_createtable(L, 0, 16);
+    lua_pushinteger(L, (lua_Integer)j->id);
+    lua_setfield(L, -2, "id");
+    set_str(L, "notionPageId", j->page_id);
+    set_str(L, "soraVideoId", j->video_id);
+    set_str(L, "batchId", j->batch_id);
+    set_str(L, "provider", j->provider);
+    set_str(L, "status", jobdb_state_name(j->state));
+    set_time(L, "completedAt", j->completed_at);
+    set_time(L, "expiresAt", j->expires_at);
+    set_time(L, "createdAt", j->created_at);
+    set_time(L, "updatedAt", j->updated_at);
+    lua_pushinteger(L, (lua_Integer)j->version);
+    lua_setfield(L, -2, "version");
+    lua_pushinteger(L, (lua_Integer)j->retry_count);
+    lua_setfield(L, -2, "retryCount");
+    set_str(L, "error", j->error);
+    set_str(L, "data", j->data);
+}
+
+/* An id string field of the table at T, checked like every id assetd stores. */
+/* An id field of the table at T, checked like every id assetd stores (NUL included). */
+static void id_field(lua_State *L, int t, const char *k, char *dst, size_t cap, int required) {
+    size_t len = 0;
+    lua_getfield(L, t, k);
+    const char *v = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+    if (!v && !required && lua_isnil(L, -1)) { dst[0] = '\0'; lua_pop(L, 1); return; }
+    if (!v || len >= cap || strlen(v) != len || !store_valid_id(v))
+        luaL_error(L, "jobs: field '%s' must match ^[A-Za-z0-9_-]{1,128}$", k);
+    memcpy(dst, v, len + 1);
+    lua_pop(L, 1);
+}
+
+static int l_create(lua_State *L) {
+    ljobs *s = check_store(L);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    jobdb_job in, out;
+    memset(&in, 0, sizeof in);
+    id_field(L, 2, "notionPageId", in.page_id, sizeof in.page_id, 1);
+    id_field(L, 2, "soraVideoId", in.video_id, sizeof in.video_id, 1);
+    id_field(L, 2, "batchId", in.batch_id, sizeof in.batch_id, 1);
+    const char *provider = l_optstrfield(L, 2, "provider", "openai");
+    luaL_argcheck(L, strlen(provider) < sizeof in.provider, 2, "provider name too long");
+    strcpy(in.provider, provider);
+    in.completed_at = l_optnumfield(L, 2, "completedAt", 0);
+    in.expires_at = l_optnumfield(L, 2, "expiresAt", 0);
+    in.data = (char *)l_optstrfield(L, 2, "data", NULL);
+    const char *st = l_optstrfield(L, 2, "status", in.completed_at > 0 ? "pending" : "waiting");
+    if (jobdb_state_parse(st, &in.state) != 0) luaL_error(L, "jobs: unknown status '%s'", st);
+    int created, rc = jobdb_create(s->db, &in, &out, &created);
+    if (rc) return fail_db(L, s, rc);
+    push_job(L, &out);
+    jobdb_job_clear(&out);
+    lua_pushboolean(L, created);
+    return 2;
+}
+
+static int l_get(lua_State *L) {
+    ljobs *s = check_store(L);
+    jobdb_job j;
+    int rc = lua_isinteger(L, 2) ? jobdb_get(s->db, lua_tointeger(L, 2), &j)
+                                 : jobdb_get_by_page(s->db, luaL_checkstring(L, 2), &j);
+    if (rc) return fail_db(L, s, rc);
+    push_job(L, &j);
+    jobdb_job_clear(&j);
+    return 1;
+}
+
+static int64_t job_id_arg(lua_State *L, int i) {
+    if (lua_istable(L, i)) {
+        lua_getfield(L, i, "id");
+        int64_t id = (int64_t)luaL_checkinteger(L, -1);
+        lua_pop(L, 1);
+        return id;
+    }
+    return (int64_t)luaL_checkinteger(L, i);
+}
+
+/* store:transition(job or id, state, {error=, version=, retryCount=, completedAt=, expiresAt=, data=}) */
+static int l_transition(lua_State *L) {
+    ljobs *s = check_store(L);
+    int64_t id = job_id_arg(L, 2);
+    const char *st = luaL_checkstring(L, 3);
+    enum jobdb_state to;
+    if (jobdb_state_parse(st, &to) != 0) return luaL_argerror(L, 3, "unknown state");
+    jobdb_job in, out;
+    memset(&in, 0, sizeof in);
+    int set = 0;
+    if (lua_istable(L, 4)) {
+        static const struct { const char *k; int flag; } fields[] = {
+            {"version", JOBDB_SET_VERSION}, {"retryCount", JOBDB_SET_RETRY},
+            {"completedAt", JOBDB_SET_COMPLETED}, {"expiresAt", JOBDB_SET_EXPIRES}};
+        double v[4] = {0, 0, 0, 0};
+        for (int i = 0; i < 4; i++) {
+            lua_getfield(L, 4, fields[i].k);
+            if (!lua_isnil(L, -1)) { set |= fields[i].flag; v[i] = luaL_checknumber(L, -1); }
+            lua_pop(L, 1);
+        }
+        in.version = (int64_t)v[0];
+        in.retry_count = (int64_t)v[1];
+        in.completed_at = v[2];
+        in.expires_at = v[3];
+        if (lua_getfield(L, 4, "error") != LUA_TNIL) set |= JOBDB_SET_ERROR;
+        in.error = lua_toboolean(L, -1) ? (char *)luaL_checkstring(L, -1) : NULL;
+        if (lua_getfield(L, 4, "data") != LUA_TNIL) { set |= JOBDB_SET_DATA; in.data = (char *)luaL_checkstring(L, -1); }
+    }
+    int rc = jobdb_transition(s->db, id, to, &in, set, &out);
+    if (rc) return fail_db(L, s, rc);
+    push_job(L, &out);
+    jobdb_job_clear(&out);
+    return 1;
+}
+
+static int list_cb(const jobdb_job *j, void *ud) {
+    lua_State *L = ud;
+    push_job(L, j);
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    return 0;
+}
+
+/* store:list{status=, batchId=, limit=, cursor=} -> jobs, next_cursor (nil at the end) */
+static int l_list(lua_State *L) {
+    ljobs *s = check_store(L);
+    int state = -1;
+    const char *batch = NULL, *status = NULL;
+    int64_t after = 0;
+    int limit = 50;
+    if (lua_istable(L, 2)) {
+        status = l_optstrfield(L, 2, "status", NULL);
+        batch = l_optstrfield(L, 2, "batchId", NULL);
+        limit = (int)l_optnumfield(L, 2, "limit", 50);
+        after = (int64_t)l_optnumfield(L, 2, "cursor", 0);
+    }
+    enum jobdb_state st;
+    if (status && jobdb_state_parse(status, &st) != 0) return luaL_error(L, "jobs: unknown status '%s'", status);
+    if (status) state = (int)st;
+    luaL_argcheck(L, limit >= 1 && limit <= 1000, 2, "limit must be 1..1000");
+    lua_newtable(L);
+    int rc = jobdb_list(s->db, state, batch, after, limit, list_cb, L);
+    if (rc) return fail_db(L, s, rc);
+    lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+    if (n < limit) return 1;
+    lua_rawgeti(L, -1, n);
+    lua_getfield(L, -1, "id");
+    lua_remove(L, -2);
+    return 2;
+}
+
+static int l_summary(lua_State *L) {
+    ljobs *s = check_store(L);
+    double now = luaL_optnumber(L, 2, 0), window = luaL_optnumber(L, 3, 600);
+    jobdb_counts c;
+    int rc = jobdb_summary(s->db, now, window, &c);
+    if (rc) return fail_db(L, s, rc);
+    lua_createtable(L, 0, JOB_NSTATES + 1);
+    for (int i = 0; i < JOB_NSTATES; i++) {
+        lua_pushinteger(L, (lua_Integer)c.by_state[i]);
+        lua_setfield(L, -2, jobdb_state_name((enum jobdb_state)i));
+    }
+    lua_pushinteger(L, (lua_Integer)c.approaching);
+    lua_setfield(L, -2, "approachingExpiration");
+    return 1;
+}
+
+static int events_cb(double t, const char *kind, const char *detail, void *ud) {
+    lua_State *L = ud;
+    lua_createtable(L, 0, 3);
+    set_time(L, "t", t);
+    set_str(L, "kind", kind);
+    set_str(L, "detail", detail);
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    return 0;
+}
+
+static int l_events(lua_State *L) {
+    ljobs *s = check_store(L);
+    lua_newtable(L);
+    int rc = jobdb_events(s->db, job_id_arg(L, 2), events_cb, L);
+    return rc ? fail_db(L, s, rc) : 1;
+}
+
+static int l_event(lua_State *L) {
+    ljobs *s = check_store(L);
+    int rc = jobdb_event_add(s->db, job_id_arg(L, 2), luaL_checkstring(L, 3), luaL_optstring(L, 4, NULL));
+    if (rc) return fail_db(L, s, rc);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_recover(lua_State *L) {
+    ljobs *s = check_store(L);
+    int64_t moved;
+    int rc = jobdb_recover(s->db, &moved);
+    if (rc) return fail_db(L, s, rc);
+    lua_pushinteger(L, (lua_Integer)moved);
+    return 1;
+}
+
+static int l_close(lua_State *L) {
+    ljobs *s = luaL_checkudata(L, 1, JOBS_MT);
+    jobdb_close(s->db);
+    s->db = NULL;
+    return 0;
+}
+
+static int l_open(lua_State *L) {
+    const char *dir = luaL_optstring(L, 1, rt_get(L)->opts.data);
+    ljobs *s = lua_newuserdatauv(L, sizeof *s, 0);
+    s->db = NULL;
+    luaL_setmetatable(L, JOBS_MT);
+    char err[512];
+    if (jobdb_open(dir, &s->db, err, sizeof err) != 0) return rt_fail(L, "database", "%s", err);
+    return 1;
+}
+
+void l_jobs_open(lua_State *L) {
+    static const luaL_Reg methods[] = {
+        {"create", l_create}, {"get", l_get}, {"transition", l_transition}, {"list", l_list},
+        {"summary", l_summary}, {"events", l_events}, {"event", l_event}, {"recover", l_recover},
+        {"close", l_close}, {NULL, NULL}};
+    luaL_newmetatable(L, JOBS_MT);
+    luaL_newlib(L, methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, l_close);
+    lua_setfield(L, -2, "__close");
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, l_open);
+    lua_setfield(L, -2, "open");
+    lua_setfield(L, -2, "jobs");
+}

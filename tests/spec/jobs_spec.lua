@@ -1,0 +1,94 @@
+-- assetd.jobs: the durable job store as Lua sees it.
+local sim = require "sim"
+
+describe("assetd.jobs", function()
+  local dir, store
+  before_each(function()
+    dir = sim.tmpdir()
+    store = assert(assetd.jobs.open(dir))
+  end)
+  after_each(function()
+    store:close()
+    os.execute("rm -rf " .. dir)
+  end)
+
+  it("creates jobs idempotently on (notionPageId, soraVideoId)", function()
+    local j, created = assert(store:create{notionPageId = "page-1", soraVideoId = "video_1", batchId = "b1"})
+    assert.is_true(created)
+    assert.are.equal("waiting", j.status)
+    assert.are.equal("openai", j.provider)
+    local again, created2 = store:create{notionPageId = "page-1", soraVideoId = "video_1", batchId = "b1"}
+    assert.is_false(created2)
+    assert.are.equal(j.id, again.id)
+    local k = store:create{notionPageId = "page-2", soraVideoId = "video_2", batchId = "b1", completedAt = 100}
+    assert.are.equal("pending", k.status)
+    assert.are.equal(100, k.completedAt)
+  end)
+
+  it("refuses hostile ids with an error naming the field", function()
+    for _, bad in ipairs{"../x", "a/b", "a\0b", string.rep("a", 129), ""} do
+      assert.has_error(function() store:create{notionPageId = "p", soraVideoId = bad, batchId = "b"} end,
+        "jobs: field 'soraVideoId' must match ^[A-Za-z0-9_-]{1,128}$")
+    end
+    assert.has_error(function() store:create{notionPageId = "p", soraVideoId = "v", batchId = "../etc"} end)
+  end)
+
+  it("enforces the state machine and records the history", function()
+    local j = store:create{notionPageId = "p", soraVideoId = "v", batchId = "b"}
+    local r, err = store:transition(j, "completed")
+    assert.is_nil(r)
+    assert.are.equal("state", err.category)
+    assert.matches("cannot go from waiting to completed", tostring(err))
+    j = assert(store:transition(j, "pending", {expiresAt = 5000}))
+    j = assert(store:transition(j, "downloading", {version = 1}))
+    j = assert(store:transition(j, "failed", {error = "HTTP 403: bad key", retryCount = 2}))
+    assert.are.equal("HTTP 403: bad key", j.error)
+    assert.are.equal(2, j.retryCount)
+    assert.are.equal(5000, j.expiresAt)
+    assert.are.equal(1, j.version)
+    j = assert(store:transition(j, "pending", {error = false}))
+    assert.is_nil(j.error)
+    local kinds = {}
+    for _, e in ipairs(store:events(j)) do kinds[#kinds + 1] = e.kind .. ":" .. (e.detail or "") end
+    assert.are.same({"created:waiting", "state:waiting -> pending", "state:pending -> downloading",
+                     "state:downloading -> failed", "state:failed -> pending"}, kinds)
+  end)
+
+  it("lists with keyset pagination and filters, and summarises", function()
+    local now = assetd.now()
+    for i = 1, 7 do
+      store:create{notionPageId = "p" .. i, soraVideoId = "v", batchId = i % 2 == 0 and "even" or "odd",
+                   completedAt = now, expiresAt = now + (i <= 2 and 120 or 7200)}
+    end
+    local page, cursor = store:list{batchId = "odd", limit = 3}
+    assert.are.equal(3, #page)
+    assert.is_not_nil(cursor)
+    local rest, cursor2 = store:list{batchId = "odd", limit = 3, cursor = cursor}
+    assert.are.equal(1, #rest)
+    assert.is_nil(cursor2)
+    assert.is_true(rest[1].id > page[3].id)
+    local s = store:summary(now, 600)
+    assert.are.equal(7, s.pending)
+    assert.are.equal(0, s.completed)
+    assert.are.equal(2, s.approachingExpiration)
+  end)
+
+  it("recovers jobs left downloading, keeping them across a reopen", function()
+    local j = store:create{notionPageId = "p", soraVideoId = "v", batchId = "b", completedAt = 1}
+    store:transition(j, "downloading")
+    store:close()
+    store = assert(assetd.jobs.open(dir))
+    assert.are.equal(1, store:recover())
+    assert.are.equal("pending", store:get("p").status)
+    assert.are.equal(j.id, store:get(j.id).id)
+    local none, err = store:get("missing")
+    assert.is_nil(none)
+    assert.are.equal("not_found", err.category)
+  end)
+
+  it("gives a clear error for an unusable data directory", function()
+    local s, err = assetd.jobs.open("/proc/nope/dir")
+    assert.is_nil(s)
+    assert.matches("data directory", tostring(err))
+  end)
+end)
