@@ -17,7 +17,7 @@ LDLIBS  += $(shell $(PKG_CONFIG) --libs $(PKGS)) -lm
 BUILD   ?= build
 
 CORE    := runtime log clock partfile fetch store jobdb httphdr deadline path
-BINDS   := l_assetd l_fetch l_jobs
+BINDS   := l_assetd l_fetch l_jobs l_store
 OBJS    := $(patsubst %,$(BUILD)/%.o,$(CORE) $(BINDS) main)
 UNITS   := httphdr deadline path store jobdb
 

@@ -9,6 +9,9 @@
 #include "httphdr.h"
 #include "log.h"
 #include "partfile.h"
+#include "store.h"
+
+#include <unistd.h>
 
 #include <errno.h>
 #include <stdarg.h>
@@ -437,6 +440,11 @@ static void schedule(fetch_engine *e) {
 /* fsync, rename and fsync the directory: on the thread pool. */
 static void commit_work(uv_work_t *w) {
     fetch_xfer *x = w->data;
+    if (x->req.check && store_check_file(x->pf.fd, x->req.check, x->req.expect_size, &x->invalid) != 0) {
+        /* bad content must not be resumed from: drop the .part */
+        unlinkat(x->pf.dirfd, x->pf.part, 0);
+        return;
+    }
     x->sys_errno = partfile_commit(&x->pf);
 }
 
@@ -449,6 +457,7 @@ static void commit_done(uv_work_t *w, int status) {
     fetch_engine *e = x->engine;
     e->committing--;
     if (status != 0) fail(x, "canceled", "canceled before the file was committed");
+    else if (x->invalid) fail(x, "validation", "%s: %s", x->req.path, x->invalid);
     else if (x->sys_errno) fail_errno(x, "commit", x->sys_errno);
     partfile_close(&x->pf);
     if (!e->closing) {
@@ -652,6 +661,7 @@ fetch_xfer *fetch_xfer_new(void) {
     fetch_xfer *x = calloc(1, sizeof *x);
     if (!x) return NULL;
     partfile_init(&x->pf);
+    x->req.expect_size = -1;
     x->req.deadline = INFINITY;
     x->res.retry_after = -1;
     return x;
@@ -667,6 +677,7 @@ void fetch_xfer_free(fetch_xfer *x) {
     free(x->req.method);
     free(x->req.path);
     free(x->req.body);
+    free(x->req.check);
     free(x->hdrs);
     free(x->mem);
     free(x->host);

@@ -36,6 +36,8 @@ typedef struct fetch_request {
     long timeout_ms, connect_timeout_ms;
     long low_speed_bytes, low_speed_secs;
     int to_memory;
+    char *check;                /* file sink: validate as this variant before the rename */
+    int64_t expect_size;        /* with check: required size, -1 when unknown */
 } fetch_request;
 
 /* What came back. `category` is NULL on success. */
@@ -67,6 +69,7 @@ struct fetch_xfer {
     partfile pf;
     int state, status_checked, http_error, paused, cancel_requested, part_complete;
     int sys_errno;
+    const char *invalid;        /* why validation refused the file (static text) */
     int64_t expect_total;
     EVP_MD_CTX *sha;
     double started, last_progress;

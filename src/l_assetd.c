@@ -273,5 +273,6 @@ int luaopen_assetd_core(lua_State *L) {
     lua_setfield(L, -2, "version");
     l_fetch_open(L);
     l_jobs_open(L);
+    l_store_open(L);
     return 1;
 }

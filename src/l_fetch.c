@@ -96,6 +96,10 @@ static void read_request(lua_State *L, fetch_xfer *x) {
     r->to_memory = to == NULL;
     if (to) r->path = dup_field(L, to, strlen(to));
     r->max_bytes = (int64_t)l_optnumfield(L, 1, "max_bytes", 0);
+    const char *check = l_optstrfield(L, 1, "check", NULL);
+    if (check && !to) luaL_error(L, "fetch: option 'check' needs 'to'");
+    if (check) r->check = dup_field(L, check, strlen(check));
+    r->expect_size = (int64_t)l_optnumfield(L, 1, "expect_size", -1);
     lua_getfield(L, 1, "resume");
     r->resume = lua_toboolean(L, -1);
     lua_pop(L, 1);

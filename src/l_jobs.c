@@ -238,6 +238,24 @@ static int l_recover(lua_State *L) {
     return 1;
 }
 
+static int l_max_version(lua_State *L) {
+    ljobs *s = check_store(L);
+    int64_t v;
+    int rc = jobdb_max_version(s->db, luaL_checkstring(L, 2), luaL_checkstring(L, 3), &v);
+    if (rc) return fail_db(L, s, rc);
+    lua_pushinteger(L, (lua_Integer)v);
+    return 1;
+}
+
+static int l_note_version(lua_State *L) {
+    ljobs *s = check_store(L);
+    int rc = jobdb_note_version(s->db, luaL_checkstring(L, 2), luaL_checkstring(L, 3),
+                                (int64_t)luaL_checkinteger(L, 4));
+    if (rc) return fail_db(L, s, rc);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static int l_close(lua_State *L) {
     ljobs *s = luaL_checkudata(L, 1, JOBS_MT);
     jobdb_close(s->db);
@@ -259,6 +277,7 @@ void l_jobs_open(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"create", l_create}, {"get", l_get}, {"transition", l_transition}, {"list", l_list},
         {"summary", l_summary}, {"events", l_events}, {"event", l_event}, {"recover", l_recover},
+        {"max_version", l_max_version}, {"note_version", l_note_version},
         {"close", l_close}, {NULL, NULL}};
     luaL_newmetatable(L, JOBS_MT);
     luaL_newlib(L, methods);

@@ -1,0 +1,126 @@
+/* l_store.c: `assetd.store`, the file side of the versioned store for Lua: the root, batch
+ * directories made and opened without following links, versions found on disk, and the
+ * checks every id and name passes. Reservation and naming policy live in lua/assetd/store.lua. */
+#include "lbind.h"
+#include "path.h"
+#include "runtime.h"
+#include "store.h"
+
+#include <errno.h>
+#include <lauxlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define STORE_MT "assetd.filestore"
+
+typedef struct lstore {
+    int rootfd;
+} lstore;
+
+static lstore *check_store(lua_State *L) {
+    lstore *s = luaL_checkudata(L, 1, STORE_MT);
+    if (s->rootfd < 0) luaL_argerror(L, 1, "file store is closed");
+    return s;
+}
+
+static const char *check_id(lua_State *L, int i, const char *what) {
+    size_t len;
+    const char *id = luaL_checklstring(L, i, &len);
+    if (strlen(id) != len || !store_valid_id(id))
+        luaL_error(L, "store: %s must match ^[A-Za-z0-9_-]{1,128}$", what);
+    return id;
+}
+
+static int fail_errno(lua_State *L, const char *what, const char *name, int err) {
+    return rt_fail(L, "disk", "%s %s: %s (%s)", what, name, strerror(err),
+                   strerrorname_np(err) ? strerrorname_np(err) : "?");
+}
+
+/* store:batch_dir(batchId) -> absolute path of {root}/{batchId}, created if missing. */
+static int l_batch_dir(lua_State *L) {
+    lstore *s = check_store(L);
+    const char *batch = check_id(L, 2, "batchId");
+    int fd, err = store_open_batch(s->rootfd, batch, 1, &fd);
+    if (err == ELOOP) return rt_fail(L, "disk", "batch directory %s is a symbolic link: refused", batch);
+    if (err) return fail_errno(L, "cannot open batch directory", batch, err);
+    close(fd);
+    lua_getiuservalue(L, 1, 1);
+    lua_pushfstring(L, "%s/%s", lua_tostring(L, -1), batch);
+    return 1;
+}
+
+/* store:scan_versions(batchId, videoId) -> highest version on disk (0 when none). */
+static int l_scan_versions(lua_State *L) {
+    lstore *s = check_store(L);
+    const char *batch = check_id(L, 2, "batchId");
+    const char *video = check_id(L, 3, "videoId");
+    int fd, err = store_open_batch(s->rootfd, batch, 0, &fd);
+    int64_t max = 0;
+    if (err == ENOENT) { lua_pushinteger(L, 0); return 1; }
+    if (err) return fail_errno(L, "cannot open batch directory", batch, err);
+    err = store_scan_versions(fd, video, &max);
+    close(fd);
+    if (err) return fail_errno(L, "cannot list batch directory", batch, err);
+    lua_pushinteger(L, (lua_Integer)max);
+    return 1;
+}
+
+static int l_close(lua_State *L) {
+    lstore *s = luaL_checkudata(L, 1, STORE_MT);
+    if (s->rootfd >= 0) close(s->rootfd);
+    s->rootfd = -1;
+    return 0;
+}
+
+static int l_open(lua_State *L) {
+    const char *root = luaL_checkstring(L, 1);
+    char abs[4096];
+    if (root[0] != '/' && getcwd(abs, sizeof abs)) {
+        lua_pushfstring(L, "%s/%s", abs, root);
+        root = lua_tostring(L, -1);
+    }
+    lstore *s = lua_newuserdatauv(L, sizeof *s, 1);
+    s->rootfd = -1;
+    luaL_setmetatable(L, STORE_MT);
+    lua_pushstring(L, root);
+    lua_setiuservalue(L, -2, 1);
+    int err = store_open_root(root, &s->rootfd);
+    if (err) return fail_errno(L, "cannot open storage root", root, err);
+    return 1;
+}
+
+static int l_root(lua_State *L) {
+    check_store(L);
+    lua_getiuservalue(L, 1, 1);
+    return 1;
+}
+
+static int l_valid_id(lua_State *L) {
+    size_t len;
+    const char *id = luaL_checklstring(L, 1, &len);
+    lua_pushboolean(L, strlen(id) == len && store_valid_id(id));
+    return 1;
+}
+
+static int l_valid_name(lua_State *L) {
+    size_t len;
+    const char *name = luaL_checklstring(L, 1, &len);
+    lua_pushboolean(L, path_is_component(name, len));
+    return 1;
+}
+
+void l_store_open(lua_State *L) {
+    static const luaL_Reg methods[] = {
+        {"batch_dir", l_batch_dir}, {"scan_versions", l_scan_versions}, {"root", l_root},
+        {"close", l_close}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {
+        {"open", l_open}, {"valid_id", l_valid_id}, {"valid_name", l_valid_name}, {NULL, NULL}};
+    luaL_newmetatable(L, STORE_MT);
+    luaL_newlib(L, methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+    luaL_newlib(L, fns);
+    lua_setfield(L, -2, "store");
+}

@@ -1,0 +1,115 @@
+-- The versioned file store: reservations, names, hostile input, validation at commit.
+local sim = require "sim"
+local versions = require "assetd.versions"
+
+describe("versioned file store", function()
+  local dir, jobs, v
+  before_each(function()
+    dir = sim.tmpdir()
+    jobs = assert(assetd.jobs.open(dir .. "/data"))
+    v = assert(versions.open{root = dir .. "/root", jobs = jobs})
+  end)
+  after_each(function()
+    jobs:close()
+    os.execute("rm -rf " .. dir)
+  end)
+
+  local function touch(path)
+    local f = assert(io.open(path, "w"))
+    f:write("x")
+    f:close()
+  end
+
+  it("gives V1, V2, V3 across regenerations, with the default names", function()
+    local got = {}
+    for _ = 1, 3 do got[#got + 1] = v:reserve("batch1", "video_a") end
+    assert.are.same({1, 2, 3}, got)
+    local p = {v:path{batchId = "batch1", videoId = "video_a", version = 3, variant = "video"}}
+    assert.are.equal(dir .. "/root/batch1/video_a_V3.mp4", p[1])
+    assert.are.equal("video_a_V2_thumbnail.webp", v:name{batchId = "b", videoId = "video_a", version = 2, variant = "thumbnail"})
+    assert.are.equal("video_a_V1_spritesheet.jpg", v:name{batchId = "b", videoId = "video_a", version = 1, variant = "spritesheet"})
+  end)
+
+  it("never reuses a version after the files are pruned", function()
+    for _ = 1, 3 do
+      local n = v:reserve("b", "vid")
+      touch(assert(v:path{batchId = "b", videoId = "vid", version = n, variant = "video"}))
+    end
+    os.remove(dir .. "/root/b/vid_V1.mp4")
+    os.remove(dir .. "/root/b/vid_V2.mp4")
+    os.remove(dir .. "/root/b/vid_V3.mp4")
+    assert.are.equal(4, v:reserve("b", "vid"))
+  end)
+
+  it("finds versions already on disk when the job store is fresh", function()
+    os.execute("mkdir -p " .. dir .. "/root/b")
+    touch(dir .. "/root/b/vid_V5.mp4")
+    touch(dir .. "/root/b/vid_V5_thumbnail.webp")
+    touch(dir .. "/root/b/vidx_V9.mp4")        -- another video: not ours
+    touch(dir .. "/root/b/.vid_V6.mp4.part")   -- a version being written
+    assert.are.equal(7, v:reserve("b", "vid"))
+  end)
+
+  it("hands out distinct versions to concurrent reservations", function()
+    local got, seen = {}, {}
+    for i = 1, 20 do
+      assetd.spawn(function() assetd.sleep(0); got[#got + 1] = v:reserve("b", "same") end)
+    end
+    assetd.sleep(0.05)
+    assert.are.equal(20, #got)
+    for _, n in ipairs(got) do
+      assert.is_nil(seen[n])
+      seen[n] = true
+    end
+  end)
+
+  it("refuses hostile ids and names, writing nothing outside the root", function()
+    for _, bad in ipairs{"../x", "a/b", "a\0b", string.rep("a", 129), ""} do
+      assert.has_error(function() v:reserve(bad, "vid") end)
+      assert.has_error(function() v:reserve("b", bad) end)
+    end
+    local custom = assert(versions.open{root = dir .. "/root", jobs = jobs,
+      naming = function(a) return a.name end})
+    for _, bad in ipairs{"../evil", "a/b", "x\0y", "", "..", "."} do
+      local p, err = custom:path{batchId = "b", videoId = "v", version = 1, variant = "video", name = bad}
+      assert.is_nil(p)
+      assert.are.equal("naming", err.category)
+    end
+    local _, err = custom:path{batchId = "b", videoId = "v", version = 1, variant = "video", name = {}}
+    assert.matches("unsafe file name", tostring(err))
+  end)
+
+  it("refuses a symbolic link planted as a batch directory", function()
+    local outside = sim.tmpdir()
+    os.execute("mkdir -p " .. dir .. "/root && ln -s " .. outside .. " " .. dir .. "/root/evil")
+    local p, err = v:path{batchId = "evil", videoId = "vid", version = 1, variant = "video"}
+    assert.is_nil(p)
+    assert.matches("symbolic link", tostring(err))
+    local listing = io.popen("ls -A " .. outside):read("a")
+    assert.are.equal("", listing)
+    os.execute("rm -rf " .. outside)
+  end)
+
+  describe("validation at commit", function()
+    local s
+    setup(function() s = sim.start() end)
+    teardown(function() s:stop() end)
+
+    it("commits a valid asset and refuses one whose signature is wrong", function()
+      s:video{id = "vid_ok", sizes = {thumbnail = 5000}}
+      local path = assert(v:path{batchId = "b", videoId = "vid_ok", version = 1, variant = "thumbnail"})
+      local url = s.openai .. "/videos/vid_ok/content?variant=thumbnail"
+      local res = assert(assetd.fetch{url = url, to = path, check = "thumbnail", expect_size = 5000})
+      assert.are.equal(5000, res.bytes)
+      local bad = dir .. "/root/b/wrong.mp4"
+      local r2, err = assetd.fetch{url = url, to = bad, check = "video"}
+      assert.is_nil(r2)
+      assert.are.equal("validation", err.category)
+      assert.matches("not an MP4", err.message)
+      assert.is_nil(io.open(bad))
+      assert.is_nil(io.open(dir .. "/root/b/.wrong.mp4.part"))
+      local _, err2 = assetd.fetch{url = url, to = bad, check = "thumbnail", expect_size = 4999}
+      assert.matches("expected size", err2.message)
+    end)
+  end)
+end)
