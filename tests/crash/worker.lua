@@ -1,0 +1,48 @@
+-- A batch downloader built only from the store and engine bindings, for the kill -9 test:
+-- jobs live in the job store, each download reserves one version, fetches its three
+-- variants together with resume, and is marked completed. Run again after a crash, it
+-- recovers and finishes what was left. Usage: assetd worker.lua OPENAI_BASE ROOT DATA N
+local versions = require "assetd.versions"
+local naming = require "assetd.naming"
+local base, root, data, n = arg[1], arg[2], arg[3], tonumber(arg[4])
+
+local jobs = assert(assetd.jobs.open(data))
+jobs:recover()
+local store = assert(versions.open{root = root, jobs = jobs})
+for i = 1, n do
+  assert(jobs:create{notionPageId = "page" .. i, soraVideoId = string.format("vid_%03d", i),
+                     batchId = "crash", completedAt = assetd.now()})
+end
+assetd.fetch_limits{max_active = 6, max_bytes_per_sec = 8e6}
+
+local function fetch_variant(job, variant)
+  local path = assert(store:path{batchId = job.batchId, videoId = job.soraVideoId,
+                                 version = job.version, variant = variant})
+  local f = io.open(path)
+  if f then f:close() return true end            -- committed before a crash
+  for _ = 1, 50 do
+    local res = assetd.fetch{url = base .. "/videos/" .. job.soraVideoId .. "/content?variant=" .. variant,
+                             to = path, resume = true, check = variant}
+    if res then return true end
+    assetd.sleep(0.05)
+  end
+  error("gave up on " .. path)
+end
+
+local function run(job)
+  if job.version == 0 then
+    job = assert(jobs:transition(job, "downloading", {version = assert(store:reserve(job.batchId, job.soraVideoId))}))
+  else
+    job = assert(jobs:transition(job, "downloading"))
+  end
+  local left = 0
+  for variant in pairs(naming.ext) do
+    left = left + 1
+    assetd.spawn(function() fetch_variant(job, variant); left = left - 1 end)
+  end
+  while left > 0 do assetd.sleep(0.02) end
+  assert(jobs:transition(job, "completed"))
+end
+
+local pending = jobs:list{status = "pending", limit = 1000}
+for _, job in ipairs(pending) do assetd.spawn(run, job) end
