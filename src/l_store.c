@@ -6,7 +6,10 @@
 #include "runtime.h"
 #include "store.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <lauxlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -65,6 +68,67 @@ static int l_scan_versions(lua_State *L) {
     return 1;
 }
 
+/* Directory entries of FD as {name=, size=, mtime=, dir=}, links and specials left out. */
+static int push_listing(lua_State *L, int fd, const char *what) {
+    int dfd = dup(fd);
+    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+    if (!d) {
+        int err = errno;
+        if (dfd >= 0) close(dfd);
+        return fail_errno(L, "cannot list", what, err);
+    }
+    rewinddir(d);
+    lua_newtable(L);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        struct stat st;
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        if (fstatat(fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+        if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) continue;
+        lua_createtable(L, 0, 4);
+        lua_pushstring(L, e->d_name);
+        lua_setfield(L, -2, "name");
+        lua_pushinteger(L, (lua_Integer)st.st_size);
+        lua_setfield(L, -2, "size");
+        lua_pushnumber(L, (double)st.st_mtim.tv_sec + st.st_mtim.tv_nsec / 1e9);
+        lua_setfield(L, -2, "mtime");
+        lua_pushboolean(L, S_ISDIR(st.st_mode));
+        lua_setfield(L, -2, "dir");
+        lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    }
+    closedir(d);
+    return 1;
+}
+
+/* store:list([batchId]) -> the root's entries, or the batch directory's ({} when missing). */
+static int l_list(lua_State *L) {
+    lstore *s = check_store(L);
+    if (lua_isnoneornil(L, 2)) return push_listing(L, s->rootfd, "the storage root");
+    const char *batch = check_id(L, 2, "batchId");
+    int fd, err = store_open_batch(s->rootfd, batch, 0, &fd);
+    if (err == ENOENT) { lua_newtable(L); return 1; }
+    if (err) return fail_errno(L, "cannot open batch directory", batch, err);
+    int n = push_listing(L, fd, batch);
+    close(fd);
+    return n;
+}
+
+/* store:remove(batchId, name): unlink one file of a batch (never a directory or a link target). */
+static int l_remove(lua_State *L) {
+    lstore *s = check_store(L);
+    const char *batch = check_id(L, 2, "batchId");
+    size_t len;
+    const char *name = luaL_checklstring(L, 3, &len);
+    if (!path_is_component(name, len)) return luaL_error(L, "store: unsafe file name");
+    int fd, err = store_open_batch(s->rootfd, batch, 0, &fd);
+    if (err) return fail_errno(L, "cannot open batch directory", batch, err);
+    err = unlinkat(fd, name, 0) != 0 ? errno : 0;
+    close(fd);
+    if (err) return fail_errno(L, "cannot remove", name, err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static int l_close(lua_State *L) {
     lstore *s = luaL_checkudata(L, 1, STORE_MT);
     if (s->rootfd >= 0) close(s->rootfd);
@@ -112,6 +176,7 @@ static int l_valid_name(lua_State *L) {
 void l_store_open(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"batch_dir", l_batch_dir}, {"scan_versions", l_scan_versions}, {"root", l_root},
+        {"list", l_list}, {"remove", l_remove},
         {"close", l_close}, {NULL, NULL}};
     static const luaL_Reg fns[] = {
         {"open", l_open}, {"valid_id", l_valid_id}, {"valid_name", l_valid_name}, {NULL, NULL}};

@@ -53,4 +53,108 @@ function Versions:path(asset)
   return dir .. "/" .. name, name
 end
 
+local function escape(s) return (s:gsub("%p", "%%%0")) end
+
+-- The versions of a video present on disk: {{version=, files={names}, bytes=, mtime=}, ...}
+-- oldest first. Files are matched anchored on "{videoId}_V{n}" followed by '.' or '_'.
+local function group(listing, videoId)
+  local by = {}
+  local pat = "^" .. escape(videoId) .. "_V(%d+)[._]"
+  for _, f in ipairs(listing) do
+    local n = not f.dir and tonumber(f.name:match(pat))
+    if n then
+      local v = by[n] or {version = n, files = {}, bytes = 0, mtime = 0}
+      by[n] = v
+      v.files[#v.files + 1] = f.name
+      v.bytes = v.bytes + f.size
+      v.mtime = math.max(v.mtime, f.mtime)
+    end
+  end
+  local out = {}
+  for _, v in pairs(by) do table.sort(v.files); out[#out + 1] = v end
+  table.sort(out, function(a, b) return a.version < b.version end)
+  return out
+end
+
+function Versions:versions(batchId, videoId)
+  local listing, err = self.files:list(batchId)
+  if not listing then return nil, err end
+  return group(listing, videoId)
+end
+
+-- {bytes=, files=} for one batch, or for the whole root without an argument.
+function Versions:usage(batchId)
+  local total = {bytes = 0, files = 0}
+  local batches = batchId and {batchId} or {}
+  if not batchId then
+    for _, e in ipairs(assert(self.files:list())) do
+      if e.dir and assetd.store.valid_id(e.name) then batches[#batches + 1] = e.name end
+    end
+  end
+  for _, b in ipairs(batches) do
+    local listing, err = self.files:list(b)
+    if not listing then return nil, err end
+    for _, f in ipairs(listing) do
+      if not f.dir then total.bytes, total.files = total.bytes + f.size, total.files + 1 end
+    end
+  end
+  return total
+end
+
+-- Versions that jobs still working on them reference: never pruned.
+local function live_versions(jobs)
+  local live, cursor = {}, nil
+  for _, status in ipairs{"waiting", "pending", "downloading"} do
+    cursor = nil
+    repeat
+      local page
+      page, cursor = jobs:list{status = status, limit = 1000, cursor = cursor}
+      for _, j in ipairs(page or {}) do live[j.batchId .. "/" .. j.soraVideoId .. "/" .. j.version] = true end
+    until not cursor
+  end
+  return live
+end
+
+-- prune{keep = N (>= 1), older_than = seconds, batchId = optional, dry_run = true by default}
+-- Removes old versions' files, never the newest `keep` versions of a video nor a version a
+-- live job references. Returns {removed = {{batchId, videoId, version, files, bytes}}, bytes}.
+function Versions:prune(opts)
+  opts = opts or {}
+  local keep = math.max(1, math.floor(opts.keep or 1))
+  local cutoff = opts.older_than and (assetd.now() - opts.older_than) or math.huge
+  local dry = opts.dry_run ~= false
+  local live = live_versions(self.jobs)
+  local report = {removed = {}, bytes = 0, dry_run = dry}
+  local batches = {}
+  if opts.batchId then batches = {opts.batchId}
+  else
+    for _, e in ipairs(assert(self.files:list())) do
+      if e.dir and assetd.store.valid_id(e.name) then batches[#batches + 1] = e.name end
+    end
+  end
+  for _, b in ipairs(batches) do
+    local listing = assert(self.files:list(b))
+    local videos = {}
+    for _, f in ipairs(listing) do
+      local vid = not f.dir and f.name:match("^([A-Za-z0-9_-]-)_V%d+[._]")
+      if vid then videos[vid] = true end
+    end
+    for vid in pairs(videos) do
+      local vs = group(listing, vid)
+      for i = 1, #vs - keep do
+        local v = vs[i]
+        if v.mtime < cutoff and not live[b .. "/" .. vid .. "/" .. v.version] then
+          if not dry then
+            for _, name in ipairs(v.files) do assert(self.files:remove(b, name)) end
+          end
+          report.removed[#report.removed + 1] = {batchId = b, videoId = vid, version = v.version,
+                                                 files = v.files, bytes = v.bytes}
+          report.bytes = report.bytes + v.bytes
+        end
+      end
+    end
+  end
+  return report
+end
+
 return M

@@ -90,6 +90,48 @@ describe("versioned file store", function()
     os.execute("rm -rf " .. outside)
   end)
 
+  local function make_versions(batch, vid, n)
+    for _ = 1, n do
+      local ver = v:reserve(batch, vid)
+      for _, variant in ipairs{"video", "thumbnail"} do
+        touch(assert(v:path{batchId = batch, videoId = vid, version = ver, variant = variant}))
+      end
+    end
+  end
+
+  it("lists versions and usage", function()
+    make_versions("b", "vid", 3)
+    make_versions("b", "vid_x", 1)
+    local vs = v:versions("b", "vid")
+    assert.are.equal(3, #vs)
+    assert.are.same({"vid_V2.mp4", "vid_V2_thumbnail.webp"}, vs[2].files)
+    assert.are.same({files = 8, bytes = 8}, v:usage("b"))
+    assert.are.same({files = 8, bytes = 8}, v:usage())
+    assert.are.same({}, v:versions("nobatch", "vid"))
+  end)
+
+  it("prunes old versions, never the newest nor one a live job uses; dry run by default", function()
+    make_versions("b", "vid", 4)
+    make_versions("b", "other", 1)
+    local job = jobs:create{notionPageId = "p", soraVideoId = "vid", batchId = "b", completedAt = 1}
+    jobs:transition(job, "downloading", {version = 2})    -- V2 is still being worked on
+    local dry = v:prune{keep = 1}
+    assert.is_true(dry.dry_run)
+    assert.are.equal(2, #dry.removed)                       -- V1 and V3
+    assert.are.equal(4, #v:versions("b", "vid"))            -- nothing removed yet
+    local r = v:prune{keep = 1, dry_run = false}
+    local removed = {}
+    for _, x in ipairs(r.removed) do removed[#removed + 1] = x.videoId .. ":" .. x.version end
+    table.sort(removed)
+    assert.are.same({"vid:1", "vid:3"}, removed)
+    local left = {}
+    for _, x in ipairs(v:versions("b", "vid")) do left[#left + 1] = x.version end
+    assert.are.same({2, 4}, left)
+    assert.are.equal(1, #v:versions("b", "other"))
+    assert.are.equal(0, #v:prune{keep = 1, older_than = 3600, dry_run = false}.removed)
+    assert.are.equal(5, v:reserve("b", "vid"))               -- pruned numbers are not reused
+  end)
+
   describe("validation at commit", function()
     local s
     setup(function() s = sim.start() end)
