@@ -28,6 +28,10 @@ static const char schema_v1[] =
     "CREATE TABLE events(id INTEGER PRIMARY KEY, job_id INTEGER NOT NULL, t REAL NOT NULL,"
     " kind TEXT NOT NULL, detail TEXT);"
     "CREATE INDEX events_job ON events(job_id, id);"
+    "CREATE TABLE assets(id INTEGER PRIMARY KEY, job_id INTEGER NOT NULL REFERENCES jobs(id),"
+    " variant TEXT NOT NULL, path TEXT NOT NULL, file_name TEXT NOT NULL, size INTEGER NOT NULL,"
+    " sha256 TEXT NOT NULL, version INTEGER NOT NULL, downloaded_at REAL NOT NULL);"
+    "CREATE INDEX assets_job ON assets(job_id, id);"
     "CREATE TABLE versions(batch_id TEXT NOT NULL, video_id TEXT NOT NULL,"
     " max_version INTEGER NOT NULL, PRIMARY KEY(batch_id, video_id)) WITHOUT ROWID;";
 
@@ -36,7 +40,7 @@ static const char schema_v1[] =
 
 enum stmt_id {
     S_INSERT, S_BY_ID, S_BY_KEY, S_BY_PAGE, S_UPDATE, S_EVENT_ADD, S_EVENTS, S_COUNTS,
-    S_APPROACHING, S_MAXV, S_NOTEV, S_BEGIN, S_COMMIT, S_ROLLBACK, S_NSTMTS
+    S_APPROACHING, S_MAXV, S_NOTEV, S_ASSET_ADD, S_ASSETS, S_BEGIN, S_COMMIT, S_ROLLBACK, S_NSTMTS
 };
 
 static const char *const stmt_sql[S_NSTMTS] = {
@@ -56,6 +60,10 @@ static const char *const stmt_sql[S_NSTMTS] = {
     [S_NOTEV] = "INSERT INTO versions(batch_id, video_id, max_version) VALUES(?,?,?)"
                 " ON CONFLICT(batch_id, video_id) DO UPDATE SET"
                 " max_version = max(max_version, excluded.max_version)",
+    [S_ASSET_ADD] = "INSERT INTO assets(job_id, variant, path, file_name, size, sha256, version,"
+                    " downloaded_at) VALUES(?,?,?,?,?,?,?,?)",
+    [S_ASSETS] = "SELECT variant, path, file_name, size, sha256, version, downloaded_at FROM assets"
+                 " WHERE job_id = ? ORDER BY id",
     [S_BEGIN] = "BEGIN IMMEDIATE",
     [S_COMMIT] = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
@@ -408,4 +416,36 @@ int jobdb_note_version(jobdb *db, const char *batch_id, const char *video_id, in
     sqlite3_bind_text(s, 2, video_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 3, v);
     return sqlite3_step(s) == SQLITE_DONE ? 0 : sql_err(db, "recording a version");
+}
+
+int jobdb_asset_add(jobdb *db, int64_t job_id, const jobdb_asset *a) {
+    sqlite3_stmt *s = stmt(db, S_ASSET_ADD);
+    sqlite3_bind_int64(s, 1, job_id);
+    sqlite3_bind_text(s, 2, a->variant, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 3, a->path, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 4, a->file_name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 5, a->size);
+    sqlite3_bind_text(s, 6, a->sha256, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 7, a->version);
+    sqlite3_bind_double(s, 8, a->downloaded_at > 0 ? a->downloaded_at : clock_now());
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_CONSTRAINT) return set_err(db, JOBDB_ENOTFOUND, "no job with id %lld", (long long)job_id);
+    return rc == SQLITE_DONE ? 0 : sql_err(db, "recording an asset");
+}
+
+int jobdb_assets(jobdb *db, int64_t job_id, jobdb_asset_cb cb, void *ud) {
+    sqlite3_stmt *s = stmt(db, S_ASSETS);
+    sqlite3_bind_int64(s, 1, job_id);
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        jobdb_asset a = {
+            (const char *)sqlite3_column_text(s, 0), (const char *)sqlite3_column_text(s, 1),
+            (const char *)sqlite3_column_text(s, 2), sqlite3_column_int64(s, 3),
+            (const char *)sqlite3_column_text(s, 4), sqlite3_column_int64(s, 5),
+            sqlite3_column_double(s, 6)};
+        if (cb(&a, ud)) break;
+    }
+    rc = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? 0 : sql_err(db, "reading assets");
+    sqlite3_reset(s);
+    return rc;
 }

@@ -71,6 +71,18 @@ int jobdb_max_version(jobdb *db, const char *batch_id, const char *video_id, int
 /* Record that (batch, video) version V is taken, so it is never handed out again. */
 int jobdb_note_version(jobdb *db, const char *batch_id, const char *video_id, int64_t v);
 
+/* A stored asset of a job (strings are borrowed). */
+typedef struct jobdb_asset {
+    const char *variant, *path, *file_name;
+    int64_t size;
+    const char *sha256;
+    int64_t version;
+    double downloaded_at;                /* 0: now */
+} jobdb_asset;
+int jobdb_asset_add(jobdb *db, int64_t job_id, const jobdb_asset *a);
+typedef int (*jobdb_asset_cb)(const jobdb_asset *a, void *ud);
+int jobdb_assets(jobdb *db, int64_t job_id, jobdb_asset_cb cb, void *ud);
+
 void jobdb_job_clear(jobdb_job *job);
 
 #endif

@@ -229,6 +229,47 @@ static int l_event(lua_State *L) {
     return 1;
 }
 
+/* jobs:add_asset(job, {variant=, filePath=, fileName=, fileSize=, sha256=, version=, downloadedAt=}) */
+static int l_add_asset(lua_State *L) {
+    ljobs *s = check_store(L);
+    int64_t id = job_id_arg(L, 2);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    jobdb_asset a = {
+        l_optstrfield(L, 3, "variant", NULL), l_optstrfield(L, 3, "filePath", NULL),
+        l_optstrfield(L, 3, "fileName", NULL), (int64_t)l_optnumfield(L, 3, "fileSize", -1),
+        l_optstrfield(L, 3, "sha256", NULL), (int64_t)l_optnumfield(L, 3, "version", 0),
+        l_optnumfield(L, 3, "downloadedAt", 0)};
+    if (!a.variant || !a.path || !a.file_name || !a.sha256 || a.size < 0 || a.version < 1)
+        return luaL_error(L, "jobs: an asset needs variant, filePath, fileName, fileSize, sha256 and version");
+    int rc = jobdb_asset_add(s->db, id, &a);
+    if (rc) return fail_db(L, s, rc);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int assets_cb(const jobdb_asset *a, void *ud) {
+    lua_State *L = ud;
+    lua_createtable(L, 0, 7);
+    set_str(L, "type", a->variant);
+    set_str(L, "filePath", a->path);
+    set_str(L, "fileName", a->file_name);
+    lua_pushinteger(L, (lua_Integer)a->size);
+    lua_setfield(L, -2, "fileSize");
+    set_str(L, "sha256", a->sha256);
+    lua_pushinteger(L, (lua_Integer)a->version);
+    lua_setfield(L, -2, "version");
+    set_time(L, "downloadedAt", a->downloaded_at);
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    return 0;
+}
+
+static int l_assets(lua_State *L) {
+    ljobs *s = check_store(L);
+    lua_newtable(L);
+    int rc = jobdb_assets(s->db, job_id_arg(L, 2), assets_cb, L);
+    return rc ? fail_db(L, s, rc) : 1;
+}
+
 static int l_recover(lua_State *L) {
     ljobs *s = check_store(L);
     int64_t moved;
@@ -277,6 +318,7 @@ void l_jobs_open(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"create", l_create}, {"get", l_get}, {"transition", l_transition}, {"list", l_list},
         {"summary", l_summary}, {"events", l_events}, {"event", l_event}, {"recover", l_recover},
+        {"add_asset", l_add_asset}, {"assets", l_assets},
         {"max_version", l_max_version}, {"note_version", l_note_version},
         {"close", l_close}, {NULL, NULL}};
     luaL_newmetatable(L, JOBS_MT);

@@ -15,15 +15,30 @@ for i = 1, n do
 end
 assetd.fetch_limits{max_active = 6, max_bytes_per_sec = 8e6}
 
+-- Record an asset once, also when a crash fell between its rename and its record.
+local function record(job, variant, path, name)
+  for _, a in ipairs(assert(jobs:assets(job))) do
+    if a.type == variant and a.version == job.version then return end
+  end
+  local p = io.popen("sha256sum '" .. path .. "'")
+  local sum = p:read("a"):match("^(%x+)")
+  p:close()
+  local f = assert(io.open(path))
+  local size = f:seek("end")
+  f:close()
+  assert(jobs:add_asset(job, {variant = variant, filePath = path, fileName = name, fileSize = size,
+                              sha256 = sum, version = job.version}))
+end
+
 local function fetch_variant(job, variant)
-  local path = assert(store:path{batchId = job.batchId, videoId = job.soraVideoId,
-                                 version = job.version, variant = variant})
+  local path, name = assert(store:path{batchId = job.batchId, videoId = job.soraVideoId,
+                                       version = job.version, variant = variant})
   local f = io.open(path)
-  if f then f:close() return true end            -- committed before a crash
+  if f then f:close() return record(job, variant, path, name) end   -- committed before a crash
   for _ = 1, 50 do
     local res = assetd.fetch{url = base .. "/videos/" .. job.soraVideoId .. "/content?variant=" .. variant,
                              to = path, resume = true, check = variant}
-    if res then return true end
+    if res then return record(job, variant, path, name) end
     assetd.sleep(0.05)
   end
   error("gave up on " .. path)

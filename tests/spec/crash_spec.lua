@@ -45,6 +45,12 @@ describe("kill -9 at random moments", function()
     for _, spec in ipairs(specs) do
       local job = assert(jobs:get(spec.id:gsub("vid_0*", "page")))
       local sums = s:info(spec.id).sha256
+      local assets = jobs:assets(job)
+      assert.are.equal(3, #assets, spec.id .. " assets recorded")
+      for _, a in ipairs(assets) do
+        assert.are.equal(job.version, a.version)
+        assert.are.equal(sums[a.type], a.sha256)
+      end
       local files = {}
       for name in listing:gmatch("[^\n]+") do
         if name:sub(1, #spec.id + 2) == spec.id .. "_V" then files[#files + 1] = name end

@@ -86,6 +86,25 @@ describe("assetd.jobs", function()
     assert.are.equal("not_found", err.category)
   end)
 
+  it("records a job's stored assets", function()
+    local j = store:create{notionPageId = "p", soraVideoId = "v", batchId = "b", completedAt = 1}
+    assert(store:add_asset(j, {variant = "video", filePath = "/r/b/v_V1.mp4", fileName = "v_V1.mp4",
+                               fileSize = 1234, sha256 = string.rep("a", 64), version = 1}))
+    assert(store:add_asset(j, {variant = "thumbnail", filePath = "/r/b/v_V1_thumbnail.webp",
+                               fileName = "v_V1_thumbnail.webp", fileSize = 10, sha256 = string.rep("b", 64), version = 1}))
+    local a = store:assets(j)
+    assert.are.equal(2, #a)
+    assert.are.equal("video", a[1].type)
+    assert.are.equal(1234, a[1].fileSize)
+    assert.are.equal("v_V1_thumbnail.webp", a[2].fileName)
+    assert.is_true(a[1].downloadedAt > 0)
+    assert.has_error(function() store:add_asset(j, {variant = "video"}) end)
+    local r, err = store:add_asset(99999, {variant = "video", filePath = "x", fileName = "x", fileSize = 1,
+                                           sha256 = "x", version = 1})
+    assert.is_nil(r)
+    assert.is_not_nil(err)
+  end)
+
   it("gives a clear error for an unusable data directory", function()
     local s, err = assetd.jobs.open("/proc/nope/dir")
     assert.is_nil(s)
