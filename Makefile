@@ -16,7 +16,7 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -MMD -MP \
 LDLIBS  += $(shell $(PKG_CONFIG) --libs $(PKGS)) -lm
 BUILD   ?= build
 
-CORE    := runtime log clock partfile fetch store jobdb httphdr deadline path
+CORE    := runtime log clock partfile curluv fetch store jobdb httphdr deadline path
 BINDS   := l_assetd l_fetch l_jobs l_store
 OBJS    := $(patsubst %,$(BUILD)/%.o,$(CORE) $(BINDS) main)
 UNITS   := httphdr deadline path store jobdb

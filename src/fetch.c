@@ -1,11 +1,12 @@
 /* fetch.c: the download engine. One libcurl multi handle driven by libuv (a uv_poll per
- * socket, one uv_timer, curl_multi_socket_action, completions drained after every action),
+ * socket, one uv_timer, curl_multi_socket_action: see curluv.c),
  * transfers started earliest-deadline-first under global and per-host limits, bodies streamed
  * through libcurl's fixed buffer into `.NAME.part` with SHA-256 on the way, then fsynced and
  * renamed on the thread pool so a slow disk never stalls the loop. */
 #include "fetch.h"
 
 #include "clock.h"
+#include "curluv.h"
 #include "httphdr.h"
 #include "log.h"
 #include "partfile.h"
@@ -34,8 +35,7 @@ typedef struct host_count {
 
 struct fetch_engine {
     uv_loop_t *loop;
-    CURLM *multi;
-    uv_timer_t timer;          /* libcurl's timeout */
+    curluv cu;                 /* the multi handle on the loop */
     uv_idle_t idle;            /* scheduling, deliveries and cancellations outside callbacks */
     uv_timer_t refill;         /* bandwidth cap: unpauses transfers */
     fetch_limits limits;
@@ -51,12 +51,6 @@ struct fetch_engine {
     unsigned open_handles;     /* E is freed when these and the commits in flight are 0 */
     unsigned committing;
 };
-
-typedef struct poll_ctx {
-    uv_poll_t poll;
-    curl_socket_t fd;
-    fetch_engine *e;
-} poll_ctx;
 
 static void check_completions(fetch_engine *e);
 static void kick(fetch_engine *e);
@@ -410,7 +404,7 @@ static void start(fetch_engine *e, fetch_xfer *x) {
     if (live_add(e, x) != 0) { fail(x, "network", "out of memory"); goto failed; }
     if (!x->req.to_memory && open_part(x) != 0) goto failed;
     if (setup_easy(x) != 0) { fail(x, "network", "cannot create a curl handle"); goto failed; }
-    CURLMcode mc = curl_multi_add_handle(e->multi, x->easy);
+    CURLMcode mc = curl_multi_add_handle(e->cu.multi, x->easy);
     if (mc != CURLM_OK) { fail(x, "network", "curl_multi_add_handle: %s", curl_multi_strerror(mc)); goto failed; }
     return;
 failed:
@@ -490,7 +484,7 @@ static void describe_http_error(fetch_xfer *x) {
 }
 
 static void finish(fetch_engine *e, fetch_xfer *x, CURLcode rc) {
-    curl_multi_remove_handle(e->multi, x->easy);
+    curl_multi_remove_handle(e->cu.multi, x->easy);
     release_slot(x);
     x->res.elapsed = clock_now() - x->started;
     long ver = 0;
@@ -525,7 +519,7 @@ static void finish(fetch_engine *e, fetch_xfer *x, CURLcode rc) {
 static void check_completions(fetch_engine *e) {
     CURLMsg *m;
     int left;
-    while ((m = curl_multi_info_read(e->multi, &left)) != NULL) {
+    while ((m = curl_multi_info_read(e->cu.multi, &left)) != NULL) {
         if (m->msg != CURLMSG_DONE) continue;
         fetch_xfer *x = NULL;
         curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
@@ -533,61 +527,7 @@ static void check_completions(fetch_engine *e) {
     }
 }
 
-/* ---- the libuv side -------------------------------------------------------------------- */
-
-static void socket_action(fetch_engine *e, curl_socket_t fd, int flags) {
-    int running;
-    CURLMcode mc = curl_multi_socket_action(e->multi, fd, flags, &running);
-    if (mc != CURLM_OK) log_event(LOG_ERROR, "curl_multi_socket_action failed", "error", curl_multi_strerror(mc), NULL);
-    check_completions(e);
-}
-
-static void on_poll(uv_poll_t *h, int status, int events) {
-    poll_ctx *p = h->data;
-    int flags = 0;
-    if (status < 0) flags = CURL_CSELECT_ERR;
-    if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
-    if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
-    socket_action(p->e, p->fd, flags);
-}
-
-static void on_timeout(uv_timer_t *h) {
-    socket_action(h->data, CURL_SOCKET_TIMEOUT, 0);
-}
-
-static void free_poll(uv_handle_t *h) { free(h->data); }
-
-static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp) {
-    (void)easy;
-    fetch_engine *e = userp;
-    poll_ctx *p = socketp;
-    if (what == CURL_POLL_REMOVE) {
-        if (p) {
-            uv_poll_stop(&p->poll);
-            uv_close((uv_handle_t *)&p->poll, free_poll);
-            curl_multi_assign(e->multi, s, NULL);
-        }
-        return 0;
-    }
-    if (!p) {
-        p = calloc(1, sizeof *p);
-        if (!p) return -1;
-        if (uv_poll_init_socket(e->loop, &p->poll, s) != 0) { free(p); return -1; }
-        p->fd = s;
-        p->e = e;
-        p->poll.data = p;
-        curl_multi_assign(e->multi, s, p);
-    }
-    int events = ((what & CURL_POLL_IN) ? UV_READABLE : 0) | ((what & CURL_POLL_OUT) ? UV_WRITABLE : 0);
-    return uv_poll_start(&p->poll, events, on_poll) == 0 ? 0 : -1;
-}
-
-static int on_timer(CURLM *multi, long timeout_ms, void *userp) {
-    (void)multi;
-    fetch_engine *e = userp;
-    if (timeout_ms < 0) return uv_timer_stop(&e->timer) == 0 ? 0 : -1;
-    return uv_timer_start(&e->timer, on_timeout, timeout_ms ? (uint64_t)timeout_ms : 1, 0) == 0 ? 0 : -1;
-}
+static void after_action(void *ud) { check_completions(ud); }
 
 /* Deferred work: cancellations of running transfers, scheduling, then deliveries. */
 static void on_idle(uv_idle_t *h) {
@@ -627,17 +567,10 @@ int fetch_engine_new(uv_loop_t *loop, fetch_engine **out) {
     e->loop = loop;
     e->limits = (fetch_limits){8, 8, 0};
     deadline_queue_init(&e->queue);
-    e->multi = curl_multi_init();
-    if (!e->multi) { free(e); return UV_ENOMEM; }
-    curl_multi_setopt(e->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-    curl_multi_setopt(e->multi, CURLMOPT_SOCKETDATA, e);
-    curl_multi_setopt(e->multi, CURLMOPT_TIMERFUNCTION, on_timer);
-    curl_multi_setopt(e->multi, CURLMOPT_TIMERDATA, e);
-    curl_multi_setopt(e->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L);
-    uv_timer_init(loop, &e->timer);
+    if (curluv_init(&e->cu, loop, after_action, e) != 0) { free(e); return UV_ENOMEM; }
     uv_idle_init(loop, &e->idle);
     uv_timer_init(loop, &e->refill);
-    e->timer.data = e->idle.data = e->refill.data = e;
+    e->idle.data = e->refill.data = e;
     e->open_handles = 3;
     e->tokens_at = clock_now();
     *out = e;
@@ -737,7 +670,7 @@ void fetch_engine_close(fetch_engine *e) {
     e->closing = 1;
     for (size_t i = 0; i < e->nlive; i++) {
         fetch_xfer *x = e->live[i];
-        if (x->easy) curl_multi_remove_handle(e->multi, x->easy);
+        if (x->easy) curl_multi_remove_handle(e->cu.multi, x->easy);
         abandon(x);
     }
     e->nlive = 0;
@@ -745,12 +678,13 @@ void fetch_engine_close(fetch_engine *e) {
     while (deadline_queue_pop(&e->queue, &it) == 0) abandon(it.data);
     for (fetch_xfer *d = e->done_head, *n; d; d = n) { n = d->next_done; abandon(d); }
     e->done_head = e->done_tail = NULL;
-    curl_multi_cleanup(e->multi);
+    curluv_cleanup(&e->cu);
     deadline_queue_free(&e->queue);
     for (size_t i = 0; i < e->nhosts; i++) free(e->hosts[i].host);
     free(e->hosts);
     free(e->live);
-    close_handle((uv_handle_t *)&e->timer);
+    e->cu.timer.data = e;                  /* its close is counted like the others */
+    close_handle((uv_handle_t *)&e->cu.timer);
     close_handle((uv_handle_t *)&e->idle);
     close_handle((uv_handle_t *)&e->refill);
     /* E is freed by the last close callback (or the last commit in flight) */

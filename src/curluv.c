@@ -1,0 +1,93 @@
+/* curluv.c: the libcurl + libuv bridge. Follows curl's multi-uv example, without its
+ * shortcuts: every CURLMcode and uv_* return is checked, poll errors are passed on as
+ * CURL_CSELECT_ERR, and completions are drained after every action. */
+#include "curluv.h"
+
+#include "log.h"
+
+#include <stdlib.h>
+
+typedef struct poll_ctx {
+    uv_poll_t poll;
+    curl_socket_t fd;
+    curluv *c;
+} poll_ctx;
+
+static void socket_action(curluv *c, curl_socket_t fd, int flags) {
+    int running;
+    CURLMcode mc = curl_multi_socket_action(c->multi, fd, flags, &running);
+    if (mc != CURLM_OK)
+        log_event(LOG_ERROR, "curl_multi_socket_action failed", "error", curl_multi_strerror(mc), NULL);
+    c->after_action(c->ud);
+}
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+    poll_ctx *p = h->data;
+    int flags = status < 0 ? CURL_CSELECT_ERR : 0;
+    if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
+    if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
+    socket_action(p->c, p->fd, flags);
+}
+
+static void on_timeout(uv_timer_t *h) {
+    socket_action(h->data, CURL_SOCKET_TIMEOUT, 0);
+}
+
+static void free_poll(uv_handle_t *h) { free(h->data); }
+
+static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp) {
+    (void)easy;
+    curluv *c = userp;
+    poll_ctx *p = socketp;
+    if (what == CURL_POLL_REMOVE) {
+        if (p) {
+            uv_poll_stop(&p->poll);
+            uv_close((uv_handle_t *)&p->poll, free_poll);
+            curl_multi_assign(c->multi, s, NULL);
+        }
+        return 0;
+    }
+    if (!p) {
+        p = calloc(1, sizeof *p);
+        if (!p) return -1;
+        if (uv_poll_init_socket(c->loop, &p->poll, s) != 0) { free(p); return -1; }
+        p->fd = s;
+        p->c = c;
+        p->poll.data = p;
+        curl_multi_assign(c->multi, s, p);
+    }
+    int events = ((what & CURL_POLL_IN) ? UV_READABLE : 0) | ((what & CURL_POLL_OUT) ? UV_WRITABLE : 0);
+    return uv_poll_start(&p->poll, events, on_poll) == 0 ? 0 : -1;
+}
+
+static int on_timer(CURLM *multi, long timeout_ms, void *userp) {
+    (void)multi;
+    curluv *c = userp;
+    if (timeout_ms < 0) return uv_timer_stop(&c->timer) == 0 ? 0 : -1;
+    /* 0 means "as soon as possible": never call socket_action from inside this callback */
+    return uv_timer_start(&c->timer, on_timeout, timeout_ms ? (uint64_t)timeout_ms : 1, 0) == 0 ? 0 : -1;
+}
+
+int curluv_init(curluv *c, uv_loop_t *loop, void (*after_action)(void *ud), void *ud) {
+    c->loop = loop;
+    c->after_action = after_action;
+    c->ud = ud;
+    c->multi = curl_multi_init();
+    if (!c->multi) return UV_ENOMEM;
+    if (curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_socket) != CURLM_OK ||
+        curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c) != CURLM_OK ||
+        curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_timer) != CURLM_OK ||
+        curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c) != CURLM_OK) {
+        curl_multi_cleanup(c->multi);
+        return UV_EINVAL;
+    }
+    int err = uv_timer_init(loop, &c->timer);
+    if (err) { curl_multi_cleanup(c->multi); return err; }
+    c->timer.data = c;
+    return 0;
+}
+
+void curluv_cleanup(curluv *c) {
+    curl_multi_cleanup(c->multi);
+    c->multi = NULL;
+}
