@@ -1,0 +1,154 @@
+-- The Notion client and the default property mapping. All requests of a client share one
+-- pacing slot (Notion allows about 3 requests per second per integration), a 429 pushes the
+-- slot back by its Retry-After for everyone, 5xx and network errors back off exponentially
+-- with jitter, and a 4xx other than 429 is reported with Notion's own message, not retried.
+local assetd = require "assetd"
+local cjson = require "cjson"
+
+local M = {}
+local Client = {}
+Client.__index = Client
+
+M.MAX_TEXT = 2000          -- Notion's limit for one rich_text content
+
+function M.truncate(s, n)
+  n = n or M.MAX_TEXT
+  s = tostring(s)
+  if #s <= n then return s end
+  -- cut on a UTF-8 character boundary
+  local cut = n - 1
+  while cut > 0 and (s:byte(cut + 1) or 0) & 0xC0 == 0x80 do cut = cut - 1 end
+  return s:sub(1, cut) .. "…"
+end
+
+-- notion.new{token=, base_url=, version=, rate=, retry = {attempts=, base=, cap=}, timeout=}
+function M.new(opts)
+  opts = opts or {}
+  local self = setmetatable({
+    token = opts.token or os.getenv("NOTION_TOKEN"),
+    base_url = (opts.base_url or os.getenv("NOTION_BASE_URL") or "https://api.notion.com/v1"):gsub("/+$", ""),
+    version = opts.version or "2022-06-28",
+    interval = 1 / (opts.rate or 3),
+    retry = opts.retry or {},
+    timeout = opts.timeout or 30,
+    next_slot = 0,
+    requests = 0,
+  }, Client)
+  self.retry.attempts = self.retry.attempts or 6
+  self.retry.base = self.retry.base or 0.5
+  self.retry.cap = self.retry.cap or 30
+  return self
+end
+
+function Client:__tostring()
+  return string.format("notion.client(%s, token %s)", self.base_url, self.token and "set" or "missing")
+end
+
+-- Wait for this request's turn: requests leave at most one per interval, in arrival order.
+function Client:pace()
+  local now = assetd.now()
+  local slot = math.max(now, self.next_slot)
+  self.next_slot = slot + self.interval
+  if slot > now then assetd.sleep(slot - now) end
+end
+
+local function notion_message(err)
+  local ok, body = pcall(cjson.decode, err.body or "")
+  if ok and type(body) == "table" and body.message then
+    return string.format("Notion %s (%s): %s", tostring(err.status), tostring(body.code), body.message)
+  end
+  return tostring(err)
+end
+
+local function backoff(self, attempt)
+  local d = math.min(self.retry.cap, self.retry.base * 2 ^ (attempt - 1))
+  return d / 2 + math.random() * d / 2
+end
+
+-- One request with pacing and retries. Returns the decoded body, or nil, err.
+function Client:request(method, path, body)
+  if not self.token then
+    return nil, assetd.error("config", "NOTION_TOKEN is not set")
+  end
+  local last
+  for attempt = 1, self.retry.attempts do
+    self:pace()
+    self.requests = self.requests + 1
+    local res, err = assetd.fetch{
+      url = self.base_url .. path, method = method, sink = "memory", timeout = self.timeout,
+      headers = {Authorization = "Bearer " .. self.token, ["Notion-Version"] = self.version,
+                 ["Content-Type"] = "application/json"},
+      body = body and cjson.encode(body) or nil,
+    }
+    if res then return cjson.decode(res.body) end
+    last = err
+    local status = err.status
+    if status == 429 then
+      local wait = err.retry_after or 1
+      self.next_slot = math.max(self.next_slot, assetd.now() + wait)
+    elseif status and status >= 400 and status < 500 then
+      return nil, assetd.error("notion", notion_message(err), {status = status, retryable = false})
+    elseif err.category == "canceled" then
+      return nil, err
+    else
+      assetd.sleep(backoff(self, attempt))
+    end
+  end
+  return nil, assetd.error("notion", "Notion request failed after " .. self.retry.attempts ..
+                           " attempts: " .. notion_message(last), {status = last.status, retryable = true})
+end
+
+function Client:update_page(page_id, properties)
+  assert(type(page_id) == "string" and page_id:match("^[%w_-]+$"), "notion: bad page id")
+  return self:request("PATCH", "/pages/" .. page_id, {properties = properties})
+end
+
+-- The default property mapping: names and types settable without writing a function.
+M.default_fields = {
+  video_url = {name = "Video URL", type = "url"},
+  thumbnail_url = {name = "Thumbnail URL", type = "url"},
+  spritesheet_url = {name = "Spritesheet URL", type = "url"},
+  video_path = {name = "Video Path", type = "rich_text"},
+  thumbnail_path = {name = "Thumbnail Path", type = "rich_text"},
+  spritesheet_path = {name = "Spritesheet Path", type = "rich_text"},
+  version = {name = "Version", type = "number"},
+  status = {name = "Status", type = "select", value = "Completed"},
+}
+
+local encoders = {
+  url = function(v) return {url = v} end,
+  rich_text = function(v) return {rich_text = {{type = "text", text = {content = M.truncate(v)}}}} end,
+  title = function(v) return {title = {{type = "text", text = {content = M.truncate(v)}}}} end,
+  number = function(v) return {number = tonumber(v)} end,
+  select = function(v) return {select = {name = v}} end,
+  status = function(v) return {status = {name = v}} end,
+  checkbox = function(v) return {checkbox = not not v} end,
+  date = function(v) return {date = {start = v}} end,
+}
+
+function M.encode(type_, value)
+  local enc = encoders[type_]
+  if not enc then error("notion: unknown property type '" .. tostring(type_) .. "'", 2) end
+  return enc(value)
+end
+
+-- Properties for a completed job: job.assets = {{type=, filePath=, fileName=}}, public_base_url
+-- prefixes {batchId}/{fileName}. FIELDS overrides entries of default_fields (false drops one).
+function M.properties(job, public_base_url, fields)
+  local f = {}
+  for k, v in pairs(M.default_fields) do f[k] = v end
+  for k, v in pairs(fields or {}) do f[k] = v or nil end
+  local values = {version = job.version, status = f.status and f.status.value}
+  for _, a in ipairs(job.assets or {}) do
+    values[a.type .. "_url"] = string.format("%s/%s/%s", (public_base_url or ""):gsub("/+$", ""), job.batchId, a.fileName)
+    values[a.type .. "_path"] = a.filePath
+  end
+  local props = {}
+  for key, spec in pairs(f) do
+    local v = values[key]
+    if v ~= nil then props[spec.name] = M.encode(spec.type, v) end
+  end
+  return props
+end
+
+return M

@@ -1,0 +1,106 @@
+-- The Notion client against the simulator: pacing, 429, 5xx, 400, the default mapping.
+local sim = require "sim"
+local notion = require "assetd.notion"
+
+describe("assetd.notion", function()
+  local s
+  setup(function() s = sim.start("--notion-token secret_test") end)
+  teardown(function() s:stop() end)
+  before_each(function() s:reset() end)
+
+  local function client(opts)
+    opts = opts or {}
+    opts.token, opts.base_url = "secret_test", s.notion
+    opts.retry = opts.retry or {base = 0.05, cap = 0.2}
+    return notion.new(opts)
+  end
+
+  local function patches() return s:call("GET", "/_control/notion").patches end
+
+  it("patches a page with the token and Notion-Version", function()
+    local page = assert(client():update_page("page-1", {Version = {number = 2}}))
+    assert.are.equal("page-1", page.id)
+    local p = patches()
+    assert.are.equal(1, #p)
+    assert.are.equal("2022-06-28", p[1].notion_version)
+    assert.are.same({Version = {number = 2}}, p[1].properties)
+  end)
+
+  it("keeps all requests of a client under its rate", function()
+    local c = client{rate = 10}
+    local t0, done = assetd.monotonic(), 0
+    for i = 1, 10 do
+      assetd.spawn(function() assert(c:update_page("p" .. i, {})); done = done + 1 end)
+    end
+    while done < 10 do assetd.sleep(0.02) end
+    assert.is_true(assetd.monotonic() - t0 >= 0.85, "10 requests at 10/s took under 0.9 s")
+  end)
+
+  it("rides out a burst of 429s without losing an update", function()
+    s:fault{path = "/notion/v1/pages", kind = "429", retry_after = "1", count = 3}
+    local c, done = client{rate = 50}, 0
+    for i = 1, 5 do
+      assetd.spawn(function() assert(c:update_page("q" .. i, {N = {number = i}})); done = done + 1 end)
+    end
+    while done < 5 do assetd.sleep(0.05) end
+    local pages = s:call("GET", "/_control/notion").pages
+    for i = 1, 5 do assert.are.same({N = {number = i}}, pages["q" .. i]) end
+  end)
+
+  it("backs off on 5xx and succeeds", function()
+    s:fault{path = "/notion/v1/pages", kind = "status", status = 502, count = 2}
+    local c = client()
+    assert(c:update_page("r1", {}))
+    assert.are.equal(3, c.requests)
+  end)
+
+  it("reports a 400 with Notion's own message, without retrying", function()
+    s:fault{path = "/notion/v1/pages", kind = "status", status = 400,
+            body = '{"object":"error","status":400,"code":"validation_error","message":"Video URL is not a property that exists."}'}
+    local c = client()
+    local r, err = c:update_page("r2", {})
+    assert.is_nil(r)
+    assert.are.equal(1, c.requests)
+    assert.matches("Video URL is not a property that exists", tostring(err))
+    assert.is_false(err.retryable)
+  end)
+
+  it("gives up after its attempts with a retryable error, never showing the token", function()
+    s:fault{path = "/notion/v1/pages", kind = "status", status = 503, count = -1}
+    local c = client{retry = {attempts = 3, base = 0.01, cap = 0.02}}
+    local _, err = c:update_page("r3", {})
+    assert.is_true(err.retryable)
+    assert.matches("after 3 attempts", tostring(err))
+    assert.is_nil(tostring(err):find("secret_test", 1, true))
+    assert.is_nil(tostring(c):find("secret_test", 1, true))
+  end)
+
+  it("builds the default property payload exactly", function()
+    local job = {batchId = "b1", version = 2, assets = {
+      {type = "video", fileName = "v_V2.mp4", filePath = "/srv/b1/v_V2.mp4"},
+      {type = "thumbnail", fileName = "v_V2_thumbnail.webp", filePath = "/srv/b1/v_V2_thumbnail.webp"},
+      {type = "spritesheet", fileName = "v_V2_spritesheet.jpg", filePath = "/srv/b1/v_V2_spritesheet.jpg"}}}
+    local props = notion.properties(job, "https://cdn.example/generated-videos/")
+    assert.are.same({
+      ["Video URL"] = {url = "https://cdn.example/generated-videos/b1/v_V2.mp4"},
+      ["Thumbnail URL"] = {url = "https://cdn.example/generated-videos/b1/v_V2_thumbnail.webp"},
+      ["Spritesheet URL"] = {url = "https://cdn.example/generated-videos/b1/v_V2_spritesheet.jpg"},
+      ["Video Path"] = {rich_text = {{type = "text", text = {content = "/srv/b1/v_V2.mp4"}}}},
+      ["Thumbnail Path"] = {rich_text = {{type = "text", text = {content = "/srv/b1/v_V2_thumbnail.webp"}}}},
+      ["Spritesheet Path"] = {rich_text = {{type = "text", text = {content = "/srv/b1/v_V2_spritesheet.jpg"}}}},
+      Version = {number = 2},
+      Status = {select = {name = "Completed"}},
+    }, props)
+    local renamed = notion.properties(job, "", {status = {name = "State", type = "status", value = "Done"},
+                                                video_path = false})
+    assert.are.same({status = {name = "Done"}}, renamed.State)
+    assert.is_nil(renamed["Video Path"])
+  end)
+
+  it("cuts text to Notion's 2,000 characters on a character boundary", function()
+    local s2 = notion.truncate(string.rep("é", 1500))
+    assert.is_true(#s2 <= 2000 + 3)
+    assert.is_truthy(utf8.len(s2))
+    assert.are.equal("short", notion.truncate("short"))
+  end)
+end)
