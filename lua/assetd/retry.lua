@@ -1,0 +1,48 @@
+-- The retry policy for downloads: what to do after a failed attempt. Pure: it decides, the
+-- job runner waits. A pipeline may replace any of it (sora.retry = {...} or a function).
+--   decide(err, attempt, deadline, now, opts) -> {action = "retry", delay = s}
+--                                              | {action = "fail", reason = ...}
+--                                              | {action = "expire", reason = ...}
+local M = {}
+
+M.defaults = {attempts = 8, base = 1, cap = 60, jitter = 0.5, margin = 5}
+
+local function opt(opts, k) return (opts and opts[k]) or M.defaults[k] end
+
+-- Exponential backoff with jitter: base * 2^(attempt-1), capped, then up to `jitter` of it
+-- taken off at random, so many jobs failing together do not come back together.
+function M.backoff(attempt, opts, rand)
+  local d = math.min(opt(opts, "cap"), opt(opts, "base") * 2 ^ (attempt - 1))
+  return d * (1 - opt(opts, "jitter") * (rand or math.random)())
+end
+
+function M.decide(err, attempt, deadline, now, opts, rand)
+  local status, cat = err.status, err.category
+  if cat == "auth" or status == 401 or status == 403 then
+    return {action = "fail", reason = tostring(err)}
+  end
+  if cat == "canceled" then return {action = "fail", reason = "canceled"} end
+  if deadline and now >= deadline then
+    return {action = "expire", reason = "the deadline passed: " .. tostring(err)}
+  end
+  if status == 404 then
+    return {action = "fail", reason = tostring(err)}
+  end
+  if status and status >= 400 and status < 500 and status ~= 408 and status ~= 429 then
+    return {action = "fail", reason = tostring(err)}
+  end
+  if attempt >= opt(opts, "attempts") then
+    return {action = "fail", reason = "gave up after " .. attempt .. " attempts: " .. tostring(err)}
+  end
+  local delay
+  if status == 429 and err.retry_after then delay = err.retry_after
+  else delay = M.backoff(attempt, opts, rand) end
+  if deadline then
+    -- never wait past the deadline: near it, the wait shrinks to leave time for one more try
+    local room = deadline - now - opt(opts, "margin")
+    if room <= 0 then delay = 0 elseif delay > room / 2 then delay = room / 2 end
+  end
+  return {action = "retry", delay = delay}
+end
+
+return M
