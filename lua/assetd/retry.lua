@@ -31,7 +31,8 @@ function M.decide(err, attempt, deadline, now, opts, rand)
   if status and status >= 400 and status < 500 and status ~= 408 and status ~= 429 then
     return {action = "fail", reason = tostring(err)}
   end
-  if attempt >= opt(opts, "attempts") then
+  -- with a deadline, retry while it allows; without one, a bounded number of attempts
+  if not deadline and attempt >= opt(opts, "attempts") then
     return {action = "fail", reason = "gave up after " .. attempt .. " attempts: " .. tostring(err)}
   end
   local delay

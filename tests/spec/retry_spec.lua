@@ -41,5 +41,6 @@ describe("assetd.retry", function()
     assert.are.equal("fail", retry.decide(e{category = "network"}, 8, nil, 0).action)
     assert.are.equal("fail", retry.decide(e{status = 400, category = "http"}, 1, nil, 0).action)
     assert.are.equal("retry", retry.decide(e{category = "validation"}, 1, nil, 0).action)
+    assert.are.equal("retry", retry.decide(e{category = "network"}, 50, 1000, 900).action)  -- the deadline decides
   end)
 end)

@@ -1,0 +1,316 @@
+-- The job runner: what a job does, as straight-line code in its own task.
+--   waiting  -> poll the provider (backoff) until the video completes or fails
+--   pending  -> reserve a version, download every variant together, validate, commit
+--   completed-> Notion sync as its own retried step (never a re-download)
+-- Deadlines are timers (assetd.at), not sweeps: `expiring` fires once at expiresAt -
+-- warn_before; at expiresAt a job that cannot finish becomes `expired`. Hooks run in the
+-- job's task; an error in one is recorded on the job and the daemon goes on.
+local assetd = require "assetd"
+local cjson = require "cjson"
+local retry = require "assetd.retry"
+
+local Runner = {}
+Runner.__index = Runner
+
+local M = {}
+
+local function decode(s)
+  if not s then return {} end
+  local ok, t = pcall(cjson.decode, s)
+  return ok and type(t) == "table" and t or {}
+end
+
+-- Runner.new{jobs=, versions=, providers = {name = provider}, notion = client|nil,
+--   properties = fn(job) -> props, public_base_url=, alerts = {warn_before=, expiring=,
+--   expired=, failed=, completed=}, retry = {...}, poll = {interval=, max=}}
+function M.new(cfg)
+  local self = setmetatable({
+    jobs = assert(cfg.jobs), versions = assert(cfg.versions), providers = assert(cfg.providers),
+    notion = cfg.notion, properties = cfg.properties, public_base_url = cfg.public_base_url or "",
+    alerts = cfg.alerts or {}, retry = cfg.retry, poll = cfg.poll or {interval = 5, max = 60},
+    running = {}, timers = {},
+  }, Runner)
+  self.alerts.warn_before = self.alerts.warn_before or 600
+  return self
+end
+
+function Runner:event(job, kind, detail)
+  self.jobs:event(job, kind, detail and tostring(detail) or nil)
+end
+
+-- A hook call that cannot break the job: errors are recorded on it.
+function Runner:hook(name, job, ...)
+  local fn = self.alerts[name]
+  if not fn then return end
+  local ok, err = xpcall(fn, debug.traceback, job, ...)
+  self:event(job, "alert", name)
+  if not ok then
+    self:event(job, "hook_error", name .. ": " .. tostring(err))
+    assetd.log.error("hook failed", {hook = name, job = job.notionPageId, error = tostring(err)})
+  end
+end
+
+function Runner:data(job) return decode(job.data) end
+
+function Runner:set_data(job, patch)
+  local d = decode(job.data)
+  for k, v in pairs(patch) do d[k] = v end
+  return assert(self.jobs:transition(job, job.status, {data = cjson.encode(d)}))
+end
+
+-- ---- deadlines ---------------------------------------------------------------------------
+
+function Runner:arm_deadlines(job)
+  if not job.expiresAt or self.timers[job.id] then return end
+  local id, t = job.id, {}
+  self.timers[id] = t
+  local warn_at = job.expiresAt - self.alerts.warn_before
+  t.warn = assetd.at(math.max(warn_at, assetd.now()), function()
+    local j = self.jobs:get(id)
+    if j and (j.status == "pending" or j.status == "downloading" or j.status == "waiting") then
+      self:hook("expiring", j, j.expiresAt - assetd.now())
+    end
+  end)
+  t.expire = assetd.at(job.expiresAt, function()
+    local j = self.jobs:get(id)
+    if j and (j.status == "pending" or j.status == "waiting") then
+      -- a transfer already streaming (downloading) is allowed to finish
+      self:expire(j, "the download window closed before the assets were stored")
+    end
+  end)
+end
+
+function Runner:disarm(job)
+  local t = self.timers[job.id]
+  if not t then return end
+  t.warn:cancel()
+  t.expire:cancel()
+  self.timers[job.id] = nil
+end
+
+function Runner:expire(job, reason)
+  local expired = self.jobs:transition(job, "expired", {error = reason})
+  if not expired then return job end
+  self:disarm(expired)
+  self:hook("expired", expired)
+  return expired
+end
+
+function Runner:fail(job, reason)
+  job = assert(self.jobs:transition(job, "failed", {error = reason}))
+  self:disarm(job)
+  self:hook("failed", job, reason)
+  return job
+end
+
+-- ---- the steps ---------------------------------------------------------------------------
+
+function Runner:provider(job)
+  return self.providers[job.provider] or error("unknown provider '" .. tostring(job.provider) .. "'")
+end
+
+-- waiting: poll until the provider says completed or failed
+function Runner:await_ready(job)
+  local p, attempt = self:provider(job), 0
+  while true do
+    local st, err = p:status(self:job_view(job))
+    if st and st.state == "completed" then
+      local expires = st.expiresAt or ((st.completedAt or assetd.now()) + 3600)
+      return assert(self.jobs:transition(job, "pending", {completedAt = st.completedAt or assetd.now(), expiresAt = expires}))
+    elseif st and st.state == "failed" then
+      return self:fail(job, st.error or "video generation failed")
+    elseif not st and err.category == "auth" then
+      return self:fail(job, tostring(err))
+    end
+    attempt = attempt + 1
+    local wait = math.min(self.poll.max, self.poll.interval * 1.5 ^ math.min(attempt - 1, 20))
+    if not st and err.retry_after then wait = math.max(wait, err.retry_after) end
+    self.wake = self.wake or {}
+    local me = {}
+    self.wake[job.soraVideoId] = me
+    local t0 = assetd.now()
+    while assetd.now() - t0 < wait and not me.woken do assetd.sleep(math.min(0.2, wait)) end
+    job = self.jobs:get(job.id)
+    if job.status ~= "waiting" then return job end
+  end
+end
+
+-- The job as providers and hooks see it: stored fields plus the policy data (assets for urls).
+function Runner:job_view(job)
+  local d = self:data(job)
+  local view = {}
+  for k, v in pairs(job) do view[k] = v end
+  view.assets = d.assets
+  return view
+end
+
+function Runner:download_variant(job, asset)
+  local path, name = self.versions:path{batchId = job.batchId, videoId = job.soraVideoId,
+                                        version = job.version, variant = asset.variant, ext = asset.ext}
+  if not path then return nil, name end
+  local f = io.open(path)
+  if f then f:close() return self:record(job, asset.variant, path, name) end   -- committed earlier
+  local attempt = 0
+  while true do
+    attempt = attempt + 1
+    local res, err = assetd.fetch{url = asset.url, headers = asset.headers, to = path, resume = true,
+                                  check = asset.variant, deadline = job.expiresAt, low_speed = {1024, 60}}
+    if res then return self:record(job, asset.variant, path, name, res) end
+    local d = retry.decide(err, attempt, job.expiresAt, assetd.now(), self.retry)
+    self:event(job, "retry", asset.variant .. ": " .. tostring(err))
+    if d.action ~= "retry" then return nil, d end
+    assetd.sleep(d.delay)
+  end
+end
+
+function Runner:record(job, variant, path, name, res)
+  for _, a in ipairs(assert(self.jobs:assets(job))) do
+    if a.type == variant and a.version == job.version then return a end
+  end
+  local f = assert(io.open(path))
+  local size = f:seek("end")
+  f:close()
+  local sha = res and res.sha256
+  if not sha then
+    local p = io.popen("sha256sum '" .. path:gsub("'", "'\\''") .. "'")
+    sha = p:read("a"):match("^(%x+)")
+    p:close()
+  end
+  assert(self.jobs:add_asset(job, {variant = variant, filePath = path, fileName = name, fileSize = size,
+                                   sha256 = sha, version = job.version}))
+  return true
+end
+
+-- pending: one version, every variant at once
+function Runner:download(job)
+  if job.expiresAt and assetd.now() >= job.expiresAt then
+    return self:expire(job, "the video had already expired")
+  end
+  local fields = {}
+  if job.version == 0 then fields.version = assert(self.versions:reserve(job.batchId, job.soraVideoId)) end
+  job = assert(self.jobs:transition(job, "downloading", fields))
+  local assets = self:provider(job):assets(self:job_view(job))
+  local left, failure = #assets, nil
+  for _, a in ipairs(assets) do
+    assetd.spawn({name = "asset"}, function()
+      local ok, why = self:download_variant(job, a)
+      if not ok then failure = failure or why end
+      left = left - 1
+    end)
+  end
+  while left > 0 do assetd.sleep(0.02) end
+  if failure then
+    local reason = type(failure) == "table" and (failure.reason or tostring(failure)) or tostring(failure)
+    if type(failure) == "table" and failure.action == "expire" then return self:expire(job, reason) end
+    return self:fail(job, reason)
+  end
+  job = assert(self.jobs:transition(job, "completed", {error = false}))
+  self:disarm(job)
+  job = self:set_data(job, {notion = self.notion and "pending" or "off"})
+  self:hook("completed", job)
+  return job
+end
+
+-- Notion sync: its own retried step; a Notion outage never re-downloads anything.
+function Runner:sync_notion(job)
+  if not self.notion or self:data(job).notion ~= "pending" then return job end
+  local view = self:job_view(job)
+  view.assets = self.jobs:assets(job)
+  local attempt = 0
+  while true do
+    attempt = attempt + 1
+    local ok, props = pcall(self.properties, view)
+    if not ok then
+      self:event(job, "notion", "mapping failed: " .. tostring(props))
+      return self:set_data(job, {notion = "failed", notionError = tostring(props)})
+    end
+    local page, err = self.notion:update_page(job.notionPageId, props)
+    if page then
+      self:event(job, "notion", "synced")
+      return self:set_data(job, {notion = "synced", notionError = cjson.null})
+    end
+    self:event(job, "notion", tostring(err))
+    if not err.retryable then
+      return self:set_data(job, {notion = "failed", notionError = tostring(err)})
+    end
+    assetd.sleep(math.min(300, 2 ^ math.min(attempt, 8)))
+  end
+end
+
+-- An error escaping a step fails the job with it (the traceback goes to its history).
+function Runner:crashed(id, msg)
+  self.running[id] = nil
+  local j = self.jobs:get(id)
+  if not j then return end
+  self:event(j, "error", msg)
+  if j.status == "pending" or j.status == "downloading" or j.status == "waiting" then
+    self:fail(j, msg:match("[^\n]*"))
+  end
+end
+
+function Runner:run(job)
+  local id = job.id
+  if self.running[id] then return end
+  self.running[id] = true
+  assetd.spawn({name = "job " .. job.notionPageId, on_error = function(msg)
+    local ok, err = pcall(self.crashed, self, id, msg)
+    if not ok then assetd.log.error("job error not recorded", {job = id, error = tostring(err), cause = msg}) end
+  end}, function()
+    if job.status == "waiting" then job = self:await_ready(job) end
+    self:arm_deadlines(job)
+    if job.status == "pending" then job = self:download(job) end
+    if job.status == "completed" then self:sync_notion(job) end
+    self.running[id] = nil
+  end)
+end
+
+-- ---- the outside world -------------------------------------------------------------------
+
+function Runner:start()
+  self.jobs:recover()
+  for _, status in ipairs{"waiting", "pending", "completed"} do
+    local cursor
+    repeat
+      local page
+      page, cursor = self.jobs:list{status = status, limit = 500, cursor = cursor}
+      for _, j in ipairs(page) do
+        if status ~= "completed" or self:data(j).notion == "pending" then self:run(j) end
+      end
+    until not cursor
+  end
+end
+
+-- enqueue{notionPageId, soraVideoId, batchId, completedAt?, expiresAt?, provider?, assets?}
+function Runner:enqueue(req)
+  local provider = req.provider or "openai"
+  if not self.providers[provider] then return nil, assetd.error("validation", "unknown provider '" .. provider .. "'") end
+  local job, created = self.jobs:create{
+    notionPageId = req.notionPageId, soraVideoId = req.soraVideoId, batchId = req.batchId,
+    provider = provider, expiresAt = req.expiresAt,
+    status = "waiting", data = req.assets and cjson.encode{assets = req.assets} or nil}
+  if not job then return nil, created end
+  if created then self:run(job) end
+  return job, created
+end
+
+-- A webhook said the video changed: wake its waiting job now instead of at the next poll.
+function Runner:on_video_event(videoId, status)
+  local w = self.wake and self.wake[videoId]
+  if w then w.woken = true end
+  return w ~= nil, status
+end
+
+-- Manual retry of a failed job: a new attempt, keeping its version if nothing was committed.
+function Runner:retry_job(idOrPage)
+  local job, err = self.jobs:get(idOrPage)
+  if not job then return nil, err end
+  if job.status ~= "failed" then return nil, assetd.error("state", "job is " .. job.status .. ", not failed") end
+  local committed = #assert(self.jobs:assets(job)) > 0
+  job = assert(self.jobs:transition(job, job.completedAt and "pending" or "pending",
+                                    {error = false, version = committed and 0 or job.version,
+                                     retryCount = job.retryCount + 1}))
+  self:run(job)
+  return job
+end
+
+return M

@@ -1,0 +1,138 @@
+-- The job runner end to end against the simulator (OpenAI videos + Notion).
+local sim = require "sim"
+local runner = require "assetd.jobs"
+local versions = require "assetd.versions"
+local notion = require "assetd.notion"
+local openai = require "assetd.providers.openai"
+local urls = require "assetd.providers.urls"
+
+describe("job runner", function()
+  local s, dir, jobs, r, fired
+  setup(function() s = sim.start("--openai-key sk-test --notion-token secret_n") end)
+  teardown(function() s:stop() end)
+
+  before_each(function()
+    s:reset()
+    dir = sim.tmpdir()
+    jobs = assert(assetd.jobs.open(dir .. "/data"))
+    fired = {}
+    local function note(name) return function(job, x) fired[#fired + 1] = {name = name, job = job, x = x, t = assetd.now()} end end
+    r = runner.new{
+      jobs = jobs, versions = assert(versions.open{root = dir .. "/root", jobs = jobs}),
+      providers = {openai = openai.new{base_url = s.openai, api_key = "sk-test"}, urls = urls.new()},
+      notion = notion.new{base_url = s.notion, token = "secret_n", rate = 20, retry = {base = 0.05, cap = 0.1, attempts = 2}},
+      properties = function(job) return notion.properties(job, "http://cdn.test/generated-videos") end,
+      alerts = {warn_before = 3, expiring = note("expiring"), expired = note("expired"),
+                failed = note("failed"), completed = note("completed")},
+      retry = {base = 0.1, cap = 0.5, margin = 0.5},
+      poll = {interval = 0.2, max = 0.5},
+    }
+  end)
+  after_each(function()
+    jobs:close()
+    os.execute("rm -rf " .. dir)
+  end)
+
+  local function wait_for(pred, secs)
+    local t0 = assetd.monotonic()
+    while assetd.monotonic() - t0 < (secs or 10) do
+      local v = pred()
+      if v then return v end
+      assetd.sleep(0.05)
+    end
+    error("timed out waiting", 2)
+  end
+  local function status(page) return jobs:get(page).status end
+  local function content_requests()
+    local n = {}
+    for _, e in ipairs(s:log()) do
+      if e.path:match("/content") then n[#n + 1] = e end
+    end
+    return n
+  end
+
+  it("downloads all variants together, stores V1 byte-exact, records it on Notion", function()
+    s:video{id = "video_1", sizes = {video = 300000, thumbnail = 100000, spritesheet = 100000}}
+    s:fault{path = "video_1/content", kind = "slow", rate = 400000, count = 3}
+    assert(r:enqueue{notionPageId = "page-1", soraVideoId = "video_1", batchId = "batch1", completedAt = assetd.now()})
+    wait_for(function() return jobs:get("page-1").data and jobs:get("page-1").data:match('"synced"') end)
+    local job = jobs:get("page-1")
+    assert.are.equal("completed", job.status)
+    assert.are.equal(1, job.version)
+    local sums = s:info("video_1").sha256
+    for _, a in ipairs(jobs:assets(job)) do
+      assert.are.equal(sums[a.type], a.sha256)
+      assert.are.equal(sums[a.type], sim.sha256_file(a.filePath))
+    end
+    local reqs = content_requests()
+    assert.are.equal(3, #reqs)
+    -- started together: each takes >= 0.25 s, yet all three arrived within 0.2 s
+    assert.is_true(reqs[3].t - reqs[1].t < 0.2, "variants were not started together")
+    local page = s:call("GET", "/_control/notion").pages["page-1"]
+    assert.are.same({url = "http://cdn.test/generated-videos/batch1/video_1_V1.mp4"}, page["Video URL"])
+    assert.are.same({select = {name = "Completed"}}, page.Status)
+    assert.are.same({number = 1}, page.Version)
+    assert.are.equal("completed", fired[1].name)
+  end)
+
+  it("polls a waiting video until it completes", function()
+    s:video{id = "video_w", completes_in = 1, sizes = {video = 1000, thumbnail = 100, spritesheet = 100}}
+    r:enqueue{notionPageId = "page-w", soraVideoId = "video_w", batchId = "b"}
+    assert.are.equal("waiting", status("page-w"))
+    wait_for(function() return status("page-w") == "completed" end)
+  end)
+
+  it("a Notion outage never re-downloads; the sync catches up", function()
+    s:video{id = "video_n", sizes = {video = 1000, thumbnail = 100, spritesheet = 100}}
+    s:fault{path = "/notion/v1/pages", kind = "status", status = 503, count = 4}
+    r:enqueue{notionPageId = "page-n", soraVideoId = "video_n", batchId = "b"}
+    wait_for(function() return (jobs:get("page-n").data or ""):match('"synced"') end, 20)
+    assert.are.equal(3, #content_requests())
+    assert.are.equal("completed", status("page-n"))
+  end)
+
+  it("fires expiring at expiresAt - warn_before, then expires what cannot finish", function()
+    local expires = assetd.now() + 5
+    s:fault{path = "/files/slow", kind = "429", retry_after = "1", count = -1}
+    r:enqueue{notionPageId = "page-e", soraVideoId = "video_e", batchId = "b", provider = "urls",
+              expiresAt = expires, assets = {{variant = "video", url = s.url .. "/files/slow.mp4?size=1000"}}}
+    wait_for(function() return status("page-e") == "expired" end, 15)
+    local warn
+    for _, f in ipairs(fired) do if f.name == "expiring" then warn = f end end
+    assert.is_not_nil(warn, "expiring did not fire")
+    assert.is_true(math.abs(warn.t - (expires - 3)) < 1, "expiring fired at the wrong time")
+    assert.are.equal("expired", fired[#fired].name)
+  end)
+
+  it("a failed generation fails the job with the API's message", function()
+    s:video{id = "video_f", status = "failed", error = {code = "moderation_blocked", message = "blocked by moderation"}}
+    r:enqueue{notionPageId = "page-f", soraVideoId = "video_f", batchId = "b"}
+    wait_for(function() return status("page-f") == "failed" end)
+    assert.are.equal("blocked by moderation", jobs:get("page-f").error)
+    assert.are.equal("failed", fired[1].name)
+  end)
+
+  it("a hook that raises is recorded on the job and the job goes on", function()
+    r.alerts.completed = function() error("hook exploded") end
+    s:video{id = "video_h", sizes = {video = 1000, thumbnail = 100, spritesheet = 100}}
+    r:enqueue{notionPageId = "page-h", soraVideoId = "video_h", batchId = "b"}
+    wait_for(function() return (jobs:get("page-h").data or ""):match('"synced"') end)
+    local found
+    for _, e in ipairs(jobs:events(jobs:get("page-h"))) do
+      if e.kind == "hook_error" and e.detail:match("hook exploded") then found = true end
+    end
+    assert.is_true(found)
+  end)
+
+  it("a 401 fails at once naming the credential; a manual retry starts again", function()
+    s:video{id = "video_a", sizes = {video = 1000, thumbnail = 100, spritesheet = 100}}
+    r.providers.openai = openai.new{base_url = s.openai, api_key = "sk-wrong"}
+    r:enqueue{notionPageId = "page-a", soraVideoId = "video_a", batchId = "b"}
+    wait_for(function() return status("page-a") == "failed" end)
+    assert.matches("OPENAI_API_KEY", jobs:get("page-a").error)
+    r.providers.openai = openai.new{base_url = s.openai, api_key = "sk-test"}
+    assert(r:retry_job("page-a"))
+    wait_for(function() return status("page-a") == "completed" end)
+    assert.are.equal(1, jobs:get("page-a").retryCount)
+  end)
+end)
