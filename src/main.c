@@ -181,9 +181,9 @@ int main(int argc, char **argv) {
     int script_index = -1, nargs = 0;
     char **args = NULL;
     if (parse_args(argc, argv, &opts, &script_index, &args, &nargs) != 0) return 2;
-    if (opts.check || opts.interactive) {
+    if (opts.interactive) {
         free(args);
-        return usage_error(opts.check ? "--check" : "-i", " is not available in this version");
+        return usage_error("-i", " is not available in this version");
     }
     if (setup_logging(&opts) != 0) { free(args); return 2; }
     signal(SIGPIPE, SIG_IGN);

@@ -366,7 +366,12 @@ int rt_run_main(rt_runtime *rt, const char *script, int argc, char **argv, int s
         lua_pop(L, 1);
         return 1;
     }
-    int nargs = argc - script_index - 1;
+    /* run it through assetd.run_main, which turns a returned table into a pipeline */
+    lua_getglobal(L, "assetd");
+    lua_getfield(L, -1, "run_main");
+    lua_remove(L, -2);
+    lua_insert(L, -2);
+    int nargs = argc - script_index;              /* the chunk is run_main's first argument */
     luaL_checkstack(L, nargs + 4, "too many arguments to script");
     for (int i = script_index + 1; i < argc; i++) lua_pushstring(L, argv[i]);
     rt_task *t = task_new(L, "main");            /* fn args... task */

@@ -1,0 +1,140 @@
+-- A pipeline: the table a pipeline script returns (or passes to assetd.pipeline{}), checked
+-- against a schema (unknown keys and wrong types are errors naming the key), completed with
+-- defaults, and run: job store, versioned store, providers, Notion, alerts, the runner.
+local assetd = require "assetd"
+
+local M = {}
+
+-- The schema: a type name, or a table of fields. "fn" is a function.
+M.schema = {
+  storage = {root = "string", public_base_url = "string"},
+  sora = {variants = "table", poll = {interval = "number", max = "number"},
+          retry = {attempts = "number", base = "number", cap = "number", jitter = "number", margin = "number"},
+          base_url = "string"},
+  naming = "fn",
+  notion = {properties = "fn", fields = "table", version = "string", rate = "number", on_error = "fn",
+            base_url = "string", enabled = "boolean"},
+  alerts = {warn_before = "number", expiring = "fn", expired = "fn", failed = "fn", completed = "fn"},
+  http = {listen = "string"},
+  limits = {max_active = "number", per_host = "number", max_bytes_per_sec = "number"},
+  jobs = "table",
+}
+
+local function typename(v)
+  local t = type(v)
+  return t == "function" and "fn" or t
+end
+
+local function check(value, schema, path, errs)
+  if type(schema) == "string" then
+    if typename(value) ~= schema then
+      errs[#errs + 1] = string.format("%s: expected %s, got %s", path,
+        schema == "fn" and "a function" or "a " .. schema, type(value))
+    end
+    return
+  end
+  if type(value) ~= "table" then
+    errs[#errs + 1] = string.format("%s: expected a table, got %s", path, type(value))
+    return
+  end
+  for k, v in pairs(value) do
+    local sub = schema[k]
+    if sub == nil then errs[#errs + 1] = string.format("%s.%s: unknown key", path, tostring(k))
+    else check(v, sub, path .. "." .. k, errs) end
+  end
+end
+
+-- Returns the config completed with defaults, or nil and every problem found.
+function M.validate(cfg)
+  local errs = {}
+  check(cfg, M.schema, "pipeline", errs)
+  if #errs > 0 then table.sort(errs); return nil, errs end
+  local c = {}
+  for k, v in pairs(cfg) do c[k] = v end
+  c.storage = c.storage or {}
+  c.storage.root = c.storage.root or "./public/generated-videos"
+  c.storage.public_base_url = c.storage.public_base_url or "/generated-videos"
+  c.sora = c.sora or {}
+  c.sora.variants = c.sora.variants or {"video", "thumbnail", "spritesheet"}
+  c.sora.poll = c.sora.poll or {interval = 10, max = 120}
+  c.notion = c.notion or {}
+  c.notion.version = c.notion.version or "2022-06-28"
+  c.alerts = c.alerts or {}
+  c.alerts.warn_before = c.alerts.warn_before or 600
+  c.http = c.http or {}
+  c.http.listen = c.http.listen or assetd.options.listen
+  c.limits = c.limits or {}
+  c.limits.max_active = c.limits.max_active or 8
+  return c
+end
+
+local function mask(v) return v and string.format("set (%d chars)", #v) or "not set" end
+
+-- The resolved configuration as text, secrets masked.
+function M.describe(c)
+  local env = {
+    OPENAI_API_KEY = mask(os.getenv("OPENAI_API_KEY")), NOTION_TOKEN = mask(os.getenv("NOTION_TOKEN")),
+    OPENAI_WEBHOOK_SECRET = mask(os.getenv("OPENAI_WEBHOOK_SECRET")), ASSETD_API_TOKEN = mask(os.getenv("ASSETD_API_TOKEN")),
+  }
+  local lines = {
+    "storage.root            " .. c.storage.root,
+    "storage.public_base_url " .. c.storage.public_base_url,
+    "sora.base_url           " .. (c.sora.base_url or os.getenv("OPENAI_BASE_URL") or "https://api.openai.com/v1"),
+    "sora.variants           " .. table.concat(c.sora.variants, ", "),
+    "notion.base_url         " .. (c.notion.base_url or os.getenv("NOTION_BASE_URL") or "https://api.notion.com/v1"),
+    "notion.version          " .. c.notion.version,
+    "naming                  " .. (c.naming and "custom function" or "default ({videoId}_V{n}...)"),
+    "alerts.warn_before      " .. c.alerts.warn_before .. " s",
+    "http.listen             " .. c.http.listen,
+    "limits.max_active       " .. c.limits.max_active,
+    "data directory          " .. assetd.options.data,
+  }
+  local keys = {}
+  for k in pairs(env) do keys[#keys + 1] = k end
+  table.sort(keys)
+  for _, k in ipairs(keys) do lines[#lines + 1] = string.format("%-23s %s", k, env[k]) end
+  return table.concat(lines, "\n")
+end
+
+-- Build and start everything; returns the runner.
+function M.start(c)
+  local notion = require "assetd.notion"
+  local versions = require "assetd.versions"
+  local runner = require "assetd.jobs"
+  assetd.fetch_limits{max_active = c.limits.max_active, per_host = c.limits.per_host,
+                      max_bytes_per_sec = c.limits.max_bytes_per_sec}
+  local jobs = assert(assetd.jobs.open(assetd.options.data))
+  local store = assert(versions.open{root = c.storage.root, jobs = jobs, naming = c.naming})
+  local client = (c.notion.enabled ~= false) and (c.notion.base_url or os.getenv("NOTION_TOKEN")) and
+    notion.new{base_url = c.notion.base_url, version = c.notion.version, rate = c.notion.rate} or nil
+  local r = runner.new{
+    jobs = jobs, versions = store,
+    providers = {openai = require("assetd.providers.openai").new{base_url = c.sora.base_url, variants = c.sora.variants},
+                 urls = require("assetd.providers.urls").new()},
+    notion = client,
+    properties = c.notion.properties or function(job)
+      return notion.properties(job, c.storage.public_base_url, c.notion.fields)
+    end,
+    public_base_url = c.storage.public_base_url, alerts = c.alerts, retry = c.sora.retry, poll = c.sora.poll,
+  }
+  r:start()
+  for _, j in ipairs(c.jobs or {}) do assert(r:enqueue(j)) end
+  return r
+end
+
+-- The entry point for `assetd pipeline.lua` (run) and `assetd --check pipeline.lua`.
+function M.main(cfg)
+  local c, errs = M.validate(cfg)
+  if not c then
+    error("invalid pipeline:\n  " .. table.concat(errs, "\n  "), 0)
+  end
+  if assetd.options.check then
+    print(M.describe(c))
+    print("pipeline OK")
+    return
+  end
+  M.runner = M.start(c)
+  return M.runner
+end
+
+return M

@@ -1,0 +1,89 @@
+-- `assetd pipeline.lua` and `assetd --check pipeline.lua` as a user runs them.
+local sim = require "sim"
+
+local bin = os.getenv("ASSETD_BIN") or "./assetd"
+
+local function run(cmd)
+  local p = io.popen(cmd .. " 2>&1; echo \"rc=$?\"")
+  local out = p:read("a")
+  p:close()
+  return out, tonumber(out:match("rc=(%d+)%s*$"))
+end
+
+local function script(src)
+  local path = os.tmpname() .. ".lua"
+  local f = assert(io.open(path, "w"))
+  f:write(src)
+  f:close()
+  return path
+end
+
+describe("assetd pipeline.lua", function()
+  it("--check prints the resolved configuration with secrets masked", function()
+    local path = script('return {storage = {root = "/tmp/x"}, alerts = {warn_before = 120}}\n')
+    local out, rc = run("OPENAI_API_KEY=sk-verysecretvalue " .. bin .. " --check " .. path .. " --data /tmp/assetd-check")
+    os.remove(path)
+    assert.are.equal(0, rc)
+    assert.matches("pipeline OK", out)
+    assert.matches("alerts.warn_before%s+120 s", out)
+    assert.matches("OPENAI_API_KEY%s+set %(18 chars%)", out)
+    assert.is_nil(out:find("verysecret", 1, true))
+  end)
+
+  it("--check names every bad key and exits 1", function()
+    local path = script('return {storage = {root = 5}, sora = {variants = "video"}, colour = "red", alerts = {expiring = 1}}\n')
+    local out, rc = run(bin .. " --check " .. path)
+    os.remove(path)
+    assert.are.equal(1, rc)
+    assert.matches("pipeline.storage.root: expected a string, got number", out)
+    assert.matches("pipeline.sora.variants: expected a table, got string", out)
+    assert.matches("pipeline.colour: unknown key", out)
+    assert.matches("pipeline.alerts.expiring: expected a function, got number", out)
+  end)
+
+  it("runs a pipeline end to end: files stored, Notion updated, exit 0 (done, or on SIGTERM)", function()
+    local s = sim.start("--openai-key sk-e2e --notion-token secret_e2e")
+    s:video{{id = "video_p1", sizes = {video = 200000, thumbnail = 2000, spritesheet = 4000}},
+            {id = "video_p2", sizes = {video = 100000, thumbnail = 2000, spritesheet = 4000}}}
+    local dir = sim.tmpdir()
+    local path = script(string.format([[
+return {
+  storage = {root = %q, public_base_url = "https://cdn.test/v"},
+  sora = {poll = {interval = 0.2, max = 1}},
+  jobs = {
+    {notionPageId = "page-p1", soraVideoId = "video_p1", batchId = "demo"},
+    {notionPageId = "page-p2", soraVideoId = "video_p2", batchId = "demo"},
+  },
+}
+]], dir .. "/root"))
+    os.execute(string.format("sh -c 'OPENAI_API_KEY=sk-e2e OPENAI_BASE_URL=%s NOTION_TOKEN=secret_e2e NOTION_BASE_URL=%s " ..
+      "%s %s --data %s/data >%s/out 2>&1 & echo $! > %s/pid; wait $!; echo $? > %s/rc' &",
+      s.openai, s.notion, bin, path, dir, dir, dir, dir))
+    local pages
+    for _ = 1, 100 do
+      assetd.sleep(0.1)
+      pages = s:call("GET", "/_control/notion").pages
+      if pages["page-p1"] and pages["page-p2"] then break end
+    end
+    assert.is_not_nil(pages["page-p1"], "Notion was not updated")
+    assert.are.same({url = "https://cdn.test/v/demo/video_p2_V1.mp4"}, pages["page-p2"]["Video URL"])
+    assert.are.equal(s:info("video_p1").sha256.video, sim.sha256_file(dir .. "/root/demo/video_p1_V1.mp4"))
+    local pid = assert(io.open(dir .. "/pid")):read("l")
+    os.execute("kill -TERM " .. pid .. " 2>/dev/null")
+    local rc
+    for _ = 1, 100 do
+      assetd.sleep(0.05)
+      local f = io.open(dir .. "/rc")
+      rc = f and tonumber(f:read("l"))
+      if f then f:close() end
+      if rc then break end
+    end
+    local out = assert(io.open(dir .. "/out")):read("a")
+    s:stop()
+    os.remove(path)
+    os.execute("rm -rf " .. dir)
+    assert.are.equal(0, rc, out)
+    assert.is_nil(out:find("sk-e2e", 1, true))
+    assert.is_nil(out:find("secret_e2e", 1, true))
+  end)
+end)
