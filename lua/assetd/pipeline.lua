@@ -115,7 +115,7 @@ function M.start(c)
     properties = c.notion.properties or function(job)
       return notion.properties(job, c.storage.public_base_url, c.notion.fields)
     end,
-    public_base_url = c.storage.public_base_url, alerts = c.alerts, retry = c.sora.retry, poll = c.sora.poll,
+    public_base_url = c.storage.public_base_url, alerts = require("assetd.alerts").with_defaults(c.alerts), retry = c.sora.retry, poll = c.sora.poll,
   }
   r:start()
   for _, j in ipairs(c.jobs or {}) do assert(r:enqueue(j)) end
