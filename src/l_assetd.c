@@ -274,5 +274,7 @@ int luaopen_assetd_core(lua_State *L) {
     l_fetch_open(L);
     l_jobs_open(L);
     l_store_open(L);
+    l_httpd_open(L);
+    l_crypto_open(L);
     return 1;
 }

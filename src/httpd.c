@@ -1,0 +1,281 @@
+/* httpd.c: libmicrohttpd in external-epoll mode on the libuv loop. MHD owns the sockets and
+ * HTTP parsing; this file owns the loop integration (one uv_poll on MHD's epoll fd, one
+ * uv_timer from MHD_get_timeout), the body buffer with its limit, and the answer helpers. */
+#include "httpd.h"
+#include "log.h"
+
+#include <microhttpd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct httpd {
+    struct MHD_Daemon *mhd;
+    uv_poll_t poll;
+    uv_timer_t timer;
+    int open_handles;            /* freed when both handles have closed */
+    int port;
+    struct httpd_config cfg;
+};
+
+struct httpd_req {
+    httpd *server;
+    struct MHD_Connection *conn;
+    const char *method, *path;
+    char *body;
+    size_t len, cap;
+    int too_large, answered;
+    char remote[64];
+};
+
+static void httpd_pump(httpd *h);
+
+static void on_timer(uv_timer_t *t) {
+    httpd_pump(t->data);
+}
+
+static void on_poll(uv_poll_t *p, int status, int events) {
+    (void)status;
+    (void)events;
+    httpd_pump(p->data);
+}
+
+/* Run MHD, then arm the timer for the next time it must run even without socket activity. */
+static void httpd_pump(httpd *h) {
+    MHD_UNSIGNED_LONG_LONG ms = 0;
+    MHD_run(h->mhd);
+    if (uv_is_closing((uv_handle_t *)&h->timer)) return;
+    if (MHD_get_timeout(h->mhd, &ms) == MHD_YES) uv_timer_start(&h->timer, on_timer, ms, 0);
+    else uv_timer_stop(&h->timer);
+}
+
+/* ---- requests ------------------------------------------------------------------------- */
+
+static void req_remote(httpd_req *r) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+    r->remote[0] = '\0';
+    if (sa && sa->sa_family == AF_INET) uv_ip4_name((const struct sockaddr_in *)sa, r->remote, sizeof r->remote);
+    else if (sa && sa->sa_family == AF_INET6) uv_ip6_name((const struct sockaddr_in6 *)sa, r->remote, sizeof r->remote);
+}
+
+static int append_body(httpd_req *r, const char *data, size_t n) {
+    if (r->len + n > r->server->cfg.max_body) {
+        r->too_large = 1;
+        return 0;
+    }
+    if (r->len + n + 1 > r->cap) {
+        size_t cap = r->cap ? r->cap : 1024;
+        while (cap < r->len + n + 1) cap *= 2;
+        char *b = realloc(r->body, cap);
+        if (!b) return -1;
+        r->body = b;
+        r->cap = cap;
+    }
+    memcpy(r->body + r->len, data, n);
+    r->len += n;
+    r->body[r->len] = '\0';
+    return 0;
+}
+
+static enum MHD_Result respond_error(httpd_req *r, int status, const char *code, const char *msg) {
+    char body[256];
+    int n = snprintf(body, sizeof body, "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}", code, msg);
+    static const char *const hdrs[] = {"Content-Type", "application/json", "Connection", "close", NULL};
+    return httpd_respond(r, status, hdrs, body, (size_t)n) == 0 ? MHD_YES : MHD_NO;
+}
+
+static int declared_too_large(httpd_req *r) {
+    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    return cl && strtoull(cl, NULL, 10) > r->server->cfg.max_body;
+}
+
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
+                                 const char *method, const char *version, const char *upload,
+                                 size_t *upload_size, void **con_cls) {
+    httpd *h = cls;
+    httpd_req *r = *con_cls;
+    (void)version;
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r) return MHD_NO;
+        r->server = h;
+        r->conn = conn;
+        r->method = method;
+        r->path = url;
+        req_remote(r);
+        *con_cls = r;
+        if (declared_too_large(r)) return respond_error(r, 413, "payload_too_large", "request body over the limit");
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (!r->too_large && append_body(r, upload, *upload_size) < 0) return MHD_NO;
+        *upload_size = 0;
+        return MHD_YES;                              /* over the limit: discarded, 413 at the end */
+    }
+    if (r->answered) return MHD_YES;
+    if (r->too_large) return respond_error(r, 413, "payload_too_large", "request body over the limit");
+    h->cfg.handler(r, h->cfg.ud);
+    if (!r->answered) return respond_error(r, 500, "internal", "no answer");
+    return MHD_YES;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+    httpd_req *r = *con_cls;
+    (void)cls;
+    (void)conn;
+    (void)toe;
+    if (!r) return;
+    free(r->body);
+    free(r);
+    *con_cls = NULL;
+}
+
+const char *httpd_req_method(const httpd_req *r) { return r->method; }
+const char *httpd_req_path(const httpd_req *r) { return r->path; }
+const char *httpd_req_remote(const httpd_req *r) { return r->remote; }
+
+const char *httpd_req_body(const httpd_req *r, size_t *len) {
+    *len = r->len;
+    return r->body ? r->body : "";
+}
+
+struct pair_iter {
+    httpd_pair_cb cb;
+    void *ud;
+};
+
+static enum MHD_Result pair_iter(void *cls, enum MHD_ValueKind kind, const char *k, const char *v) {
+    struct pair_iter *it = cls;
+    (void)kind;
+    it->cb(k, v ? v : "", it->ud);
+    return MHD_YES;
+}
+
+void httpd_req_foreach(httpd_req *r, enum httpd_kind kind, httpd_pair_cb cb, void *ud) {
+    struct pair_iter it = {cb, ud};
+    MHD_get_connection_values(r->conn, kind == HTTPD_HEADER ? MHD_HEADER_KIND : MHD_GET_ARGUMENT_KIND,
+                              pair_iter, &it);
+}
+
+static int queue(httpd_req *r, int status, const char *const *headers, struct MHD_Response *resp) {
+    if (!resp) return -1;
+    for (const char *const *p = headers; p && p[0] && p[1]; p += 2) MHD_add_response_header(resp, p[0], p[1]);
+    enum MHD_Result ok = MHD_queue_response(r->conn, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    r->answered = 1;
+    return ok == MHD_YES ? 0 : -1;
+}
+
+int httpd_respond(httpd_req *r, int status, const char *const *headers, const char *body, size_t len) {
+    if (r->answered) return -1;
+    return queue(r, status, headers,
+                 MHD_create_response_from_buffer(len, (void *)(uintptr_t)body, MHD_RESPMEM_MUST_COPY));
+}
+
+int httpd_respond_fd(httpd_req *r, int status, const char *const *headers, int fd, uint64_t off, uint64_t len) {
+    if (r->answered) {
+        close(fd);
+        return -1;
+    }
+    struct MHD_Response *resp = MHD_create_response_from_fd_at_offset64(len, fd, off);
+    if (!resp) close(fd);
+    return queue(r, status, headers, resp);
+}
+
+/* ---- the server ----------------------------------------------------------------------- */
+
+static int parse_listen(const char *listen, struct sockaddr_storage *ss, char *err, size_t errlen) {
+    char host[256];
+    const char *colon = strrchr(listen, ':');
+    const char *h = listen;
+    size_t hl = colon ? (size_t)(colon - listen) : 0;
+    if (!colon || hl == 0 || hl >= sizeof host) goto bad;
+    if (h[0] == '[' && h[hl - 1] == ']') { h++; hl -= 2; }
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end || end == colon + 1 || port < 0 || port > 65535) goto bad;
+    if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) == 0) return 0;
+    if (uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)ss) == 0) return 0;
+bad:
+    snprintf(err, errlen, "listen address '%s' is not HOST:PORT with a numeric host", listen);
+    return -1;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+    char msg[512];
+    (void)cls;
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    msg[strcspn(msg, "\n")] = '\0';
+    log_event(LOG_DEBUG, "http server", "detail", msg, NULL);
+}
+
+static void handle_closed(uv_handle_t *hd) {
+    httpd *h = hd->data;
+    if (--h->open_handles == 0) free(h);
+}
+
+int httpd_start(uv_loop_t *loop, const struct httpd_config *cfg, httpd **out, char *err, size_t errlen) {
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    if (parse_listen(cfg->listen, &ss, err, errlen) != 0) return -1;
+    httpd *h = calloc(1, sizeof *h);
+    if (!h) return -1;
+    h->cfg = *cfg;
+    unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
+                     (ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0);
+    h->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_access, h,
+                              MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+                              MHD_OPTION_CONNECTION_LIMIT, cfg->max_conns,
+                              MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->per_ip,
+                              MHD_OPTION_CONNECTION_TIMEOUT, cfg->timeout_s,
+                              MHD_OPTION_CONNECTION_MEMORY_LIMIT, cfg->conn_memory,
+                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+                              MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+                              MHD_OPTION_SIGPIPE_HANDLED_BY_APP, 1,
+                              MHD_OPTION_END);
+    if (!h->mhd) {
+        snprintf(err, errlen, "cannot listen on %s (address in use, or not an address of this host)", cfg->listen);
+        free(h);
+        return -1;
+    }
+    const union MHD_DaemonInfo *fd = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_EPOLL_FD);
+    const union MHD_DaemonInfo *port = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    h->port = port ? port->port : 0;
+    if (!fd || uv_poll_init(loop, &h->poll, fd->epoll_fd) != 0) {
+        snprintf(err, errlen, "cannot watch the HTTP server's epoll descriptor");
+        MHD_stop_daemon(h->mhd);
+        free(h);
+        return -1;
+    }
+    uv_timer_init(loop, &h->timer);
+    h->poll.data = h->timer.data = h;
+    h->open_handles = 2;
+    uv_poll_start(&h->poll, UV_READABLE, on_poll);
+    httpd_pump(h);
+    *out = h;
+    return 0;
+}
+
+int httpd_port(const httpd *h) { return h->port; }
+
+void httpd_close(httpd *h) {
+    if (!h) return;
+    uv_handle_t *p = (uv_handle_t *)&h->poll, *t = (uv_handle_t *)&h->timer;
+    if (!uv_is_closing(p)) uv_poll_stop(&h->poll);      /* before MHD closes the epoll fd */
+    if (h->mhd) MHD_stop_daemon(h->mhd);
+    h->mhd = NULL;
+    /* At the orderly stop the loop already closed both handles (without our callback). */
+    if (uv_is_closing(p) && uv_is_closing(t)) {
+        free(h);
+        return;
+    }
+    if (!uv_is_closing(p)) uv_close(p, handle_closed);
+    else h->open_handles--;
+    if (!uv_is_closing(t)) uv_close(t, handle_closed);
+    else h->open_handles--;
+}

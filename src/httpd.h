@@ -1,0 +1,44 @@
+/* httpd.h: the HTTP server on the libuv loop. libmicrohttpd runs in external-epoll mode (its
+ * epoll fd in a uv_poll, MHD_run on readiness and on a uv_timer from MHD_get_timeout), so
+ * requests are handled on the loop's thread with no locks. The handler sees a complete request
+ * (body included, up to max_body) and must answer it before returning. */
+#ifndef ASSETD_HTTPD_H
+#define ASSETD_HTTPD_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct httpd httpd;
+typedef struct httpd_req httpd_req;
+typedef void (*httpd_handler)(httpd_req *req, void *ud);
+
+struct httpd_config {
+    const char *listen;          /* "HOST:PORT" or "[V6]:PORT"; port 0 picks one */
+    size_t max_body;             /* larger bodies get 413 without reaching the handler */
+    unsigned max_conns, per_ip, timeout_s;
+    size_t conn_memory;          /* per-connection buffer: bounds the request header size */
+    httpd_handler handler;
+    void *ud;
+};
+
+int httpd_start(uv_loop_t *loop, const struct httpd_config *cfg, httpd **out, char *err, size_t errlen);
+int httpd_port(const httpd *h);
+/* Stop listening and free the server (at once, or from the close callback while running). */
+void httpd_close(httpd *h);
+
+enum httpd_kind { HTTPD_HEADER, HTTPD_QUERY };
+const char *httpd_req_method(const httpd_req *r);
+const char *httpd_req_path(const httpd_req *r);
+const char *httpd_req_body(const httpd_req *r, size_t *len);
+const char *httpd_req_remote(const httpd_req *r);
+typedef void (*httpd_pair_cb)(const char *name, const char *value, void *ud);
+void httpd_req_foreach(httpd_req *r, enum httpd_kind kind, httpd_pair_cb cb, void *ud);
+
+/* Answer the request once. HEADERS is name, value, ..., NULL. A file answer takes FD (the
+ * server closes it) and sends LEN bytes from OFF without reading them into memory. */
+int httpd_respond(httpd_req *r, int status, const char *const *headers, const char *body, size_t len);
+int httpd_respond_fd(httpd_req *r, int status, const char *const *headers, int fd, uint64_t off,
+                     uint64_t len);
+
+#endif

@@ -1,0 +1,222 @@
+/* l_httpd.c: `assetd.http_listen{listen=, handler=}` and `assetd.file_info(path)`. The handler
+ * is a Lua function called with a request table {method, path, query, headers, body, remote}
+ * that returns a response table {status, headers, body} or {status, headers, file, offset,
+ * length}; it runs on the loop and must not wait. A raised error becomes a bare 500. */
+#include "httpd.h"
+#include "lbind.h"
+#include "log.h"
+#include "runtime.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <lauxlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SERVER_MT "assetd.httpserver"
+#define MAX_HEADERS 32
+
+typedef struct lserver {
+    httpd *h;
+    lua_State *L;
+    int fn, ref;                 /* handler; pin of the userdata while listening */
+} lserver;
+
+static void set_pair(const char *k, const char *v, void *ud) {
+    lua_State *L = ud;
+    char name[128];
+    size_t i = 0;
+    for (; k[i] && i < sizeof name - 1; i++) name[i] = (char)tolower((unsigned char)k[i]);
+    name[i] = '\0';
+    lua_pushstring(L, v);
+    lua_setfield(L, -2, name);
+}
+
+static void set_arg(const char *k, const char *v, void *ud) {
+    lua_State *L = ud;
+    lua_pushstring(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static void push_request(lua_State *L, httpd_req *r) {
+    size_t len;
+    const char *body = httpd_req_body(r, &len);
+    lua_createtable(L, 0, 6);
+    lua_pushstring(L, httpd_req_method(r));
+    lua_setfield(L, -2, "method");
+    lua_pushstring(L, httpd_req_path(r));
+    lua_setfield(L, -2, "path");
+    lua_pushstring(L, httpd_req_remote(r));
+    lua_setfield(L, -2, "remote");
+    lua_pushlstring(L, body, len);
+    lua_setfield(L, -2, "body");
+    lua_newtable(L);
+    httpd_req_foreach(r, HTTPD_HEADER, set_pair, L);
+    lua_setfield(L, -2, "headers");
+    lua_newtable(L);
+    httpd_req_foreach(r, HTTPD_QUERY, set_arg, L);
+    lua_setfield(L, -2, "query");
+}
+
+/* Collect the response's headers as name, value, ..., NULL (strings owned by the table). */
+static void collect_headers(lua_State *L, int resp, const char **out) {
+    int n = 0;
+    if (lua_getfield(L, resp, "headers") == LUA_TTABLE) {
+        lua_pushnil(L);
+        while (lua_next(L, -2) && n < 2 * MAX_HEADERS) {
+            if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING) {
+                out[n++] = lua_tostring(L, -2);
+                out[n++] = lua_tostring(L, -1);
+            }
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);                                      /* headers stay reachable from resp */
+    out[n] = NULL;
+}
+
+static int open_regular(const char *path, struct stat *st) {
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return -1;
+    if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode)) {
+        close(fd);
+        errno = EISDIR;
+        return -1;
+    }
+    return fd;
+}
+
+static int answer_file(lua_State *L, httpd_req *r, int resp, int status, const char **hdrs) {
+    struct stat st;
+    int fd = open_regular(lua_tostring(L, -1), &st);
+    if (fd < 0) return -1;
+    uint64_t size = (uint64_t)st.st_size;
+    uint64_t off = (uint64_t)l_optnumfield(L, resp, "offset", 0);
+    uint64_t len = (uint64_t)l_optnumfield(L, resp, "length", (double)(size - (off < size ? off : size)));
+    if (off > size || len > size - off) {
+        close(fd);
+        return -1;
+    }
+    return httpd_respond_fd(r, status, hdrs, fd, off, len);
+}
+
+static void answer(lua_State *L, httpd_req *r, int resp) {
+    static const char *const fallback[] = {"Content-Type", "application/json", NULL};
+    static const char internal[] = "{\"error\":{\"code\":\"internal\",\"message\":\"internal error\"}}";
+    const char *hdrs[2 * MAX_HEADERS + 1];
+    if (!lua_istable(L, resp)) {
+        httpd_respond(r, 500, fallback, internal, sizeof internal - 1);
+        return;
+    }
+    int status = (int)l_optnumfield(L, resp, "status", 200);
+    collect_headers(L, resp, hdrs);
+    if (lua_getfield(L, resp, "file") == LUA_TSTRING) {
+        static const char gone[] = "{\"error\":{\"code\":\"not_found\",\"message\":\"no such file\"}}";
+        if (answer_file(L, r, resp, status, hdrs) != 0) httpd_respond(r, 404, fallback, gone, sizeof gone - 1);
+        lua_pop(L, 1);
+        return;
+    }
+    lua_pop(L, 1);
+    size_t len = 0;
+    const char *body = "";
+    if (lua_getfield(L, resp, "body") == LUA_TSTRING) body = lua_tolstring(L, -1, &len);
+    httpd_respond(r, status, hdrs, body, len);
+    lua_pop(L, 1);
+}
+
+static void on_request(httpd_req *r, void *ud) {
+    lserver *s = ud;
+    lua_State *L = s->L;
+    int top = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->fn);
+    push_request(L, r);
+    if (rt_pcall(L, 1, 1, "http handler") != 0) lua_pushnil(L);
+    answer(L, r, lua_gettop(L));
+    lua_settop(L, top);
+}
+
+static lserver *check_server(lua_State *L) {
+    return luaL_checkudata(L, 1, SERVER_MT);
+}
+
+static int server_close(lua_State *L) {
+    lserver *s = check_server(L);
+    if (!s->h) return 0;
+    httpd_close(s->h);
+    s->h = NULL;
+    luaL_unref(L, LUA_REGISTRYINDEX, s->fn);
+    luaL_unref(L, LUA_REGISTRYINDEX, s->ref);
+    s->fn = s->ref = LUA_NOREF;
+    return 0;
+}
+
+static int server_port(lua_State *L) {
+    lserver *s = check_server(L);
+    if (!s->h) return 0;
+    lua_pushinteger(L, httpd_port(s->h));
+    return 1;
+}
+
+/* http_listen{listen=, handler=, max_body=, max_conns=, per_ip=, timeout=, header_limit=} */
+static int l_http_listen(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    rt_runtime *rt = rt_get(L);
+    struct httpd_config cfg = {
+        .listen = l_optstrfield(L, 1, "listen", rt->opts.listen),
+        .max_body = (size_t)l_optnumfield(L, 1, "max_body", 1 << 20),
+        .max_conns = (unsigned)l_optnumfield(L, 1, "max_conns", 256),
+        .per_ip = (unsigned)l_optnumfield(L, 1, "per_ip", 64),
+        .timeout_s = (unsigned)l_optnumfield(L, 1, "timeout", 30),
+        .conn_memory = (size_t)l_optnumfield(L, 1, "header_limit", 32 * 1024),
+        .handler = on_request,
+    };
+    luaL_argcheck(L, lua_getfield(L, 1, "handler") == LUA_TFUNCTION, 1, "handler must be a function");
+    lserver *s = lua_newuserdatauv(L, sizeof *s, 0);
+    memset(s, 0, sizeof *s);
+    s->fn = s->ref = LUA_NOREF;
+    luaL_setmetatable(L, SERVER_MT);
+    lua_State *main = rt->L;
+    s->L = main;
+    cfg.ud = s;
+    char err[256];
+    if (httpd_start(rt->loop, &cfg, &s->h, err, sizeof err) != 0) return rt_fail(L, "listen", "%s", err);
+    lua_pushvalue(L, -2);
+    s->fn = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, -1);
+    s->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 1;
+}
+
+/* file_info(path) -> {size=, mtime=, inode=} for a regular file that is not a symlink. */
+static int l_file_info(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    struct stat st;
+    int fd = open_regular(path, &st);
+    if (fd < 0) return rt_fail(L, "not_found", "%s: %s", path, strerror(errno));
+    close(fd);
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, (lua_Integer)st.st_size);
+    lua_setfield(L, -2, "size");
+    lua_pushinteger(L, (lua_Integer)st.st_mtime);
+    lua_setfield(L, -2, "mtime");
+    lua_pushinteger(L, (lua_Integer)st.st_ino);
+    lua_setfield(L, -2, "inode");
+    return 1;
+}
+
+void l_httpd_open(lua_State *L) {
+    static const luaL_Reg methods[] = {{"close", server_close}, {"port", server_port}, {NULL, NULL}};
+    if (luaL_newmetatable(L, SERVER_MT)) {
+        luaL_newlib(L, methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, server_close);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+    lua_pushcfunction(L, l_http_listen);
+    lua_setfield(L, -2, "http_listen");
+    lua_pushcfunction(L, l_file_info);
+    lua_setfield(L, -2, "file_info");
+}
