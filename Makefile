@@ -60,7 +60,7 @@ assetd-asan: $(OBJS) unit
 install: assetd
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/assetd/lua
 	install -m 0755 assetd $(DESTDIR)$(PREFIX)/bin/assetd
-	cd lua && find . -name '*.lua' -exec install -D -m 0644 {} $(DESTDIR)$(PREFIX)/share/assetd/lua/{} \;
+	cd lua && find . \( -name '*.lua' -o -name '*.html' \) -exec install -D -m 0644 {} $(DESTDIR)$(PREFIX)/share/assetd/lua/{} \;
 
 run: assetd
 	@scripts/run-demo

@@ -40,7 +40,7 @@ static const char schema_v1[] =
 
 enum stmt_id {
     S_INSERT, S_BY_ID, S_BY_KEY, S_BY_PAGE, S_UPDATE, S_EVENT_ADD, S_EVENTS, S_COUNTS,
-    S_APPROACHING, S_MAXV, S_NOTEV, S_ASSET_ADD, S_ASSETS, S_BEGIN, S_COMMIT, S_ROLLBACK, S_NSTMTS
+    S_APPROACHING, S_EXPIRING, S_MAXV, S_NOTEV, S_ASSET_ADD, S_ASSETS, S_BEGIN, S_COMMIT, S_ROLLBACK, S_NSTMTS
 };
 
 static const char *const stmt_sql[S_NSTMTS] = {
@@ -54,8 +54,10 @@ static const char *const stmt_sql[S_NSTMTS] = {
     [S_EVENT_ADD] = "INSERT INTO events(job_id, t, kind, detail) VALUES(?,?,?,?)",
     [S_EVENTS] = "SELECT t, kind, detail FROM events WHERE job_id = ? ORDER BY id",
     [S_COUNTS] = "SELECT state, count(*) FROM jobs GROUP BY state",
-    [S_APPROACHING] = "SELECT count(*) FROM jobs WHERE state IN (0,1,2) AND expires_at > 0"
-                      " AND expires_at <= ?",
+    [S_APPROACHING] = "SELECT count(*) FROM jobs WHERE state IN (0,1,2) AND expires_at > ?1"
+                      " AND expires_at <= ?2",
+    [S_EXPIRING] = "SELECT " JOB_COLS " FROM jobs WHERE state IN (0,1,2) AND expires_at > ?1"
+                   " AND expires_at <= ?2 ORDER BY expires_at LIMIT ?3",
     [S_MAXV] = "SELECT max_version FROM versions WHERE batch_id = ? AND video_id = ?",
     [S_NOTEV] = "INSERT INTO versions(batch_id, video_id, max_version) VALUES(?,?,?)"
                 " ON CONFLICT(batch_id, video_id) DO UPDATE SET"
@@ -380,11 +382,29 @@ int jobdb_summary(jobdb *db, double now, double window, jobdb_counts *out) {
     }
     if (rc != SQLITE_DONE) return sql_err(db, "counting jobs");
     s = stmt(db, S_APPROACHING);
-    sqlite3_bind_double(s, 1, now + window);
+    sqlite3_bind_double(s, 1, now);
+    sqlite3_bind_double(s, 2, now + window);
     if (sqlite3_step(s) != SQLITE_ROW) return sql_err(db, "counting expiring jobs");
     out->approaching = sqlite3_column_int64(s, 0);
     sqlite3_reset(s);
     return 0;
+}
+
+int jobdb_expiring(jobdb *db, double now, double window, int limit, jobdb_job_cb cb, void *ud) {
+    sqlite3_stmt *s = stmt(db, S_EXPIRING);
+    sqlite3_bind_double(s, 1, now);
+    sqlite3_bind_double(s, 2, now + window);
+    sqlite3_bind_int(s, 3, limit);
+    int rc, stop = 0;
+    while (!stop && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        jobdb_job j;
+        read_job(s, &j);
+        stop = cb(&j, ud);
+        jobdb_job_clear(&j);
+    }
+    rc = (stop || rc == SQLITE_DONE) ? 0 : sql_err(db, "listing expiring jobs");
+    sqlite3_reset(s);
+    return rc;
 }
 
 int jobdb_events(jobdb *db, int64_t job_id, jobdb_event_cb cb, void *ud) {

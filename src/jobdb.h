@@ -61,6 +61,8 @@ typedef int (*jobdb_job_cb)(const jobdb_job *job, void *ud);
 int jobdb_list(jobdb *db, int state, const char *batch_id, int64_t after, int limit,
                jobdb_job_cb cb, void *ud);
 int jobdb_summary(jobdb *db, double now, double window, jobdb_counts *out);
+/* Unfinished jobs whose deadline is in (NOW, NOW + WINDOW], soonest first. */
+int jobdb_expiring(jobdb *db, double now, double window, int limit, jobdb_job_cb cb, void *ud);
 
 int jobdb_event_add(jobdb *db, int64_t job_id, const char *kind, const char *detail);
 typedef int (*jobdb_event_cb)(double t, const char *kind, const char *detail, void *ud);

@@ -269,6 +269,8 @@ int luaopen_assetd_core(lua_State *L) {
     lua_setfield(L, -2, "log");
     push_options(L, &rt_get(L)->opts);
     lua_setfield(L, -2, "options");
+    lua_pushstring(L, rt_get(L)->luadir);
+    lua_setfield(L, -2, "luadir");
     lua_pushliteral(L, ASSETD_VERSION);
     lua_setfield(L, -2, "version");
     l_fetch_open(L);

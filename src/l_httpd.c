@@ -1,7 +1,8 @@
-/* l_httpd.c: `assetd.http_listen{listen=, handler=}` and `assetd.file_info(path)`. The handler
+/* l_httpd.c: `assetd.http_listen{listen=, handler=}` and `assetd.file_info(root, rel)`. The handler
  * is a Lua function called with a request table {method, path, query, headers, body, remote}
- * that returns a response table {status, headers, body} or {status, headers, file, offset,
- * length}; it runs on the loop and must not wait. A raised error becomes a bare 500. */
+ * that returns a response table {status, headers, body} or {status, headers, root, file,
+ * offset, length} (FILE relative to ROOT, opened without following symlinks, streamed); it
+ * runs on the loop and must not wait. A raised error becomes a bare 500. */
 #include "httpd.h"
 #include "lbind.h"
 #include "log.h"
@@ -77,8 +78,32 @@ static void collect_headers(lua_State *L, int resp, const char **out) {
     out[n] = NULL;
 }
 
-static int open_regular(const char *path, struct stat *st) {
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+/* Open REL beneath ROOT one component at a time, following no symlink and refusing "." and
+ * "..", so nothing outside ROOT can be reached whatever was planted inside it. */
+static int open_beneath(const char *root, const char *rel) {
+    char comp[256];
+    int dir = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    while (dir >= 0) {
+        size_t n = strcspn(rel, "/");
+        int last = rel[n] == '\0';
+        if (n == 0 || n >= sizeof comp || (n == 1 && rel[0] == '.') || (n == 2 && !strncmp(rel, "..", 2))) {
+            close(dir);
+            errno = ENOENT;
+            return -1;
+        }
+        memcpy(comp, rel, n);
+        comp[n] = '\0';
+        int fd = openat(dir, comp, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | (last ? 0 : O_DIRECTORY));
+        close(dir);
+        if (last || fd < 0) return fd;
+        dir = fd;
+        rel += n + 1;
+    }
+    return -1;
+}
+
+static int open_regular(const char *root, const char *rel, struct stat *st) {
+    int fd = open_beneath(root, rel);
     if (fd < 0) return -1;
     if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode)) {
         close(fd);
@@ -90,7 +115,11 @@ static int open_regular(const char *path, struct stat *st) {
 
 static int answer_file(lua_State *L, httpd_req *r, int resp, int status, const char **hdrs) {
     struct stat st;
-    int fd = open_regular(lua_tostring(L, -1), &st);
+    const char *rel = lua_tostring(L, -1);
+    lua_getfield(L, resp, "root");
+    const char *root = lua_tostring(L, -1);
+    int fd = root ? open_regular(root, rel, &st) : -1;
+    lua_pop(L, 1);
     if (fd < 0) return -1;
     uint64_t size = (uint64_t)st.st_size;
     uint64_t off = (uint64_t)l_optnumfield(L, resp, "offset", 0);
@@ -164,7 +193,7 @@ static int l_http_listen(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     rt_runtime *rt = rt_get(L);
     struct httpd_config cfg = {
-        .listen = l_optstrfield(L, 1, "listen", rt->opts.listen),
+        .listen = l_optstrfield(L, 1, "listen", rt->opts.listen ? rt->opts.listen : "127.0.0.1:8787"),
         .max_body = (size_t)l_optnumfield(L, 1, "max_body", 1 << 20),
         .max_conns = (unsigned)l_optnumfield(L, 1, "max_conns", 256),
         .per_ip = (unsigned)l_optnumfield(L, 1, "per_ip", 64),
@@ -189,12 +218,13 @@ static int l_http_listen(lua_State *L) {
     return 1;
 }
 
-/* file_info(path) -> {size=, mtime=, inode=} for a regular file that is not a symlink. */
+/* file_info(root, rel) -> {size=, mtime=, inode=} for a regular file beneath ROOT reached
+ * without following a symlink. */
 static int l_file_info(lua_State *L) {
-    const char *path = luaL_checkstring(L, 1);
+    const char *root = luaL_checkstring(L, 1), *rel = luaL_checkstring(L, 2);
     struct stat st;
-    int fd = open_regular(path, &st);
-    if (fd < 0) return rt_fail(L, "not_found", "%s: %s", path, strerror(errno));
+    int fd = open_regular(root, rel, &st);
+    if (fd < 0) return rt_fail(L, "not_found", "%s: %s", rel, strerror(errno));
     close(fd);
     lua_createtable(L, 0, 3);
     lua_pushinteger(L, (lua_Integer)st.st_size);

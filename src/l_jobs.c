@@ -2,6 +2,7 @@
  * object; jobs come and go as plain tables with the original design's camelCase names.
  * Database failures return nil, err; an illegal transition is an error value too (category
  * "state"), since a caller racing another task may meet it at run time. */
+#include "clock.h"
 #include "jobdb.h"
 #include "lbind.h"
 #include "runtime.h"
@@ -190,7 +191,7 @@ static int l_list(lua_State *L) {
 
 static int l_summary(lua_State *L) {
     ljobs *s = check_store(L);
-    double now = luaL_optnumber(L, 2, 0), window = luaL_optnumber(L, 3, 600);
+    double now = luaL_optnumber(L, 2, clock_now()), window = luaL_optnumber(L, 3, 600);
     jobdb_counts c;
     int rc = jobdb_summary(s->db, now, window, &c);
     if (rc) return fail_db(L, s, rc);
@@ -202,6 +203,17 @@ static int l_summary(lua_State *L) {
     lua_pushinteger(L, (lua_Integer)c.approaching);
     lua_setfield(L, -2, "approachingExpiration");
     return 1;
+}
+
+/* jobs:expiring(now, window, limit) -> unfinished jobs due in (now, now + window] */
+static int l_expiring(lua_State *L) {
+    ljobs *s = check_store(L);
+    double now = luaL_checknumber(L, 2), window = luaL_optnumber(L, 3, 600);
+    int limit = (int)luaL_optinteger(L, 4, 100);
+    luaL_argcheck(L, limit >= 1 && limit <= 1000, 4, "limit must be 1..1000");
+    lua_newtable(L);
+    int rc = jobdb_expiring(s->db, now, window, limit, list_cb, L);
+    return rc ? fail_db(L, s, rc) : 1;
 }
 
 static int events_cb(double t, const char *kind, const char *detail, void *ud) {
@@ -317,7 +329,7 @@ static int l_open(lua_State *L) {
 void l_jobs_open(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"create", l_create}, {"get", l_get}, {"transition", l_transition}, {"list", l_list},
-        {"summary", l_summary}, {"events", l_events}, {"event", l_event}, {"recover", l_recover},
+        {"summary", l_summary}, {"expiring", l_expiring}, {"events", l_events}, {"event", l_event}, {"recover", l_recover},
         {"add_asset", l_add_asset}, {"assets", l_assets},
         {"max_version", l_max_version}, {"note_version", l_note_version},
         {"close", l_close}, {NULL, NULL}};

@@ -165,7 +165,7 @@ static int run(char **argv, struct rt_options *opts, int script_index, char **ar
 }
 
 int main(int argc, char **argv) {
-    struct rt_options opts = {"127.0.0.1:8787", "./.assetd", "info", "logfmt", 0, 0};
+    struct rt_options opts = {NULL, "./.assetd", "info", "logfmt", 0, 0};
     if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         fputs(usage_text, stdout);
         return 0;

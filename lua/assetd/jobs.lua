@@ -21,14 +21,17 @@ local function decode(s)
 end
 
 -- Runner.new{jobs=, versions=, providers = {name = provider}, notion = client|nil,
---   properties = fn(job) -> props, public_base_url=, alerts = {warn_before=, expiring=,
---   expired=, failed=, completed=}, retry = {...}, poll = {interval=, max=}}
+--   properties = fn(job) -> props, on_error = fn(job, message) -> props|nil,
+--   public_base_url=, alerts = {warn_before=, expiring=, expired=, failed=, completed=},
+--   retry = {...}, poll = {interval=, max=}, metrics = registry}
 function M.new(cfg)
   local self = setmetatable({
     jobs = assert(cfg.jobs), versions = assert(cfg.versions), providers = assert(cfg.providers),
-    notion = cfg.notion, properties = cfg.properties, public_base_url = cfg.public_base_url or "",
+    notion = cfg.notion, properties = cfg.properties, on_error = cfg.on_error,
+    public_base_url = cfg.public_base_url or "",
     alerts = cfg.alerts or {}, retry = cfg.retry, poll = cfg.poll or {interval = 5, max = 60},
-    running = {}, timers = {},
+    metrics = cfg.metrics or require("assetd.metrics").standard(),
+    running = {}, timers = {}, progress = {},
   }, Runner)
   self.alerts.warn_before = self.alerts.warn_before or 600
   return self
@@ -44,6 +47,7 @@ function Runner:hook(name, job, ...)
   if not fn then return end
   local ok, err = xpcall(fn, debug.traceback, job, ...)
   self:event(job, "alert", name)
+  self.metrics:inc("assetd_alerts_total", {alert = name})
   if not ok then
     self:event(job, "hook_error", name .. ": " .. tostring(err))
     assetd.log.error("hook failed", {hook = name, job = job.notionPageId, error = tostring(err)})
@@ -93,6 +97,7 @@ function Runner:expire(job, reason)
   if not expired then return job end
   self:disarm(expired)
   self:hook("expired", expired)
+  self:report_error(expired, reason)
   return expired
 end
 
@@ -100,7 +105,21 @@ function Runner:fail(job, reason)
   job = assert(self.jobs:transition(job, "failed", {error = reason}))
   self:disarm(job)
   self:hook("failed", job, reason)
+  self:report_error(job, reason)
   return job
+end
+
+-- A failed or expired job's error goes to its Notion page through the on_error mapping, in a
+-- task of its own so a slow or failing Notion never holds the job's steps up.
+function Runner:report_error(job, reason)
+  if not (self.notion and self.on_error) then return end
+  assetd.spawn({name = "notion error " .. job.notionPageId}, function()
+    local ok, props = xpcall(self.on_error, debug.traceback, self:job_view(job), reason)
+    if not ok then return self:event(job, "hook_error", "notion.on_error: " .. tostring(props)) end
+    if not props then return end
+    local page, err = self.notion:update_page(job.notionPageId, props)
+    self:event(job, "notion", page and "error reported" or ("error not reported: " .. tostring(err)))
+  end)
 end
 
 -- ---- the steps ---------------------------------------------------------------------------
@@ -115,8 +134,9 @@ function Runner:await_ready(job)
   while true do
     local st, err = p:status(self:job_view(job))
     if st and st.state == "completed" then
-      local expires = st.expiresAt or ((st.completedAt or assetd.now()) + 3600)
-      return assert(self.jobs:transition(job, "pending", {completedAt = st.completedAt or assetd.now(), expiresAt = expires}))
+      local completed = st.completedAt or job.completedAt or assetd.now()
+      local expires = st.expiresAt or job.expiresAt or (completed + 3600)
+      return assert(self.jobs:transition(job, "pending", {completedAt = completed, expiresAt = expires}))
     elseif st and st.state == "failed" then
       return self:fail(job, st.error or "video generation failed")
     elseif not st and err.category == "auth" then
@@ -151,16 +171,38 @@ function Runner:download_variant(job, asset)
   local f = io.open(path)
   if f then f:close() return self:record(job, asset.variant, path, name) end   -- committed earlier
   local attempt = 0
+  local progress = self.progress[job.id]
+  local function on_progress(bytes, total)
+    if progress then progress:update(asset.variant, bytes, total) end
+  end
   while true do
     attempt = attempt + 1
     local res, err = assetd.fetch{url = asset.url, headers = asset.headers, to = path, resume = true,
-                                  check = asset.variant, deadline = job.expiresAt, low_speed = {1024, 60}}
-    if res then return self:record(job, asset.variant, path, name, res) end
+                                  check = asset.variant, deadline = job.expiresAt, low_speed = {1024, 60},
+                                  on_progress = on_progress}
+    if res then
+      self.metrics:inc("assetd_downloaded_bytes_total", nil, res.bytes)
+      self.metrics:inc("assetd_assets_stored_total", {variant = asset.variant})
+      self.metrics:observe("assetd_transfer_duration_seconds", res.elapsed or 0)
+      return self:record(job, asset.variant, path, name, res)
+    end
     local d = retry.decide(err, attempt, job.expiresAt, assetd.now(), self.retry)
     self:event(job, "retry", asset.variant .. ": " .. tostring(err))
     if d.action ~= "retry" then return nil, d end
+    self.metrics:inc("assetd_retries_total", {cause = retry.cause(err)})
     assetd.sleep(d.delay)
   end
+end
+
+-- Live bytes of a downloading job, summed over its variants (for the API and dashboard).
+local Progress = {}
+Progress.__index = Progress
+
+function Progress:update(variant, bytes, total)
+  self.parts[variant] = {bytes, total or 0}
+  local b, t = 0, 0
+  for _, p in pairs(self.parts) do b, t = b + p[1], t + p[2] end
+  self.bytes, self.total = b, t
 end
 
 function Runner:record(job, variant, path, name, res)
@@ -190,6 +232,7 @@ function Runner:download(job)
   if job.version == 0 then fields.version = assert(self.versions:reserve(job.batchId, job.soraVideoId)) end
   job = assert(self.jobs:transition(job, "downloading", fields))
   local assets = self:provider(job):assets(self:job_view(job))
+  self.progress[job.id] = setmetatable({parts = {}, bytes = 0, total = 0}, Progress)
   local left, failure = #assets, nil
   for _, a in ipairs(assets) do
     assetd.spawn({name = "asset"}, function()
@@ -199,6 +242,7 @@ function Runner:download(job)
     end)
   end
   while left > 0 do assetd.sleep(0.02) end
+  self.progress[job.id] = nil
   if failure then
     local reason = type(failure) == "table" and (failure.reason or tostring(failure)) or tostring(failure)
     if type(failure) == "table" and failure.action == "expire" then return self:expire(job, reason) end
@@ -206,6 +250,7 @@ function Runner:download(job)
   end
   job = assert(self.jobs:transition(job, "completed", {error = false}))
   self:disarm(job)
+  if job.expiresAt then self.metrics:observe("assetd_deadline_slack_seconds", math.max(0, job.expiresAt - assetd.now())) end
   job = self:set_data(job, {notion = self.notion and "pending" or "off"})
   self:hook("completed", job)
   return job
@@ -286,7 +331,7 @@ function Runner:enqueue(req)
   if not self.providers[provider] then return nil, assetd.error("validation", "unknown provider '" .. provider .. "'") end
   local job, created = self.jobs:create{
     notionPageId = req.notionPageId, soraVideoId = req.soraVideoId, batchId = req.batchId,
-    provider = provider, expiresAt = req.expiresAt,
+    provider = provider, expiresAt = req.expiresAt, completedAt = req.completedAt,
     status = "waiting", data = req.assets and cjson.encode{assets = req.assets} or nil}
   if not job then return nil, created end
   if created then self:run(job) end

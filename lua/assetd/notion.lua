@@ -31,6 +31,7 @@ function M.new(opts)
     interval = 1 / (opts.rate or 3),
     retry = opts.retry or {},
     timeout = opts.timeout or 30,
+    observe = opts.observe,            -- called with each answer's status (metrics)
     next_slot = 0,
     requests = 0,
   }, Client)
@@ -80,6 +81,7 @@ function Client:request(method, path, body)
                  ["Content-Type"] = "application/json"},
       body = body and cjson.encode(body) or nil,
     }
+    if self.observe then self.observe(res and res.status or err.status or err.category) end
     if res then return cjson.decode(res.body) end
     last = err
     local status = err.status
@@ -112,7 +114,8 @@ M.default_fields = {
   thumbnail_path = {name = "Thumbnail Path", type = "rich_text"},
   spritesheet_path = {name = "Spritesheet Path", type = "rich_text"},
   version = {name = "Version", type = "number"},
-  status = {name = "Status", type = "select", value = "Completed"},
+  status = {name = "Status", type = "select", value = "Completed", failed = "Download Failed", expired = "Expired"},
+  error = {name = "Download Error", type = "rich_text"},
 }
 
 local encoders = {
@@ -134,10 +137,28 @@ end
 
 -- Properties for a completed job: job.assets = {{type=, filePath=, fileName=}}, public_base_url
 -- prefixes {batchId}/{fileName}. FIELDS overrides entries of default_fields (false drops one).
-function M.properties(job, public_base_url, fields)
+local function merged(fields)
   local f = {}
   for k, v in pairs(M.default_fields) do f[k] = v end
   for k, v in pairs(fields or {}) do f[k] = v or nil end
+  return f
+end
+
+-- The default on_error mapping: the error (cut to Notion's 2,000 characters) and a status
+-- saying the download failed or expired.
+function M.error_properties(job, message, fields)
+  local f = merged(fields)
+  local props = {}
+  if f.error then props[f.error.name] = M.encode(f.error.type, message or job.error or "unknown error") end
+  if f.status then
+    local v = job.status == "expired" and (f.status.expired or "Expired") or (f.status.failed or "Failed")
+    props[f.status.name] = M.encode(f.status.type, v)
+  end
+  return props
+end
+
+function M.properties(job, public_base_url, fields)
+  local f = merged(fields)
   local values = {version = job.version, status = f.status and f.status.value}
   for _, a in ipairs(job.assets or {}) do
     values[a.type .. "_url"] = string.format("%s/%s/%s", (public_base_url or ""):gsub("/+$", ""), job.batchId, a.fileName)

@@ -15,7 +15,7 @@ M.schema = {
   notion = {properties = "fn", fields = "table", version = "string", rate = "number", on_error = "fn",
             base_url = "string", enabled = "boolean"},
   alerts = {warn_before = "number", expiring = "fn", expired = "fn", failed = "fn", completed = "fn"},
-  http = {listen = "string"},
+  http = {listen = "string", enabled = "boolean", max_body = "number", max_conns = "number", timeout = "number"},
   limits = {max_active = "number", per_host = "number", max_bytes_per_sec = "number"},
   jobs = "table",
 }
@@ -62,7 +62,7 @@ function M.validate(cfg)
   c.alerts = c.alerts or {}
   c.alerts.warn_before = c.alerts.warn_before or 600
   c.http = c.http or {}
-  c.http.listen = c.http.listen or assetd.options.listen
+  c.http.listen = assetd.options.listen or c.http.listen or "127.0.0.1:8787"   -- --listen wins
   c.limits = c.limits or {}
   c.limits.max_active = c.limits.max_active or 8
   return c
@@ -96,6 +96,28 @@ function M.describe(c)
   return table.concat(lines, "\n")
 end
 
+local function loopback(listen)
+  local host = listen:match("^%[(.*)%]:%d+$") or listen:match("^(.*):%d+$") or ""
+  return host == "127.0.0.1" or host == "::1" or host == "localhost" or host:match("^127%.") ~= nil
+end
+
+-- The HTTP API on the loop; a non-loopback address without ASSETD_API_TOKEN is logged loudly.
+function M.serve(c, runner, metrics)
+  local token = os.getenv("ASSETD_API_TOKEN")
+  if token == "" then token = nil end
+  local api = require("assetd.api").new{runner = runner, root = c.storage.root, metrics = metrics,
+    public_base_url = c.storage.public_base_url, token = token, webhook_secret = os.getenv("OPENAI_WEBHOOK_SECRET")}
+  local server = assert(assetd.http_listen{listen = c.http.listen, handler = api:handler(),
+    max_body = c.http.max_body, max_conns = c.http.max_conns, timeout = c.http.timeout})
+  local addr = c.http.listen:gsub(":%d+$", ":" .. server:port())
+  assetd.log.info("http listening", {addr = addr, url = "http://" .. addr .. "/", auth = token and "bearer" or "none"})
+  if not token and not loopback(c.http.listen) then
+    assetd.log.warn("THE HTTP API IS OPEN TO THE NETWORK WITHOUT A TOKEN: set ASSETD_API_TOKEN",
+                    {addr = addr})
+  end
+  return server, api
+end
+
 -- Build and start everything; returns the runner.
 function M.start(c)
   local notion = require "assetd.notion"
@@ -105,8 +127,10 @@ function M.start(c)
                       max_bytes_per_sec = c.limits.max_bytes_per_sec}
   local jobs = assert(assetd.jobs.open(assetd.options.data))
   local store = assert(versions.open{root = c.storage.root, jobs = jobs, naming = c.naming})
+  local metrics = require("assetd.metrics").standard()
   local client = (c.notion.enabled ~= false) and (c.notion.base_url or os.getenv("NOTION_TOKEN")) and
-    notion.new{base_url = c.notion.base_url, version = c.notion.version, rate = c.notion.rate} or nil
+    notion.new{base_url = c.notion.base_url, version = c.notion.version, rate = c.notion.rate,
+               observe = function(status) metrics:inc("assetd_notion_requests_total", {status = tostring(status)}) end} or nil
   local r = runner.new{
     jobs = jobs, versions = store,
     providers = {openai = require("assetd.providers.openai").new{base_url = c.sora.base_url, variants = c.sora.variants},
@@ -115,8 +139,13 @@ function M.start(c)
     properties = c.notion.properties or function(job)
       return notion.properties(job, c.storage.public_base_url, c.notion.fields)
     end,
-    public_base_url = c.storage.public_base_url, alerts = require("assetd.alerts").with_defaults(c.alerts), retry = c.sora.retry, poll = c.sora.poll,
+    on_error = c.notion.on_error or function(job, message)
+      return notion.error_properties(job, message, c.notion.fields)
+    end,
+    public_base_url = c.storage.public_base_url, alerts = require("assetd.alerts").with_defaults(c.alerts),
+    retry = c.sora.retry, poll = c.sora.poll, metrics = metrics,
   }
+  if c.http.enabled ~= false then M.server, M.api = M.serve(c, r, metrics) end
   r:start()
   for _, j in ipairs(c.jobs or {}) do assert(r:enqueue(j)) end
   return r

@@ -46,4 +46,13 @@ function M.decide(err, attempt, deadline, now, opts, rand)
   return {action = "retry", delay = delay}
 end
 
+-- A short label for metrics: why an attempt is being retried.
+function M.cause(err)
+  local status = err.status
+  if status == 429 then return "429" end
+  if status and status >= 500 then return "5xx" end
+  if status then return tostring(status) end
+  return err.category or "other"
+end
+
 return M

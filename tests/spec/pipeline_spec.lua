@@ -57,7 +57,7 @@ return {
 }
 ]], dir .. "/root"))
     os.execute(string.format("sh -c 'OPENAI_API_KEY=sk-e2e OPENAI_BASE_URL=%s NOTION_TOKEN=secret_e2e NOTION_BASE_URL=%s " ..
-      "%s %s --data %s/data >%s/out 2>&1 & echo $! > %s/pid; wait $!; echo $? > %s/rc' &",
+      "%s %s --listen 127.0.0.1:0 --data %s/data >%s/out 2>&1 & echo $! > %s/pid; wait $!; echo $? > %s/rc' &",
       s.openai, s.notion, bin, path, dir, dir, dir, dir))
     local pages
     for _ = 1, 100 do

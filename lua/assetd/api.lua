@@ -1,0 +1,326 @@
+-- The HTTP API: routes as Lua functions over the runner and the job store. C (assetd.http_listen)
+-- carries requests and responses; this file decides everything a client sees: paths, JSON
+-- shapes (the original design's camelCase), status codes, authentication and asset serving.
+local assetd = require "assetd"
+local cjson = require "cjson.safe"
+local timefmt = require "assetd.timefmt"
+local webhooks = require "assetd.webhooks"
+
+local M = {}
+local Api = {}
+Api.__index = Api
+
+local ID = "^[A-Za-z0-9_-]+$"
+
+-- Debian's lua-cjson 2.1.0 encodes every empty table as {}; an empty array is marked with a
+-- sentinel string and turned into [] after encoding.
+local EMPTY = "\1assetd-empty-array\1"
+local function array(t) return next(t) == nil and EMPTY or t end
+
+local function encode(value)
+  return (cjson.encode(value):gsub('"\\u0001assetd%-empty%-array\\u0001"', "[]"))
+end
+M.encode = encode
+
+local function json(status, value, headers)
+  local h = {["Content-Type"] = "application/json", ["Cache-Control"] = "no-store"}
+  for k, v in pairs(headers or {}) do h[k] = v end
+  return {status = status, headers = h, body = encode(value)}
+end
+
+local function opt(v) if v == nil then return cjson.null end return v end
+
+local function err(status, code, message, headers)
+  return json(status, {error = {code = code, message = message}}, headers)
+end
+M.error_response = err
+
+-- ---- shapes ------------------------------------------------------------------------------
+
+function Api:asset_url(job, name)
+  return string.format("%s/%s/%s", self.public_base_url, job.batchId, name)
+end
+
+function Api:job_json(job)
+  local assets = {}
+  for _, a in ipairs(self.jobs:assets(job) or {}) do
+    assets[#assets + 1] = {type = a.type, fileName = a.fileName, filePath = a.filePath, fileSize = a.fileSize,
+                           version = a.version, downloadedAt = timefmt.iso(a.downloadedAt), sha256 = a.sha256,
+                           url = self:asset_url(job, a.fileName)}
+  end
+  local progress = self.runner.progress and self.runner.progress[job.id]
+  return {
+    id = job.id, notionPageId = job.notionPageId, soraVideoId = job.soraVideoId, batchId = job.batchId,
+    provider = job.provider, status = job.status, completedAt = opt(timefmt.iso(job.completedAt)),
+    expiresAt = opt(timefmt.iso(job.expiresAt)), version = job.version, downloadedAssets = array(assets),
+    retryCount = job.retryCount, error = job.error or cjson.null,
+    notion = self.runner:data(job).notion or cjson.null,
+    progress = progress and {bytes = progress.bytes, total = progress.total} or cjson.null,
+  }
+end
+
+-- ---- request bodies ----------------------------------------------------------------------
+
+local function body_object(req)
+  if req.body == "" then return nil, err(400, "invalid_json", "the request body is empty; send a JSON object") end
+  local v, e = cjson.decode(req.body)
+  if v == nil then return nil, err(400, "invalid_json", "malformed JSON: " .. tostring(e)) end
+  if type(v) ~= "table" or (next(v) == nil and req.body:match("^%s*%[")) or v[1] ~= nil then
+    return nil, err(400, "invalid_json", "the body must be a JSON object")
+  end
+  return v
+end
+
+local function bad(field, what) return err(400, "validation_error", field .. ": " .. what) end
+local function invalid(field, what) return nil, bad(field, what) end
+
+local function check_id(body, field, optional)
+  local v = body[field]
+  if v == nil or v == cjson.null then
+    if optional then return true end
+    return invalid(field, "is required")
+  end
+  if type(v) ~= "string" then return invalid(field, "must be a string, got " .. (type(v) == "table" and "an object or array" or type(v))) end
+  if #v > 128 or not v:match(ID) then return invalid(field, "must match ^[A-Za-z0-9_-]{1,128}$") end
+  return true
+end
+
+local function check_time(body, field)
+  local v = body[field]
+  if v == nil or v == cjson.null then return true end
+  local t = timefmt.parse(v)
+  if not t then return invalid(field, "must be an ISO 8601 time (e.g. 2026-11-24T10:30:00Z) or unix seconds") end
+  return t
+end
+
+local function check_assets(body)
+  local a = body.assets
+  if a == nil or a == cjson.null then return true end
+  if type(a) ~= "table" or (next(a) ~= nil and a[1] == nil) then return invalid("assets", "must be an array of {variant, url}") end
+  for i, x in ipairs(a) do
+    if type(x) ~= "table" or type(x.variant) ~= "string" or not x.variant:match("^[a-z0-9_]+$") then
+      return invalid(string.format("assets[%d].variant", i), "must be a lowercase name")
+    end
+    if type(x.url) ~= "string" or not x.url:match("^https?://") then
+      return invalid(string.format("assets[%d].url", i), "must be an http(s) URL")
+    end
+  end
+  return true
+end
+
+-- ---- routes ------------------------------------------------------------------------------
+
+function Api:status_get()
+  local now = assetd.now()
+  local s = assert(self.jobs:summary(now, 600))
+  local expiring = {}
+  for _, j in ipairs(assert(self.jobs:expiring(now, 600, 100))) do
+    expiring[#expiring + 1] = {notionPageId = j.notionPageId, soraVideoId = j.soraVideoId, batchId = j.batchId,
+                               expiresAt = timefmt.iso(j.expiresAt), status = j.status,
+                               minutesRemaining = math.floor((j.expiresAt - now) / 60)}
+  end
+  return json(200, {
+    summary = {waiting = s.waiting, pending = s.pending, downloading = s.downloading, completed = s.completed,
+               failed = s.failed, expired = s.expired, approachingExpiration = s.approachingExpiration},
+    pending = s.pending + s.waiting, expiring = s.approachingExpiration,
+    expiringDownloads = array(expiring),
+  })
+end
+
+function Api:find_page(req)
+  local body, e = body_object(req)
+  if not body then return nil, e end
+  local ok, e2 = check_id(body, "notionPageId")
+  if not ok then return nil, e2 end
+  local job = self.jobs:get(body.notionPageId)
+  if not job then return nil, err(404, "not_found", "no download for notionPageId " .. body.notionPageId) end
+  return job
+end
+
+function Api:status_post(req)
+  local job, e = self:find_page(req)
+  if not job then return e end
+  return json(200, self:job_json(job))
+end
+
+function Api:retry(req)
+  local job, e = self:find_page(req)
+  if not job then return e end
+  if job.status == "expired" or (job.expiresAt and job.expiresAt <= assetd.now() and job.status == "failed") then
+    return err(410, "expired", "the download window of " .. job.notionPageId .. " has closed; it cannot be retried")
+  end
+  if job.status ~= "failed" then
+    return err(409, "not_failed", "the download is " .. job.status .. "; only a failed download can be retried")
+  end
+  local ok, why = self.runner:retry_job(job.id)
+  if not ok then return err(409, "not_failed", tostring(why)) end
+  return json(200, {success = true, message = "Download retry initiated"})
+end
+
+function Api:enqueue(req)
+  local body, e = body_object(req)
+  if not body then return e end
+  for _, f in ipairs{"notionPageId", "soraVideoId", "batchId"} do
+    local ok, e2 = check_id(body, f)
+    if not ok then return e2 end
+  end
+  local completed, e3 = check_time(body, "completedAt")
+  if not completed then return e3 end
+  local expires, e4 = check_time(body, "expiresAt")
+  if not expires then return e4 end
+  local ok, e5 = check_assets(body)
+  if not ok then return e5 end
+  if body.provider ~= nil and (type(body.provider) ~= "string" or not self.runner.providers[body.provider]) then
+    return bad("provider", "must be one of the configured providers")
+  end
+  local job, created = self.runner:enqueue{
+    notionPageId = body.notionPageId, soraVideoId = body.soraVideoId, batchId = body.batchId,
+    completedAt = completed ~= true and completed or nil, expiresAt = expires ~= true and expires or nil,
+    provider = body.provider, assets = body.assets ~= cjson.null and body.assets or nil}
+  if not job then return err(400, "validation_error", tostring(created)) end
+  return json(202, self:job_json(job), created and {} or {["X-Assetd-Existing"] = "true"})
+end
+
+function Api:list(req)
+  local q = req.query
+  local limit = tonumber(q.limit or "50")
+  if not limit or limit ~= math.floor(limit) or limit < 1 or limit > 1000 then
+    return err(400, "validation_error", "limit: must be an integer 1..1000")
+  end
+  local cursor = tonumber(q.cursor or "0")
+  if not cursor or cursor < 0 or cursor ~= math.floor(cursor) then return err(400, "validation_error", "cursor: must be a cursor from a previous page") end
+  local st = q.status
+  if st and not ({waiting = 1, pending = 1, downloading = 1, completed = 1, failed = 1, expired = 1})[st] then
+    return err(400, "validation_error", "status: must be one of waiting, pending, downloading, completed, failed, expired")
+  end
+  if q.batchId and (#q.batchId > 128 or not q.batchId:match(ID)) then
+    return err(400, "validation_error", "batchId: must match ^[A-Za-z0-9_-]{1,128}$")
+  end
+  local page, next_cursor = assert(self.jobs:list{status = st, batchId = q.batchId, limit = limit, cursor = cursor})
+  local out = {}
+  for i, j in ipairs(page) do out[i] = self:job_json(j) end
+  return json(200, {jobs = array(out), nextCursor = next_cursor and tostring(next_cursor) or cjson.null})
+end
+
+function Api:webhook(req)
+  local ok, why = self.verifier:verify(req.headers, req.body)
+  if ok == nil then
+    self.metrics:inc("assetd_webhooks_total", {outcome = why.code})
+    return err(why.status, why.code, why.message)
+  end
+  if ok == false then
+    self.metrics:inc("assetd_webhooks_total", {outcome = "replay"})
+    return json(200, {received = true, replay = true})
+  end
+  local event = cjson.decode(req.body)
+  if type(event) ~= "table" or type(event.type) ~= "string" then
+    self.metrics:inc("assetd_webhooks_total", {outcome = "invalid_json"})
+    return err(400, "invalid_json", "the event is not a JSON object with a type")
+  end
+  local video = type(event.data) == "table" and event.data.id
+  local kind = event.type:match("^video%.(%a+)$")
+  if (kind == "completed" or kind == "failed") and type(video) == "string" and video:match(ID) then
+    self.runner:on_video_event(video, kind)
+  end
+  self.metrics:inc("assetd_webhooks_total", {outcome = "accepted"})
+  return json(200, {received = true})
+end
+
+function Api:healthz()
+  local problems = {}
+  if not self.jobs:summary(assetd.now(), 0) then problems[#problems + 1] = "job database is not readable" end
+  local probe = self.root .. "/.assetd-healthz"
+  local f = io.open(probe, "w")
+  if not f or not f:write("ok") or not f:close() then problems[#problems + 1] = "storage root is not writable" end
+  os.remove(probe)
+  if #problems > 0 then return json(503, {status = "unavailable", reasons = problems}) end
+  return json(200, {status = "ok"})
+end
+
+function Api:metrics_text()
+  local s = assert(self.jobs:summary(assetd.now(), 600))
+  local series = {}
+  for _, st in ipairs{"waiting", "pending", "downloading", "completed", "failed", "expired"} do
+    series[#series + 1] = {labels = {state = st}, value = s[st]}
+  end
+  local body = self.metrics:render{
+    {name = "assetd_jobs", help = "Jobs by state", series = series},
+    {name = "assetd_jobs_approaching_expiration", help = "Unfinished jobs expiring within 10 minutes",
+     series = {{value = s.approachingExpiration}}},
+  }
+  return {status = 200, headers = {["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"}, body = body}
+end
+
+function Api:dashboard()
+  return {status = 200, headers = {["Content-Type"] = "text/html; charset=utf-8", ["Cache-Control"] = "no-store",
+                                   ["Content-Security-Policy"] = "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src 'self' blob:; media-src 'self' blob:"},
+          body = self.dashboard_html}
+end
+
+M.routes = {
+  ["/"] = {GET = Api.dashboard, public = true},        -- the page holds no data; its API calls carry the token
+  ["/healthz"] = {GET = Api.healthz, public = true},
+  ["/metrics"] = {GET = Api.metrics_text},
+  ["/api/downloads"] = {GET = Api.list, POST = Api.enqueue},
+  ["/api/downloads/status"] = {GET = Api.status_get, POST = Api.status_post},
+  ["/api/downloads/retry"] = {POST = Api.retry},
+  ["/webhooks/openai"] = {POST = Api.webhook, public = true},
+}
+
+-- ---- dispatch ----------------------------------------------------------------------------
+
+function Api:authorized(req)
+  if not self.token then return true end
+  local h = req.headers.authorization or ""
+  local given = h:match("^Bearer (.+)$") or ""
+  return assetd.secure_equal(given, self.token)
+end
+
+local function allow(route)
+  local m = {}
+  for k in pairs(route) do if k ~= "public" then m[#m + 1] = k end end
+  if route.GET then m[#m + 1] = "HEAD" end
+  table.sort(m)
+  return table.concat(m, ", ")
+end
+
+function Api:handle(req)
+  local route = M.routes[req.path]
+  local asset = not route and self.files:match(req.path)
+  if not route and not asset then return err(404, "not_found", "no route " .. req.path) end
+  if not (route and route.public) and not self:authorized(req) then
+    return err(401, "unauthorized", "a valid Authorization: Bearer token is required", {["WWW-Authenticate"] = "Bearer"})
+  end
+  if asset then return self.files:serve(req) end
+  local method = req.method == "HEAD" and "GET" or req.method
+  local fn = route[method]
+  if not fn then return err(405, "method_not_allowed", req.method .. " is not allowed on " .. req.path, {Allow = allow(route)}) end
+  return fn(self, req)
+end
+
+-- new{runner=, root=, public_base_url=, token=, webhook_secret=, metrics=}
+function M.new(opts)
+  local self = setmetatable({
+    runner = opts.runner, jobs = opts.runner.jobs, root = opts.root,
+    public_base_url = (opts.public_base_url or "/generated-videos"):gsub("/+$", ""),
+    token = opts.token, metrics = opts.metrics or require("assetd.metrics").standard(),
+    verifier = webhooks.new{secret = opts.webhook_secret},
+  }, Api)
+  self.files = require("assetd.files").new{root = opts.root, public_base_url = self.public_base_url}
+  local f = assert(io.open(assetd.luadir .. "/assetd/dashboard.html"))
+  self.dashboard_html = f:read("a")
+  f:close()
+  return self
+end
+
+-- The function assetd.http_listen calls: errors never leak a traceback to the client.
+function Api:handler()
+  return function(req)
+    local ok, res = xpcall(self.handle, debug.traceback, self, req)
+    if ok then return res end
+    assetd.log.error("http route failed", {path = req.path, error = res})
+    return err(500, "internal", "internal error")
+  end
+end
+
+return M

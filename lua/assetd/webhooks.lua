@@ -1,0 +1,85 @@
+-- OpenAI webhooks: Standard Webhooks verification. The signed content is
+-- "{webhook-id}.{webhook-timestamp}.{body}", HMAC-SHA256 with the base64 key after "whsec_";
+-- webhook-signature holds one or more space-separated "v1,<base64>" (several during a secret
+-- rotation). The timestamp must be within the tolerance, and a webhook-id seen before is a
+-- replay: acknowledged, not acted on.
+local assetd = require "assetd"
+
+local M = {}
+local Verifier = {}
+Verifier.__index = Verifier
+
+-- Keys from a secret string: "whsec_<base64>" (several separated by spaces or commas, for
+-- rotation); anything without the prefix is used as raw bytes.
+local function keys_of(secret)
+  local keys = {}
+  for s in tostring(secret or ""):gmatch("[^%s,]+") do
+    local b64 = s:match("^whsec_(.+)$")
+    local k = b64 and assetd.base64_decode(b64) or (not b64 and s) or nil
+    if k and #k > 0 then keys[#keys + 1] = k end
+  end
+  return keys
+end
+
+-- new{secret=, tolerance = 300, now = assetd.now}
+function M.new(opts)
+  return setmetatable({keys = keys_of(opts.secret), tolerance = opts.tolerance or 300,
+                       now = opts.now or assetd.now, seen = {}, seen_count = 0}, Verifier)
+end
+
+function Verifier:configured() return #self.keys > 0 end
+
+function Verifier:forget_old(now)
+  if self.seen_count < 1024 then return end
+  local n = 0
+  for id, t in pairs(self.seen) do
+    if now - t > 2 * self.tolerance then self.seen[id] = nil else n = n + 1 end
+  end
+  self.seen_count = n
+end
+
+local function fail(status, code, message) return nil, {status = status, code = code, message = message} end
+
+function Verifier:signed_by_us(id, ts, body, header)
+  local content = id .. "." .. ts .. "." .. body
+  for _, key in ipairs(self.keys) do
+    local want = assetd.base64_encode(assetd.hmac_sha256(key, content))
+    for sig in header:gmatch("%S+") do
+      local version, value = sig:match("^(v1),(.+)$")
+      if version and assetd.secure_equal(value, want) then return true end
+    end
+  end
+  return false
+end
+
+-- Verify a delivery. Returns true (act on it), false (a replay: acknowledge only), or nil and
+-- {status, code, message}.
+function Verifier:verify(headers, body)
+  if not self:configured() then return fail(401, "webhook_not_configured", "OPENAI_WEBHOOK_SECRET is not set") end
+  local id, ts, sig = headers["webhook-id"], headers["webhook-timestamp"], headers["webhook-signature"]
+  if not (id and ts and sig) then
+    return fail(400, "missing_signature_headers", "webhook-id, webhook-timestamp and webhook-signature are required")
+  end
+  if not ts:match("^%d+$") or #ts > 12 then return fail(400, "invalid_timestamp", "webhook-timestamp is not a unix time") end
+  local now = self.now()
+  if math.abs(now - tonumber(ts)) > self.tolerance then
+    return fail(401, "timestamp_out_of_tolerance", "webhook-timestamp is more than 5 minutes from now")
+  end
+  if #id > 256 then return fail(400, "invalid_webhook_id", "webhook-id is too long") end
+  if not self:signed_by_us(id, ts, body, sig) then
+    return fail(401, "invalid_signature", "no webhook-signature matches")
+  end
+  if self.seen[id] then return false end
+  self:forget_old(now)
+  self.seen[id] = now
+  self.seen_count = self.seen_count + 1
+  return true
+end
+
+-- Sign like a sender does (used by tests, the simulator's twin and examples).
+function M.sign(secret, id, ts, body)
+  local key = keys_of(secret)[1]
+  return "v1," .. assetd.base64_encode(assetd.hmac_sha256(key, id .. "." .. ts .. "." .. body))
+end
+
+return M

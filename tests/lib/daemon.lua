@@ -1,0 +1,96 @@
+-- Runs `assetd PIPELINE` as a separate process on a loopback port chosen by the kernel, for
+-- tests of what a client sees: finds the API address in the log, and speaks HTTP to it with
+-- curl (an independent client) so status lines and headers can be asserted.
+local cjson = require "cjson"
+local sim = require "sim"
+
+local daemon = {}
+daemon.__index = daemon
+
+local bin = os.getenv("ASSETD_BIN") or "./assetd"
+
+local function shq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+-- daemon.start{pipeline = "lua source", env = {K = V}, args = "..."}
+function daemon.start(o)
+  local dir = sim.tmpdir()
+  local f = assert(io.open(dir .. "/pipeline.lua", "w"))
+  f:write((o.pipeline:gsub("{DIR}", dir)))
+  f:close()
+  local env = {}
+  for k, v in pairs(o.env or {}) do env[#env + 1] = k .. "=" .. shq(v) end
+  os.execute(string.format("%s %s %s/pipeline.lua --listen 127.0.0.1:0 --data %s/data %s >%s/log 2>&1 & echo $! > %s/pid",
+    table.concat(env, " "), bin, dir, dir, o.args or "", dir, dir))
+  local self = setmetatable({dir = dir}, daemon)
+  self.pid = assert(io.open(dir .. "/pid")):read("l")
+  for _ = 1, 200 do
+    local log = self:log()
+    self.url = log:match('msg="http listening" addr=%S+ auth=%S+ url=(http://[%d.:]+)/')
+    if self.url then return self end
+    assert(os.execute("kill -0 " .. self.pid .. " 2>/dev/null"), "assetd exited:\n" .. log)
+    assetd.sleep(0.05)
+  end
+  error("assetd did not start listening:\n" .. self:log())
+end
+
+function daemon:log()
+  local f = io.open(self.dir .. "/log")
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- Stop with SIGTERM and return the exit status.
+function daemon:stop()
+  os.execute("kill -TERM " .. self.pid .. " 2>/dev/null")
+  local p = io.popen("timeout 10 sh -c 'while kill -0 " .. self.pid .. " 2>/dev/null; do sleep 0.05; done'; echo $?")
+  p:read("a")
+  p:close()
+  os.execute("rm -rf " .. self.dir)
+end
+
+-- request(method, path, {body=, headers = {K = V}, raw = "curl args"}) -> status, body, headers
+function daemon:request(method, path, o)
+  o = o or {}
+  local args = {"curl -s -S -i --max-time 10 -X", method == "HEAD" and "HEAD -I" or method}
+  for k, v in pairs(o.headers or {}) do args[#args + 1] = "-H " .. shq(k .. ": " .. v) end
+  if o.body then
+    local bf = self.dir .. "/body"
+    local f = assert(io.open(bf, "wb"))
+    f:write(type(o.body) == "table" and cjson.encode(o.body) or o.body)
+    f:close()
+    args[#args + 1] = "-H 'Content-Type: application/json' --data-binary @" .. bf
+  end
+  args[#args + 1] = o.raw or ""
+  args[#args + 1] = shq(self.url .. path)
+  local p = io.popen(table.concat(args, " "))
+  local out = p:read("a")
+  p:close()
+  local head, body = out:match("^(.-)\r\n\r\n(.*)$")
+  assert(head, "no HTTP answer from " .. method .. " " .. path .. ": " .. out)
+  local status = tonumber(head:match("^HTTP/%S+ (%d+)"))
+  local headers = {}
+  for k, v in head:gmatch("\r\n([^:\r\n]+):%s*([^\r\n]*)") do headers[k:lower()] = v end
+  return status, body, headers
+end
+
+-- request() with a JSON body decoded
+function daemon:json(method, path, o)
+  local status, body, headers = self:request(method, path, o)
+  local ok, v = pcall(cjson.decode, body)
+  return status, ok and v or body, headers
+end
+
+-- Poll FN until it returns a truthy value (or fail after SECS).
+function daemon.eventually(fn, secs, what)
+  local t0 = assetd.now()
+  while assetd.now() - t0 < (secs or 10) do
+    local v = fn()
+    if v then return v end
+    assetd.sleep(0.1)
+  end
+  error("timed out waiting for " .. (what or "a condition"), 2)
+end
+
+return daemon
