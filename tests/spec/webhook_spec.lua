@@ -1,0 +1,187 @@
+-- Webhooks (Standard Webhooks signatures), the API token and /metrics, against a real daemon.
+-- Signatures are made by Python's hmac, independently of assetd's own crypto.
+local sim = require "sim"
+local daemon = require "daemon"
+local cjson = require "cjson"
+
+local KEY1, KEY2 = "first-signing-key-0123456789", "second-signing-key-9876543210"
+local TOKEN = "tok-api-4f9b2c"
+
+local function b64(s)
+  local p = io.popen("printf %s '" .. s .. "' | base64 -w0")
+  local out = p:read("a")
+  p:close()
+  return out
+end
+
+local SECRET1, SECRET2 = "whsec_" .. b64(KEY1), "whsec_" .. b64(KEY2)
+
+local function sign(key, id, ts, body, dir)
+  local f = assert(io.open(dir .. "/wh-body", "wb"))
+  f:write(body)
+  f:close()
+  local p = io.popen(string.format([[python3 -c "
+import base64, hmac, hashlib, sys
+body = open('%s/wh-body', 'rb').read()
+mac = hmac.new(b'%s', b'%s.%s.' + body, hashlib.sha256).digest()
+print('v1,' + base64.b64encode(mac).decode())"]], dir, key, id, ts))
+  local sig = p:read("l")
+  p:close()
+  return sig
+end
+
+local function event(kind, video, id)
+  return cjson.encode{id = id or ("evt_" .. video), object = "event", type = kind,
+                      created_at = math.floor(assetd.now()), data = {id = video}}
+end
+
+describe("webhooks, token and metrics", function()
+  local s, d
+  local function post_webhook(body, headers)
+    return d:json("POST", "/webhooks/openai", {body = body, headers = headers})
+  end
+  local function signed(body, id, key, ts)
+    ts = ts or tostring(math.floor(assetd.now()))
+    return {["webhook-id"] = id, ["webhook-timestamp"] = ts, ["webhook-signature"] = sign(key or KEY2, id, ts, body, d.dir)}
+  end
+  local function status_of(page)
+    local _, j = d:json("POST", "/api/downloads/status", {body = {notionPageId = page}, headers = {Authorization = "Bearer " .. TOKEN}})
+    return j.status
+  end
+
+  setup(function()
+    s = sim.start("--openai-key sk-wh --notion-token secret_wh")
+    d = daemon.start{
+      pipeline = [[return {storage = {root = "{DIR}/root"}, sora = {poll = {interval = 30, max = 60}}}]],
+      env = {OPENAI_API_KEY = "sk-wh", OPENAI_BASE_URL = s.openai, NOTION_TOKEN = "secret_wh", NOTION_BASE_URL = s.notion,
+             OPENAI_WEBHOOK_SECRET = SECRET2, ASSETD_API_TOKEN = TOKEN}}
+  end)
+  teardown(function()
+    d:stop()
+    s:stop()
+  end)
+
+  it("requires the bearer token everywhere but /healthz and /webhooks/openai", function()
+    local status, body, h = d:json("GET", "/api/downloads/status")
+    assert.are.equal(401, status)
+    assert.are.equal("unauthorized", body.error.code)
+    assert.are.equal("Bearer", h["www-authenticate"])
+    assert.are.equal(401, (d:json("GET", "/api/downloads/status", {headers = {Authorization = "Bearer wrong"}})))
+    assert.are.equal(401, (d:json("GET", "/api/downloads/status", {headers = {Authorization = "Bearer " .. TOKEN .. "x"}})))
+    assert.are.equal(401, (d:json("GET", "/api/downloads/status", {headers = {Authorization = TOKEN}})))
+    assert.are.equal(401, (d:json("GET", "/metrics")))
+    assert.are.equal(401, (d:json("GET", "/generated-videos/b/x.mp4")))
+    assert.are.equal(200, (d:json("GET", "/api/downloads/status", {headers = {Authorization = "Bearer " .. TOKEN}})))
+    assert.are.equal(200, (d:json("GET", "/healthz")))
+  end)
+
+  it("a verified video.completed wakes the waiting job long before its next poll", function()
+    s:video{{id = "video_w1", completes_in = 1.5, sizes = {video = 50000, thumbnail = 2000, spritesheet = 3000}}}
+    d:json("POST", "/api/downloads", {body = {notionPageId = "page-w1", soraVideoId = "video_w1", batchId = "wb"},
+                                      headers = {Authorization = "Bearer " .. TOKEN}})
+    assetd.sleep(2)
+    assert.are.equal("waiting", status_of("page-w1"))     -- polled once, in progress; next poll in 30 s
+    local body = event("video.completed", "video_w1")
+    local t0 = assetd.now()
+    local status, res = post_webhook(body, signed(body, "msg_w1"))
+    assert.are.equal(200, status)
+    assert.is_true(res.received)
+    daemon.eventually(function() return status_of("page-w1") == "completed" end, 8, "the webhook to wake page-w1")
+    assert.is_true(assetd.now() - t0 < 8)
+    -- the same delivery again is a replay: acknowledged, not acted on
+    local st2, res2 = post_webhook(body, signed(body, "msg_w1"))
+    assert.are.equal(200, st2)
+    assert.is_true(res2.replay)
+  end)
+
+  it("refuses bad signatures, old timestamps and missing headers, changing nothing", function()
+    s:video{{id = "video_w2", completes_in = 1, sizes = {video = 50000, thumbnail = 2000, spritesheet = 3000}}}
+    d:json("POST", "/api/downloads", {body = {notionPageId = "page-w2", soraVideoId = "video_w2", batchId = "wb"},
+                                      headers = {Authorization = "Bearer " .. TOKEN}})
+    assetd.sleep(1.5)
+    local body = event("video.completed", "video_w2")
+    local h = signed(body, "msg_w2")
+    h["webhook-signature"] = "v1," .. b64("not the right mac at all, 32 byt")
+    local status, res = post_webhook(body, h)
+    assert.are.equal(401, status)
+    assert.are.equal("invalid_signature", res.error.code)
+    -- signed with a key we do not hold
+    status = post_webhook(body, signed(body, "msg_w2b", "some-other-key"))
+    assert.are.equal(401, status)
+    -- a body changed after signing
+    local hb = signed(body, "msg_w2c")
+    assert.are.equal(401, (post_webhook(body:gsub("video_w2", "video_w1"), hb)))
+    -- ten minutes old, correctly signed
+    local old = tostring(math.floor(assetd.now()) - 600)
+    status, res = post_webhook(body, signed(body, "msg_w2d", KEY2, old))
+    assert.are.equal(401, status)
+    assert.are.equal("timestamp_out_of_tolerance", res.error.code)
+    status, res = post_webhook(body, {["webhook-id"] = "msg_w2e"})
+    assert.are.equal(400, status)
+    assert.are.equal("missing_signature_headers", res.error.code)
+    assetd.sleep(1.5)
+    assert.are.equal("waiting", status_of("page-w2"))
+  end)
+
+  it("accepts a delivery signed during a rotation (two signatures, one by the current key)", function()
+    local body = event("video.completed", "video_w2", "evt_rot")
+    local ts = tostring(math.floor(assetd.now()))
+    local old_sig = sign(KEY1, "msg_rot", ts, body, d.dir)
+    local new_sig = sign(KEY2, "msg_rot", ts, body, d.dir)
+    local status = post_webhook(body, {["webhook-id"] = "msg_rot", ["webhook-timestamp"] = ts,
+                                       ["webhook-signature"] = old_sig .. " " .. new_sig})
+    assert.are.equal(200, status)
+    daemon.eventually(function() return status_of("page-w2") == "completed" end, 8, "the rotated-signature webhook")
+    -- only the old key's signature: refused
+    local body2 = event("video.completed", "video_x", "evt_rot2")
+    assert.are.equal(401, (post_webhook(body2, signed(body2, "msg_rot2", KEY1))))
+    assert.is_truthy(SECRET1)
+  end)
+
+  it("/metrics is valid Prometheus text with the daemon's families", function()
+    local status, text, h = d:request("GET", "/metrics", {headers = {Authorization = "Bearer " .. TOKEN}})
+    assert.are.equal(200, status)
+    assert.matches("^text/plain; version=0.0.4", h["content-type"])
+    local f = assert(io.open(d.dir .. "/metrics.txt", "w"))
+    f:write(text)
+    f:close()
+    -- Debian's python3-prometheus-client, under Debian's python (not a pyenv one on PATH)
+    local p = io.popen(string.format([[/usr/bin/python3 -c "
+import json
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for fam in text_string_to_metric_families(open('%s/metrics.txt').read()):
+    out[fam.name] = {'type': fam.type, 'samples': [[s.name, s.labels, s.value] for s in fam.samples]}
+print(json.dumps(out))" 2>&1]], d.dir))
+    local out = p:read("a")
+    p:close()
+    local fams = cjson.decode(out)
+    assert.are.equal("gauge", fams.assetd_jobs.type)
+    local completed
+    for _, smp in ipairs(fams.assetd_jobs.samples) do
+      if smp[2].state == "completed" then completed = smp[3] end
+    end
+    assert.is_true(completed >= 2)
+    assert.are.equal("histogram", fams.assetd_transfer_duration_seconds.type)
+    assert.are.equal("histogram", fams.assetd_deadline_slack_seconds.type)
+    assert.are.equal("counter", fams.assetd_notion_requests.type)
+    local outcomes = {}
+    for _, smp in ipairs(fams.assetd_webhooks.samples) do outcomes[smp[2].outcome] = smp[3] end
+    assert.are.equal(2, outcomes.accepted)
+    assert.are.equal(1, outcomes.replay)
+    assert.is_true(outcomes.invalid_signature >= 3)
+    for _, name in ipairs{"assetd_downloaded_bytes", "assetd_retries", "assetd_alerts", "assetd_assets_stored"} do
+      assert.is_not_nil(fams[name], name)
+    end
+  end)
+
+  it("never shows a secret in the log or an answer", function()
+    local log = d:log()
+    for _, secret in ipairs{TOKEN, "sk-wh", "secret_wh", SECRET2, KEY2} do
+      assert.is_nil(log:find(secret, 1, true), secret)
+    end
+    local _, body = d:request("GET", "/api/downloads?limit=100", {headers = {Authorization = "Bearer " .. TOKEN}})
+    assert.is_nil(body:find(TOKEN, 1, true))
+    assert.is_nil(body:find("sk-wh", 1, true))
+  end)
+end)
