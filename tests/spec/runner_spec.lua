@@ -124,6 +124,64 @@ describe("job runner", function()
     assert.is_true(found)
   end)
 
+  it("names files with a custom naming hook, versions intact", function()
+    r.versions = assert(versions.open{root = dir .. "/root", jobs = jobs, naming = function(a)
+      return string.format("%s-v%03d-%s.%s", a.videoId, a.version, a.variant, a.ext or "bin")
+    end})
+    s:video{id = "video_c", sizes = {video = 5000, thumbnail = 500, spritesheet = 700}}
+    r:enqueue{notionPageId = "page-c", soraVideoId = "video_c", batchId = "bc"}
+    wait_for(function() return status("page-c") == "completed" end)
+    local names = {}
+    for _, a in ipairs(jobs:assets(jobs:get("page-c"))) do names[a.type] = a.fileName end
+    assert.are.same({video = "video_c-v001-video.mp4", thumbnail = "video_c-v001-thumbnail.webp",
+                     spritesheet = "video_c-v001-spritesheet.jpg"}, names)
+    assert.are.equal(s:info("video_c").sha256.video, sim.sha256_file(dir .. "/root/bc/video_c-v001-video.mp4"))
+    local page = s:call("GET", "/_control/notion").pages["page-c"]
+    assert.are.same({url = "http://cdn.test/generated-videos/bc/video_c-v001-video.mp4"}, page["Video URL"])
+  end)
+
+  it("a burst of Notion 429s loses no update and downloads nothing twice", function()
+    s:fault{path = "/notion/v1/pages", kind = "429", retry_after = "0.3", count = 6}
+    for i = 1, 4 do
+      s:video{id = "video_q" .. i, sizes = {video = 2000, thumbnail = 200, spritesheet = 300}}
+      r:enqueue{notionPageId = "page-q" .. i, soraVideoId = "video_q" .. i, batchId = "bq"}
+    end
+    wait_for(function()
+      for i = 1, 4 do
+        if not (jobs:get("page-q" .. i).data or ""):match('"synced"') then return false end
+      end
+      return true
+    end, 20)
+    local pages = s:call("GET", "/_control/notion").pages
+    for i = 1, 4 do
+      assert.are.same({url = string.format("http://cdn.test/generated-videos/bq/video_q%d_V1.mp4", i)},
+                      pages["page-q" .. i]["Video URL"])
+    end
+    assert.are.equal(12, #content_requests())
+  end)
+
+  it("expires a job whose content became unavailable at its deadline (404 after expires_at)", function()
+    -- the video's window closes 2 s after it completes; its first content request is held 3 s,
+    -- so the answer that finally comes is the API's 404 for expired content
+    s:video{id = "video_x", expires_in = 2, sizes = {video = 4000, thumbnail = 200, spritesheet = 300}}
+    s:fault{path = "video_x/content", kind = "delay", seconds = 3, count = 1}
+    r:enqueue{notionPageId = "page-x", soraVideoId = "video_x", batchId = "bx"}
+    wait_for(function() return status("page-x") == "expired" end, 15)
+    assert.matches("deadline passed", jobs:get("page-x").error)
+    assert.are.equal("expired", fired[#fired].name)
+  end)
+
+  it("writes a failed job's error to its Notion page through on_error", function()
+    r.on_error = function(job, message) return notion.error_properties(job, message) end
+    s:video{id = "video_g", status = "failed", error = {code = "moderation_blocked", message = string.rep("x", 2500)}}
+    r:enqueue{notionPageId = "page-g", soraVideoId = "video_g", batchId = "b"}
+    local page = wait_for(function() return s:call("GET", "/_control/notion").pages["page-g"] end)
+    assert.are.same({select = {name = "Download Failed"}}, page.Status)
+    local text = page["Download Error"].rich_text[1].text.content
+    assert.is_true(utf8.len(text) <= 2000)
+    assert.matches("^xxxx", text)
+  end)
+
   it("a 401 fails at once naming the credential; a manual retry starts again", function()
     s:video{id = "video_a", sizes = {video = 1000, thumbnail = 100, spritesheet = 100}}
     r.providers.openai = openai.new{base_url = s.openai, api_key = "sk-wrong"}
