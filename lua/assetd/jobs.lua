@@ -232,7 +232,8 @@ function Runner:download(job)
   if job.version == 0 then fields.version = assert(self.versions:reserve(job.batchId, job.soraVideoId)) end
   job = assert(self.jobs:transition(job, "downloading", fields))
   local assets = self:provider(job):assets(self:job_view(job))
-  self.progress[job.id] = setmetatable({parts = {}, bytes = 0, total = 0}, Progress)
+  self.progress[job.id] = setmetatable({parts = {}, bytes = 0, total = 0, video = job.soraVideoId,
+                                        page = job.notionPageId, started = assetd.now()}, Progress)
   local left, failure = #assets, nil
   for _, a in ipairs(assets) do
     assetd.spawn({name = "asset"}, function()

@@ -18,6 +18,7 @@ M.schema = {
   http = {listen = "string", enabled = "boolean", max_body = "number", max_conns = "number", timeout = "number"},
   limits = {max_active = "number", per_host = "number", max_bytes_per_sec = "number"},
   jobs = "table",
+  on_start = "fn",
 }
 
 local function typename(v)
@@ -148,6 +149,7 @@ function M.start(c)
   if c.http.enabled ~= false then M.server, M.api = M.serve(c, r, metrics) end
   r:start()
   for _, j in ipairs(c.jobs or {}) do assert(r:enqueue(j)) end
+  if c.on_start then c.on_start(r) end
   return r
 end
 
