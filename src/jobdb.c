@@ -320,6 +320,7 @@ int jobdb_transition(jobdb *db, int64_t id, enum jobdb_state to, const jobdb_job
     jobdb_job cur;
     if (exec1(db, S_BEGIN) != 0) return JOBDB_EIO;
     int rc = jobdb_get(db, id, &cur);
+    int got = rc == 0;
     if (rc == 0 && !jobdb_can_transition(cur.state, to))
         rc = set_err(db, JOBDB_EILLEGAL, "job %lld cannot go from %s to %s", (long long)id,
                      jobdb_state_name(cur.state), jobdb_state_name(to));
@@ -343,8 +344,8 @@ int jobdb_transition(jobdb *db, int64_t id, enum jobdb_state to, const jobdb_job
             snprintf(detail, sizeof detail, "%s -> %s", jobdb_state_name(cur.state), jobdb_state_name(to));
             rc = event_add(db, id, now, "state", detail);
         }
-        jobdb_job_clear(&cur);
     }
+    if (got) jobdb_job_clear(&cur);
     if ((rc = finish_tx(db, rc)) != 0) return rc;
     return out ? jobdb_get(db, id, out) : 0;
 }

@@ -8,7 +8,7 @@ local M = {}
 -- The schema: a type name, or a table of fields. "fn" is a function.
 M.schema = {
   storage = {root = "string", public_base_url = "string"},
-  sora = {variants = "table", poll = {interval = "number", max = "number"},
+  sora = {variants = "table", poll = {interval = "number", max = "number", with_webhooks = "number"},
           retry = {attempts = "number", base = "number", cap = "number", jitter = "number", margin = "number"},
           base_url = "string"},
   naming = "fn",
@@ -19,6 +19,7 @@ M.schema = {
   limits = {max_active = "number", per_host = "number", max_bytes_per_sec = "number"},
   jobs = "table",
   on_start = "fn",
+  providers = "table",
 }
 
 local function typename(v)
@@ -57,7 +58,9 @@ function M.validate(cfg)
   c.storage.public_base_url = c.storage.public_base_url or "/generated-videos"
   c.sora = c.sora or {}
   c.sora.variants = c.sora.variants or {"video", "thumbnail", "spritesheet"}
-  c.sora.poll = c.sora.poll or {interval = 10, max = 120}
+  c.sora.poll = c.sora.poll or {}
+  c.sora.poll.interval = c.sora.poll.interval or 10
+  c.sora.poll.max = c.sora.poll.max or math.max(120, c.sora.poll.interval)
   c.notion = c.notion or {}
   c.notion.version = c.notion.version or "2022-06-28"
   c.alerts = c.alerts or {}
@@ -97,6 +100,15 @@ function M.describe(c)
   return table.concat(lines, "\n")
 end
 
+-- Waiting jobs are polled in any case (a webhook can be missed), less often when webhooks
+-- are configured: every `with_webhooks` seconds (default 60) instead of `interval`.
+function M.poll(p)
+  local secret = os.getenv("OPENAI_WEBHOOK_SECRET")
+  if not secret or secret == "" then return p end
+  local every = p.with_webhooks or math.max(60, p.interval)
+  return {interval = every, max = math.max(p.max, every)}
+end
+
 local function loopback(listen)
   local host = listen:match("^%[(.*)%]:%d+$") or listen:match("^(.*):%d+$") or ""
   return host == "127.0.0.1" or host == "::1" or host == "localhost" or host:match("^127%.") ~= nil
@@ -132,10 +144,11 @@ function M.start(c)
   local client = (c.notion.enabled ~= false) and (c.notion.base_url or os.getenv("NOTION_TOKEN")) and
     notion.new{base_url = c.notion.base_url, version = c.notion.version, rate = c.notion.rate,
                observe = function(status) metrics:inc("assetd_notion_requests_total", {status = tostring(status)}) end} or nil
+  local providers = {openai = require("assetd.providers.openai").new{base_url = c.sora.base_url, variants = c.sora.variants},
+                     urls = require("assetd.providers.urls").new()}
+  for name, p in pairs(c.providers or {}) do providers[name] = p end
   local r = runner.new{
-    jobs = jobs, versions = store,
-    providers = {openai = require("assetd.providers.openai").new{base_url = c.sora.base_url, variants = c.sora.variants},
-                 urls = require("assetd.providers.urls").new()},
+    jobs = jobs, versions = store, providers = providers,
     notion = client,
     properties = c.notion.properties or function(job)
       return notion.properties(job, c.storage.public_base_url, c.notion.fields)
@@ -144,7 +157,7 @@ function M.start(c)
       return notion.error_properties(job, message, c.notion.fields)
     end,
     public_base_url = c.storage.public_base_url, alerts = require("assetd.alerts").with_defaults(c.alerts),
-    retry = c.sora.retry, poll = c.sora.poll, metrics = metrics,
+    retry = c.sora.retry, poll = M.poll(c.sora.poll), metrics = metrics,
   }
   if c.http.enabled ~= false then M.server, M.api = M.serve(c, r, metrics) end
   r:start()

@@ -19,8 +19,16 @@ function daemon.start(o)
   f:close()
   local env = {}
   for k, v in pairs(o.env or {}) do env[#env + 1] = k .. "=" .. shq(v) end
-  os.execute(string.format("%s %s %s/pipeline.lua --listen 127.0.0.1:0 --data %s/data %s >%s/log 2>&1 & echo $! > %s/pid",
-    table.concat(env, " "), bin, dir, dir, o.args or "", dir, dir))
+  local cmd = string.format("%s %s %s/pipeline.lua --listen 127.0.0.1:0 --data %s/data %s >%s/log 2>&1",
+    table.concat(env, " "), bin, dir, dir, o.args or "", dir)
+  -- the exit status is kept, so a stop can check it (sanitizer reports make it non-zero)
+  os.execute(string.format("sh -c %s &", shq(cmd .. " & echo $! > " .. dir .. "/pid; wait $!; echo $? > " .. dir .. "/rc")))
+  for _ = 1, 100 do
+    local f = io.open(dir .. "/pid")
+    if f and f:read("l") then f:close() break end
+    if f then f:close() end
+    assetd.sleep(0.02)
+  end
   local self = setmetatable({dir = dir}, daemon)
   self.pid = assert(io.open(dir .. "/pid")):read("l")
   for _ = 1, 200 do
@@ -41,13 +49,27 @@ function daemon:log()
   return s
 end
 
--- Stop with SIGTERM and return the exit status.
+-- Stop with SIGTERM; returns the exit status (nil if it did not stop) and the log.
 function daemon:stop()
   os.execute("kill -TERM " .. self.pid .. " 2>/dev/null")
-  local p = io.popen("timeout 10 sh -c 'while kill -0 " .. self.pid .. " 2>/dev/null; do sleep 0.05; done'; echo $?")
-  p:read("a")
-  p:close()
+  local rc
+  for _ = 1, 200 do
+    local f = io.open(self.dir .. "/rc")
+    rc = f and tonumber(f:read("l"))
+    if f then f:close() end
+    if rc then break end
+    assetd.sleep(0.05)
+  end
+  local log = self:log()
   os.execute("rm -rf " .. self.dir)
+  return rc, log
+end
+
+-- stop() and assert a clean exit: status 0 and no sanitizer report in the log.
+function daemon:stop_clean()
+  local rc, log = self:stop()
+  assert(rc == 0 and not log:find("Sanitizer", 1, true) and not log:find("runtime error", 1, true),
+         "assetd did not stop cleanly (exit " .. tostring(rc) .. "):\n" .. log:sub(-4000))
 end
 
 -- request(method, path, {body=, headers = {K = V}, raw = "curl args"}) -> status, body, headers

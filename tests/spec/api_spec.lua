@@ -30,8 +30,8 @@ describe("HTTP API", function()
     d = daemon.start{pipeline = PIPELINE, env = env(s)}
   end)
   teardown(function()
-    d:stop()
     s:stop()
+    d:stop_clean()
   end)
 
   it("GET /healthz is 200 when the database and storage are usable", function()

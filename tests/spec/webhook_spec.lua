@@ -57,8 +57,8 @@ describe("webhooks, token and metrics", function()
              OPENAI_WEBHOOK_SECRET = SECRET2, ASSETD_API_TOKEN = TOKEN}}
   end)
   teardown(function()
-    d:stop()
     s:stop()
+    d:stop_clean()
   end)
 
   it("requires the bearer token everywhere but /healthz and /webhooks/openai", function()
