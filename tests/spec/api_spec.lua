@@ -213,6 +213,17 @@ describe("HTTP API", function()
     end
   end)
 
+  it("GET /healthz is 503 naming the reason when storage is unusable", function()
+    local root = d.dir .. "/root"
+    assert(os.execute(string.format("mv %s %s.away && touch %s", root, root, root)))
+    local status, body = d:json("GET", "/healthz")
+    assert(os.execute(string.format("rm -f %s && mv %s.away %s", root, root, root)))
+    assert.are.equal(503, status)
+    assert.are.equal("unavailable", body.status)
+    assert.are.same({"storage root is not writable"}, body.reasons)
+    assert.are.equal(200, (d:json("GET", "/healthz")))
+  end)
+
   it("keeps serving while idle connections are held open", function()
     local p = io.popen(string.format([[python3 -c "
 import socket, sys, time, urllib.request
