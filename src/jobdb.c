@@ -350,6 +350,18 @@ int jobdb_transition(jobdb *db, int64_t id, enum jobdb_state to, const jobdb_job
     return out ? jobdb_get(db, id, out) : 0;
 }
 
+/* Step S, giving each row to CB until it returns non-zero; the caller resets or finalizes S. */
+static int each_job(jobdb *db, sqlite3_stmt *s, jobdb_job_cb cb, void *ud, const char *what) {
+    int rc, stop = 0;
+    while (!stop && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        jobdb_job j;
+        read_job(s, &j);
+        stop = cb(&j, ud);
+        jobdb_job_clear(&j);
+    }
+    return (stop || rc == SQLITE_DONE) ? 0 : sql_err(db, what);
+}
+
 int jobdb_list(jobdb *db, int state, const char *batch_id, int64_t after, int limit,
                jobdb_job_cb cb, void *ud) {
     char sql[320];
@@ -361,14 +373,7 @@ int jobdb_list(jobdb *db, int state, const char *batch_id, int64_t after, int li
     if (state >= 0) sqlite3_bind_int(s, 2, state);
     if (batch_id) sqlite3_bind_text(s, 3, batch_id, -1, SQLITE_STATIC);
     sqlite3_bind_int(s, 4, limit);
-    int rc, stop = 0;
-    while (!stop && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-        jobdb_job j;
-        read_job(s, &j);
-        stop = cb(&j, ud);
-        jobdb_job_clear(&j);
-    }
-    rc = (stop || rc == SQLITE_DONE) ? 0 : sql_err(db, "listing jobs");
+    int rc = each_job(db, s, cb, ud, "listing jobs");
     sqlite3_finalize(s);
     return rc;
 }
@@ -396,14 +401,7 @@ int jobdb_expiring(jobdb *db, double now, double window, int limit, jobdb_job_cb
     sqlite3_bind_double(s, 1, now);
     sqlite3_bind_double(s, 2, now + window);
     sqlite3_bind_int(s, 3, limit);
-    int rc, stop = 0;
-    while (!stop && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-        jobdb_job j;
-        read_job(s, &j);
-        stop = cb(&j, ud);
-        jobdb_job_clear(&j);
-    }
-    rc = (stop || rc == SQLITE_DONE) ? 0 : sql_err(db, "listing expiring jobs");
+    int rc = each_job(db, s, cb, ud, "listing expiring jobs");
     sqlite3_reset(s);
     return rc;
 }

@@ -104,15 +104,6 @@ function daemon:json(method, path, o)
   return status, ok and v or body, headers
 end
 
--- Poll FN until it returns a truthy value (or fail after SECS).
-function daemon.eventually(fn, secs, what)
-  local t0 = assetd.now()
-  while assetd.now() - t0 < (secs or 10) do
-    local v = fn()
-    if v then return v end
-    assetd.sleep(0.1)
-  end
-  error("timed out waiting for " .. (what or "a condition"), 2)
-end
+daemon.eventually = sim.eventually
 
 return daemon

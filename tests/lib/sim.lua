@@ -62,6 +62,17 @@ function sim.sha256_file(path)
   return out:match("^(%x+)")
 end
 
+-- Poll FN until it returns a truthy value, which is returned (fail after SECS).
+function sim.eventually(fn, secs, what)
+  local t0 = assetd.monotonic()
+  while assetd.monotonic() - t0 < (secs or 10) do
+    local v = fn()
+    if v then return v end
+    assetd.sleep(0.05)
+  end
+  error("timed out waiting for " .. (what or "a condition"), 2)
+end
+
 function sim.tmpdir()
   local d = os.tmpname()
   os.remove(d)

@@ -33,15 +33,7 @@ describe("job runner", function()
     os.execute("rm -rf " .. dir)
   end)
 
-  local function wait_for(pred, secs)
-    local t0 = assetd.monotonic()
-    while assetd.monotonic() - t0 < (secs or 10) do
-      local v = pred()
-      if v then return v end
-      assetd.sleep(0.05)
-    end
-    error("timed out waiting", 2)
-  end
+  local wait_for = sim.eventually
   local function status(page) return jobs:get(page).status end
   local function content_requests()
     local n = {}
