@@ -57,7 +57,9 @@ ROWS = """
 const o = {};
 for (const r of document.querySelectorAll('#jobs tr[id^=job-]')) {
   const t = k => r.querySelector('.' + k).textContent;
-  o[r.id.slice(4)] = {status: r.dataset.status, state: t('state'), progress: t('progress'), left: t('left'),
+  const bar = r.querySelector('.progress progress');
+  o[r.id.slice(4)] = {status: r.dataset.status, state: t('state'), progress: t('progress').trim(), left: t('left'),
+                      bar: bar ? {value: bar.value, max: bar.max} : null,
                       version: t('version'), error: t('err'), soon: r.classList.contains('soon'),
                       retry: !!r.querySelector('button.retry')};
 }

@@ -102,6 +102,10 @@ describe("dashboard in headless Chromium", function()
     -- unfinished and expiring in under 10 minutes: its server never answers
     enqueue{notionPageId = "page-soon", soraVideoId = "video_soon", batchId = "dash", provider = "urls",
             expiresAt = iso(now + 290), assets = {{variant = "video", url = "http://127.0.0.1:9/video.mp4"}}}
+    -- downloading, slowly: 2 MB at 40 kB/s lasts the whole test
+    s:fault{{kind = "slow", path = "/files/slow", rate = 40000, count = -1}}
+    enqueue{notionPageId = "page-slow", soraVideoId = "video_slow", batchId = "dash", provider = "urls",
+            expiresAt = iso(now + 3000), assets = {{variant = "video", url = s.url .. "/files/slow.mp4?size=2000000"}}}
     -- expired: the window closed before anything was fetched
     enqueue{notionPageId = "page-gone", soraVideoId = "video_gone", batchId = "dash", provider = "urls",
             expiresAt = iso(now - 5), assets = {{variant = "video", url = s.url .. "/files/gone.mp4"}}}
@@ -117,6 +121,10 @@ describe("dashboard in headless Chromium", function()
       local _, st = d:json("GET", "/api/downloads/status")
       return st.expiring == 1
     end, 10, "one expiring download")
+    daemon.eventually(function()
+      local _, j = d:json("POST", "/api/downloads/status", {body = {notionPageId = "page-slow"}})
+      return j.progress ~= cjson.null and j.progress.bytes > 0
+    end, 10, "page-slow under way")
 
     -- the browser itself: a missing one is a failure (browse says so), never a skip
     run.out, run.err = browse(d, outdir, "--failed page-failed --media page-media")
@@ -144,7 +152,8 @@ describe("dashboard in headless Chromium", function()
     assert.are.equal(2, o.counters.completed)
     assert.are.equal(1, o.counters.failed)
     assert.are.equal(1, o.counters.expired)
-    assert.are.equal(1, o.counters.pending + o.counters.downloading + o.counters.waiting)
+    assert.is_true(o.counters.downloading >= 1)
+    assert.are.equal(2, o.counters.pending + o.counters.downloading + o.counters.waiting)
   end)
 
   it("shows the warning banner with the number of downloads expiring within 10 minutes", function()
@@ -160,7 +169,7 @@ describe("dashboard in headless Chromium", function()
     local rows = seen().rows
     local n = 0
     for _ in pairs(rows) do n = n + 1 end
-    assert.are.equal(5, n)
+    assert.are.equal(6, n)
     local done = rows["page-done"]
     assert.are.equal("completed", done.status)
     assert.are.equal("completed", done.state)
@@ -172,6 +181,13 @@ describe("dashboard in headless Chromium", function()
     assert.is_true(soon.status == "pending" or soon.status == "downloading", soon.status)
     assert.matches("^[34]m%d+s$", soon.left)
     assert.is_true(soon.soon)                                  -- highlighted: under 10 minutes left
+    local slow = rows["page-slow"]
+    assert.are.equal("downloading", slow.status)
+    assert.matches("^%d+%.%d [KM]iB of 1%.9 MiB$", slow.progress)   -- bytes of total, under way
+    assert.are.equal(2000000, slow.bar.max)
+    assert.is_true(slow.bar.value > 0 and slow.bar.value < 2000000, tostring(slow.bar.value))
+    assert.matches("^49m%d+s$", slow.left)
+    assert.is_false(slow.soon)
     local gone = rows["page-gone"]
     assert.are.equal("expired", gone.status)
     assert.are.equal("passed", gone.left)
