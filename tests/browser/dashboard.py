@@ -30,6 +30,7 @@ import os
 import re
 import sys
 import time
+import urllib.parse
 import urllib.request
 
 from webdriver import Browser, WebDriverError, missing
@@ -75,6 +76,11 @@ const cs = getComputedStyle(c);
 return {frame: c.dataset.frame === undefined ? null : Number(c.dataset.frame), grid: c.dataset.grid || null,
         sheet: c.dataset.sheet || null, thumbState: c.dataset.thumbState || null, thumbUrl: c.dataset.thumbUrl || null,
         backgroundImage: cs.backgroundImage, backgroundPosition: cs.backgroundPosition, width: c.offsetWidth};
+"""
+
+SETTLED = """
+const c = document.querySelector('#job-' + arguments[0] + ' .thumb');
+return !!c && c.dataset.thumbState !== 'loading' && c.dataset.sheet !== 'loading';
 """
 
 DECODE = """
@@ -123,7 +129,7 @@ def main():
                 b.get(base + "/?poll=500")
                 out["authPrompt"] = b.wait("return getComputedStyle(document.getElementById('auth')).display !== 'none'",
                                            timeout=10, what="the token prompt")
-                b.get(base + "/?poll=500&with=token#token=" + a.token)
+                b.get(base + "/?poll=500&with=token#token=" + urllib.parse.quote(a.token, safe=""))
                 out["hashAfter"] = b.run("return location.hash")
             else:
                 b.get(base + "/?poll=500")
@@ -154,8 +160,8 @@ def main():
                                   " text: e.textContent, count: Number(e.dataset.count)};")
 
             if a.media:
-                cell = b.wait(CELL.replace("return {", "if (c.dataset.thumbState === 'loading' || c.dataset.sheet === 'loading') return null; return {"),
-                              a.media, timeout=10, what="the thumbnail and spritesheet of " + a.media)
+                b.wait(SETTLED, a.media, timeout=10, what="the thumbnail and spritesheet of " + a.media)
+                cell = b.run(CELL, a.media)
                 thumb = dict(cell)
                 # decode what the cell shows: its background image's URL (a blob: URL with a token)
                 shown = re.match(r'url\("(.*)"\)$', cell["backgroundImage"] or "")
@@ -198,7 +204,7 @@ def main():
             path = os.path.join(a.outdir, "dashboard.png")
             out["screenshot"] = {"path": path, "bytes": b.screenshot(path)}
             out["console"] = [e for e in b.console() if e.get("level") == "SEVERE"]
-    except (WebDriverError, OSError, ValueError, KeyError) as e:
+    except Exception as e:              # whatever broke, say so in the JSON the spec reads
         out["error"] = f"{type(e).__name__}: {e}"
         print(json.dumps(out))
         return 1
