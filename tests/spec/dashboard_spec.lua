@@ -131,10 +131,11 @@ describe("dashboard in headless Chromium", function()
   end)
 
   teardown(function()
-    if d then d:stop() end
+    local ok, why = pcall(function() if d then d:stop_clean() end end)
     if media then media.stop() end
     if s then s:stop() end
     if outdir and os.getenv("KEEP") then print("kept " .. outdir) elseif outdir then os.execute("rm -rf " .. outdir) end
+    assert(ok, why)
   end)
 
   it("runs: Chromium and chromedriver are installed and the page renders", function()
@@ -298,10 +299,11 @@ describe("dashboard in headless Chromium with ASSETD_API_TOKEN", function()
   end)
 
   teardown(function()
-    if d then d:stop() end
+    local ok, why = pcall(function() if d then d:stop_clean() end end)
     if media then media.stop() end
     if s then s:stop() end
     if outdir then os.execute("rm -rf " .. outdir) end
+    assert(ok, why)
   end)
 
   it("asks for the token, then takes it from #token= and clears it from the address bar", function()
