@@ -362,17 +362,17 @@ static int each_job(jobdb *db, sqlite3_stmt *s, jobdb_job_cb cb, void *ud, const
     return (stop || rc == SQLITE_DONE) ? 0 : sql_err(db, what);
 }
 
-int jobdb_list(jobdb *db, int state, const char *batch_id, int64_t after, int limit,
-               jobdb_job_cb cb, void *ud) {
+int jobdb_list(jobdb *db, const jobdb_query *q, jobdb_job_cb cb, void *ud) {
     char sql[320];
-    snprintf(sql, sizeof sql, "SELECT " JOB_COLS " FROM jobs WHERE id > ?1%s%s ORDER BY id LIMIT ?4",
-             state >= 0 ? " AND state = ?2" : "", batch_id ? " AND batch_id = ?3" : "");
+    snprintf(sql, sizeof sql, "SELECT " JOB_COLS " FROM jobs WHERE id %s ?1%s%s ORDER BY id%s LIMIT ?4",
+             q->newest_first ? "<" : ">", q->state >= 0 ? " AND state = ?2" : "",
+             q->batch_id ? " AND batch_id = ?3" : "", q->newest_first ? " DESC" : "");
     sqlite3_stmt *s;
     if (sqlite3_prepare_v2(db->db, sql, -1, &s, NULL) != SQLITE_OK) return sql_err(db, "listing jobs");
-    sqlite3_bind_int64(s, 1, after);
-    if (state >= 0) sqlite3_bind_int(s, 2, state);
-    if (batch_id) sqlite3_bind_text(s, 3, batch_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int(s, 4, limit);
+    sqlite3_bind_int64(s, 1, q->newest_first && q->after <= 0 ? INT64_MAX : q->after);
+    if (q->state >= 0) sqlite3_bind_int(s, 2, q->state);
+    if (q->batch_id) sqlite3_bind_text(s, 3, q->batch_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 4, q->limit);
     int rc = each_job(db, s, cb, ud, "listing jobs");
     sqlite3_finalize(s);
     return rc;

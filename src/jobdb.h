@@ -56,10 +56,16 @@ enum { JOBDB_SET_ERROR = 1, JOBDB_SET_VERSION = 2, JOBDB_SET_RETRY = 4, JOBDB_SE
        JOBDB_SET_EXPIRES = 16, JOBDB_SET_DATA = 32 };
 int jobdb_transition(jobdb *db, int64_t id, enum jobdb_state to, const jobdb_job *in, int set,
                      jobdb_job *out);
-/* Keyset pagination by id: jobs with id > AFTER, optionally of one state and batch. */
+/* Keyset pagination by id: jobs after AFTER (id > AFTER, or id < AFTER newest first, 0 being
+ * the newest), optionally of one state (-1: any) and batch (NULL: any). */
 typedef int (*jobdb_job_cb)(const jobdb_job *job, void *ud);
-int jobdb_list(jobdb *db, int state, const char *batch_id, int64_t after, int limit,
-               jobdb_job_cb cb, void *ud);
+typedef struct jobdb_query {
+    int state;
+    const char *batch_id;
+    int64_t after;
+    int limit, newest_first;
+} jobdb_query;
+int jobdb_list(jobdb *db, const jobdb_query *q, jobdb_job_cb cb, void *ud);
 int jobdb_summary(jobdb *db, double now, double window, jobdb_counts *out);
 /* Unfinished jobs whose deadline is in (NOW, NOW + WINDOW], soonest first. */
 int jobdb_expiring(jobdb *db, double now, double window, int limit, jobdb_job_cb cb, void *ud);

@@ -161,28 +161,30 @@ static int list_cb(const jobdb_job *j, void *ud) {
     return 0;
 }
 
-/* store:list{status=, batchId=, limit=, cursor=} -> jobs, next_cursor (nil at the end) */
+/* store:list{status=, batchId=, limit=, cursor=, newest_first=} -> jobs, next_cursor (nil at
+ * the end) */
 static int l_list(lua_State *L) {
     ljobs *s = check_store(L);
-    int state = -1;
-    const char *batch = NULL, *status = NULL;
-    int64_t after = 0;
-    int limit = 50;
+    jobdb_query q = {-1, NULL, 0, 50, 0};
+    const char *status = NULL;
     if (lua_istable(L, 2)) {
         status = l_optstrfield(L, 2, "status", NULL);
-        batch = l_optstrfield(L, 2, "batchId", NULL);
-        limit = (int)l_optnumfield(L, 2, "limit", 50);
-        after = (int64_t)l_optnumfield(L, 2, "cursor", 0);
+        q.batch_id = l_optstrfield(L, 2, "batchId", NULL);
+        q.limit = (int)l_optnumfield(L, 2, "limit", 50);
+        q.after = (int64_t)l_optnumfield(L, 2, "cursor", 0);
+        lua_getfield(L, 2, "newest_first");
+        q.newest_first = lua_toboolean(L, -1);
+        lua_pop(L, 1);
     }
     enum jobdb_state st;
     if (status && jobdb_state_parse(status, &st) != 0) return luaL_error(L, "jobs: unknown status '%s'", status);
-    if (status) state = (int)st;
-    luaL_argcheck(L, limit >= 1 && limit <= 1000, 2, "limit must be 1..1000");
+    if (status) q.state = (int)st;
+    luaL_argcheck(L, q.limit >= 1 && q.limit <= 1000, 2, "limit must be 1..1000");
     lua_newtable(L);
-    int rc = jobdb_list(s->db, state, batch, after, limit, list_cb, L);
+    int rc = jobdb_list(s->db, &q, list_cb, L);
     if (rc) return fail_db(L, s, rc);
     lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
-    if (n < limit) return 1;
+    if (n < q.limit) return 1;
     lua_rawgeti(L, -1, n);
     lua_getfield(L, -1, "id");
     lua_remove(L, -2);

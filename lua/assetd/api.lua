@@ -196,7 +196,11 @@ function Api:list(req)
   if q.batchId and (#q.batchId > 128 or not q.batchId:match(ID)) then
     return err(400, "validation_error", "batchId: must match ^[A-Za-z0-9_-]{1,128}$")
   end
-  local page, next_cursor = assert(self.jobs:list{status = st, batchId = q.batchId, limit = limit, cursor = cursor})
+  if q.order and q.order ~= "asc" and q.order ~= "desc" then
+    return err(400, "validation_error", "order: must be asc or desc")
+  end
+  local page, next_cursor = assert(self.jobs:list{status = st, batchId = q.batchId, limit = limit, cursor = cursor,
+                                                  newest_first = q.order == "desc"})
   local out = {}
   for i, j in ipairs(page) do out[i] = self:job_json(j) end
   return json(200, {jobs = array(out), nextCursor = next_cursor and tostring(next_cursor) or cjson.null})
@@ -260,6 +264,8 @@ end
 M.routes = {
   ["/"] = {GET = Api.dashboard, public = true},        -- the page holds no data; its API calls carry the token
   ["/healthz"] = {GET = Api.healthz, public = true},
+  ["/favicon.ico"] = {GET = function() return {status = 204, headers = {["Cache-Control"] = "max-age=86400"}, body = ""} end,
+                      public = true},
   ["/metrics"] = {GET = Api.metrics_text},
   ["/api/downloads"] = {GET = Api.list, POST = Api.enqueue},
   ["/api/downloads/status"] = {GET = Api.status_get, POST = Api.status_post},

@@ -114,13 +114,26 @@ static void test_pages_and_summary(void **state) {
         if (i == 0) first = id;
     }
     int64_t ids[64] = {0};
-    assert_int_equal(0, jobdb_list(db, JOB_PENDING, "odd", first - 1, 5, collect, ids));
+    jobdb_query q = {JOB_PENDING, "odd", first - 1, 5, 0};
+    assert_int_equal(0, jobdb_list(db, &q, collect, ids));
     assert_int_equal(5, ids[0]);
     int64_t last = ids[5];
     memset(ids, 0, sizeof ids);
-    assert_int_equal(0, jobdb_list(db, JOB_PENDING, "odd", last, 100, collect, ids));
+    q.after = last;
+    q.limit = 100;
+    assert_int_equal(0, jobdb_list(db, &q, collect, ids));
     assert_int_equal(7, ids[0]);                      /* 12 odd in all */
     assert_true(ids[1] > last);
+    memset(ids, 0, sizeof ids);                       /* newest first, from the top */
+    jobdb_query newest = {JOB_PENDING, "odd", 0, 3, 1};
+    assert_int_equal(0, jobdb_list(db, &newest, collect, ids));
+    assert_int_equal(3, ids[0]);
+    assert_true(ids[1] > ids[2] && ids[2] > ids[3]);
+    memset(ids, 0, sizeof ids);
+    newest.after = first + 2;
+    assert_int_equal(0, jobdb_list(db, &newest, collect, ids));
+    assert_int_equal(1, ids[0]);                      /* only first + 1 is odd below first + 2 */
+    assert_int_equal(first + 1, ids[1]);
     jobdb_counts c;
     assert_int_equal(0, jobdb_summary(db, now, 600, &c));
     assert_true(c.by_state[JOB_PENDING] >= 25);
