@@ -122,7 +122,7 @@ function Api:status_get()
   return json(200, {
     summary = {waiting = s.waiting, pending = s.pending, downloading = s.downloading, completed = s.completed,
                failed = s.failed, expired = s.expired, approachingExpiration = s.approachingExpiration},
-    pending = s.pending + s.waiting, expiring = s.approachingExpiration,
+    pending = s.pending, expiring = s.approachingExpiration,
     expiringDownloads = array(expiring),
   })
 end
