@@ -4,7 +4,7 @@ PREFIX     ?= /usr/local
 DESTDIR    ?=
 PKG_CONFIG ?= pkg-config
 CC         ?= cc
-PKGS       := lua5.4 lua5.4-cjson libuv libcurl openssl sqlite3 libmicrohttpd
+PKGS       := lua5.4 lua5.4-cjson libuv libcurl openssl sqlite3 libmicrohttpd libedit
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wpointer-arith -Wformat=2 -Wundef -Wno-unused-parameter
@@ -16,8 +16,8 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -MMD -MP \
 LDLIBS  += $(shell $(PKG_CONFIG) --libs $(PKGS)) -lm
 BUILD   ?= build
 
-CORE    := runtime log clock partfile curluv fetch store jobdb httphdr deadline path httpd
-BINDS   := l_assetd l_fetch l_jobs l_store l_httpd l_crypto
+CORE    := runtime log clock partfile curluv fetch store jobdb httphdr deadline path httpd lineio repl attach
+BINDS   := l_assetd l_fetch l_jobs l_store l_httpd l_crypto l_repl
 OBJS    := $(patsubst %,$(BUILD)/%.o,$(CORE) $(BINDS) main)
 UNITS   := httphdr deadline path store jobdb
 

@@ -278,5 +278,6 @@ int luaopen_assetd_core(lua_State *L) {
     l_store_open(L);
     l_httpd_open(L);
     l_crypto_open(L);
+    l_repl_open(L);
     return 1;
 }

@@ -11,6 +11,7 @@ void l_jobs_open(lua_State *L);
 void l_store_open(lua_State *L);
 void l_httpd_open(lua_State *L);
 void l_crypto_open(lua_State *L);
+void l_repl_open(lua_State *L);
 
 /* Option readers shared by the bindings: field K of the table at index T. */
 double l_optnumfield(lua_State *L, int t, const char *k, double def);

@@ -13,6 +13,7 @@
 static enum log_level cur_level = LOG_INFO;
 static enum log_format cur_format = LOG_LOGFMT;
 static FILE *cur_out;
+static void (*cur_sink)(const char *line, size_t n);
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
@@ -34,6 +35,8 @@ void log_configure(enum log_level level, enum log_format format, FILE *out) {
     cur_format = format;
     cur_out = out;
 }
+
+void log_set_sink(void (*sink)(const char *line, size_t n)) { cur_sink = sink; }
 
 int log_enabled(enum log_level level) { return level >= cur_level; }
 const char *log_level_name(enum log_level level) { return level_names[level]; }
@@ -131,6 +134,10 @@ void log_fields(enum log_level level, const char *msg, const log_field *f, size_
     for (size_t i = 0; i < n; i++) put_pair(&l, f[i].key, f[i].val ? f[i].val : "", f[i].raw);
     if (cur_format == LOG_JSON) puts_(&l, "}");
     l.buf[l.len++] = '\n';
+    if (cur_sink) {
+        cur_sink(l.buf, l.len);
+        return;
+    }
     FILE *out = cur_out ? cur_out : stderr;
     fwrite(l.buf, 1, l.len, out);
     fflush(out);

@@ -17,6 +17,9 @@ typedef struct log_field {
 int log_parse_level(const char *s, enum log_level *out);
 int log_parse_format(const char *s, enum log_format *out);
 void log_configure(enum log_level level, enum log_format format, FILE *out);
+/* Hand each finished line (with its LF) to SINK instead of writing it (NULL: write again);
+ * the terminal REPL uses it to keep log lines from breaking the line being edited. */
+void log_set_sink(void (*sink)(const char *line, size_t n));
 int log_enabled(enum log_level level);
 const char *log_level_name(enum log_level level);
 /* Whether a field of this name must never be written as it is. */

@@ -2,7 +2,9 @@
  * happens on one libuv loop; this file builds it, runs it, and takes it apart in the order
  * libcurl and libuv require (multi handle first, then handles, then the Lua state). */
 #include "fetch.h"
+#include "lineio.h"
 #include "log.h"
+#include "repl.h"
 #include "runtime.h"
 
 #include <curl/curl.h>
@@ -12,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #ifndef ASSETD_LUADIR
 #define ASSETD_LUADIR "/usr/local/share/assetd/lua"
@@ -19,6 +22,7 @@
 
 static const char usage_text[] =
     "usage: assetd SCRIPT.lua [options] [script args...]\n"
+    "       assetd attach [SOCKET | --data DIR]\n"
     "       assetd --check PIPELINE.lua\n"
     "       assetd --help | --version\n"
     "\n"
@@ -88,6 +92,7 @@ static void close_any(uv_handle_t *h, void *arg) {
 static void wind_down(rt_runtime *rt) {
     fetch_engine_close(rt->fetch);
     rt->fetch = NULL;
+    repl_shutdown();
     uv_walk(rt->loop, close_any, NULL);
 }
 
@@ -123,9 +128,11 @@ static int setup_logging(const struct rt_options *o) {
     return 0;
 }
 
-static int start_signals(uv_loop_t *loop, rt_runtime *rt) {
+/* With the REPL on a terminal, SIGINT (Ctrl-C) belongs to the REPL: it clears the line or
+ * interrupts the running chunk, and never stops the daemon. */
+static int start_signals(uv_loop_t *loop, rt_runtime *rt, int with_sigint) {
     int err = uv_signal_init(loop, &sig_int) || uv_signal_init(loop, &sig_term) ||
-              uv_signal_start(&sig_int, on_signal, SIGINT) ||
+              (with_sigint && uv_signal_start(&sig_int, on_signal, SIGINT)) ||
               uv_signal_start(&sig_term, on_signal, SIGTERM);
     sig_int.data = sig_term.data = rt;
     uv_unref((uv_handle_t *)&sig_int);
@@ -144,7 +151,9 @@ static int run(char **argv, struct rt_options *opts, int script_index, char **ar
     rt->opts = *opts;
     rt->on_stop = wind_down;
     loop->data = rt;
-    if (fetch_engine_new(loop, &rt->fetch) != 0 || start_signals(loop, rt) != 0) {
+    int repl = opts->interactive && !opts->check;
+    if (fetch_engine_new(loop, &rt->fetch) != 0 ||
+        start_signals(loop, rt, !(repl && lineio_stdin_is_terminal())) != 0) {
         fprintf(stderr, "assetd: cannot start the event loop\n");
         return 1;
     }
@@ -156,6 +165,10 @@ static int run(char **argv, struct rt_options *opts, int script_index, char **ar
     for (int i = 0; i < nargs; i++) sargv[i + 2] = args[i];
     if (rt_run_main(rt, argv[script_index], nargs + 2, sargv, 1) != 0) rt_stop(rt, 1);
     free(sargv);
+    if (repl && !rt->stopping && repl_start_terminal(rt) != 0) {
+        fprintf(stderr, "assetd: cannot start the REPL\n");
+        rt_stop(rt, 1);
+    }
     uv_run(loop, UV_RUN_DEFAULT);
     rt_stop(rt, rt->exit_code);           /* no work left: wind down if nobody did */
     while (uv_loop_close(loop) == UV_EBUSY) uv_run(loop, UV_RUN_DEFAULT);
@@ -175,16 +188,10 @@ int main(int argc, char **argv) {
                curl_version());
         return 0;
     }
-    /* not built yet: refuse rather than run the script as something it is not */
-    if (argc > 1 && !strcmp(argv[1], "attach"))
-        return usage_error("attach is not available in this version", "");
+    if (argc > 1 && !strcmp(argv[1], "attach")) return attach_main(argc - 1, argv + 1);
     int script_index = -1, nargs = 0;
     char **args = NULL;
     if (parse_args(argc, argv, &opts, &script_index, &args, &nargs) != 0) return 2;
-    if (opts.interactive) {
-        free(args);
-        return usage_error("-i", " is not available in this version");
-    }
     if (setup_logging(&opts) != 0) { free(args); return 2; }
     signal(SIGPIPE, SIG_IGN);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {

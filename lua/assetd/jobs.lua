@@ -149,7 +149,9 @@ function Runner:await_ready(job)
     local me = {}
     self.wake[job.soraVideoId] = me
     local t0 = assetd.now()
-    while assetd.now() - t0 < wait and not me.woken do assetd.sleep(math.min(0.2, wait)) end
+    while assetd.now() - t0 < wait and not me.woken do
+      if not assetd.sleep(math.min(0.2, wait)) then return self.jobs:get(job.id) end   -- canceled
+    end
     job = self.jobs:get(job.id)
     if job.status ~= "waiting" then return job end
   end
@@ -234,15 +236,21 @@ function Runner:download(job)
   local assets = self:provider(job):assets(self:job_view(job))
   self.progress[job.id] = setmetatable({parts = {}, bytes = 0, total = 0, video = job.soraVideoId,
                                         page = job.notionPageId, started = assetd.now()}, Progress)
-  local left, failure = #assets, nil
+  local left, failure, tasks = #assets, nil, {}
   for _, a in ipairs(assets) do
-    assetd.spawn({name = "asset"}, function()
+    tasks[#tasks + 1] = assetd.spawn({name = "asset"}, function()
       local ok, why = self:download_variant(job, a)
       if not ok then failure = failure or why end
       left = left - 1
     end)
   end
-  while left > 0 do assetd.sleep(0.02) end
+  while left > 0 do
+    if not assetd.sleep(0.02) then                 -- canceled (cancel_job): stop the variants too
+      for _, t in ipairs(tasks) do t:cancel() end
+      self.progress[job.id] = nil
+      return self.jobs:get(job.id)
+    end
+  end
   self.progress[job.id] = nil
   if failure then
     local reason = type(failure) == "table" and (failure.reason or tostring(failure)) or tostring(failure)
@@ -285,7 +293,6 @@ end
 
 -- An error escaping a step fails the job with it (the traceback goes to its history).
 function Runner:crashed(id, msg)
-  self.running[id] = nil
   local j = self.jobs:get(id)
   if not j then return end
   self:event(j, "error", msg)
@@ -297,16 +304,19 @@ end
 function Runner:run(job)
   local id = job.id
   if self.running[id] then return end
-  self.running[id] = true
-  assetd.spawn({name = "job " .. job.notionPageId, on_error = function(msg)
+  local me = {}                                   -- this run; a later run has its own entry
+  self.running[id] = me
+  me.task = assetd.spawn({name = "job " .. job.notionPageId, on_error = function(msg)
+    if self.running[id] == me then self.running[id] = nil end
     local ok, err = pcall(self.crashed, self, id, msg)
     if not ok then assetd.log.error("job error not recorded", {job = id, error = tostring(err), cause = msg}) end
   end}, function()
     if job.status == "waiting" then job = self:await_ready(job) end
+    if self.running[id] ~= me then return end      -- canceled meanwhile (cancel_job)
     self:arm_deadlines(job)
     if job.status == "pending" then job = self:download(job) end
     if job.status == "completed" then self:sync_notion(job) end
-    self.running[id] = nil
+    if self.running[id] == me then self.running[id] = nil end
   end)
 end
 
@@ -356,6 +366,26 @@ function Runner:retry_job(idOrPage)
                                     {error = false, version = committed and 0 or job.version,
                                      retryCount = job.retryCount + 1}))
   self:run(job)
+  return job
+end
+
+-- ---- operator cancel (the REPL's cancel(), issue 5) ---------------------------------------
+
+-- Stop a job by hand: it becomes failed "canceled by operator" (a manual retry can start it
+-- again) and its task, if running, is canceled: a poll or a transfer in flight stops, the
+-- .part files stay for a resume.
+function Runner:cancel_job(idOrPage)
+  local job, err = self.jobs:get(idOrPage)
+  if not job then return nil, err end
+  if job.status ~= "waiting" and job.status ~= "pending" and job.status ~= "downloading" then
+    return nil, assetd.error("state", "job is " .. job.status .. ", there is nothing to cancel")
+  end
+  job = assert(self.jobs:transition(job, "failed", {error = "canceled by operator"}))
+  self:disarm(job)
+  self:event(job, "canceled", "by operator")
+  local run = self.running[job.id]
+  self.running[job.id] = nil                     -- a retry may start a new run at once
+  if run and run.task then run.task:cancel() end
   return job
 end
 

@@ -178,7 +178,38 @@ function M.main(cfg)
     return
   end
   M.runner = M.start(c)
+  M.script = arg and arg[0]
+  require("assetd.repl").listen()          -- `assetd attach` reaches this daemon
   return M.runner
+end
+
+-- reload(): read the pipeline script again and swap its hooks (naming, notion.properties,
+-- notion.on_error, alerts) into the running runner; jobs, timers and transfers in flight go on untouched.
+-- Returns what was loaded, or raises naming the problem (the old hooks stay).
+function M.reload(path)
+  local r = assert(M.runner, "no pipeline is running")
+  path = path or M.script
+  local chunk, err = loadfile(path)
+  if not chunk then error(err, 0) end
+  local cfg = chunk()
+  if type(cfg) ~= "table" then error(path .. ": did not return a pipeline table", 0) end
+  local c, errs = M.validate(cfg)
+  if not c then error("invalid pipeline:\n  " .. table.concat(errs, "\n  "), 0) end
+  local notion = require "assetd.notion"
+  r.alerts = require("assetd.alerts").with_defaults(c.alerts)
+  r.properties = c.notion.properties or function(job)
+    return notion.properties(job, c.storage.public_base_url, c.notion.fields)
+  end
+  r.on_error = c.notion.on_error or function(job, message)
+    return notion.error_properties(job, message, c.notion.fields)
+  end
+  r.versions.naming = c.naming or require("assetd.naming").default
+  local alerts = {}
+  for _, k in ipairs{"expiring", "expired", "failed", "completed"} do
+    alerts[#alerts + 1] = k .. (c.alerts[k] and "" or " (default)")
+  end
+  return {script = path, naming = c.naming and "custom" or "default",
+          properties = c.notion.properties and "custom" or "default mapping", alerts = alerts}
 end
 
 return M

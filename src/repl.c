@@ -1,0 +1,470 @@
+/* repl.c: the REPL's sessions in the daemon. The terminal session (-i) reads through lineio;
+ * attach sessions come through the unix socket and speak the framing described in repl.h.
+ * Each session hands its lines one at a time to its Lua session (lua/assetd/repl.lua), which
+ * runs them as tasks and answers with output and a prompt. A count hook on the running
+ * chunk stops REPL code that holds the loop: on Ctrl-C, or after REPL_BUDGET_MS. */
+#include "repl.h"
+#include "lineio.h"
+#include "log.h"
+
+#include <errno.h>
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define REPL_BUDGET_MS 10000          /* by default, REPL code may hold the loop this long */
+#define REPL_HOOK_COUNT 1000
+#define REPL_MAX_INPUT (1u << 20)     /* a client's unread input, beyond which it is dropped */
+#define REPL_MAX_QUEUED (16u << 20)   /* output a client has not read yet */
+
+struct repl_session {
+    int is_term;
+    int fn_ref, ud_ref;        /* the Lua session's input function, the handle */
+    int ready;                 /* a prompt was given and no line taken since */
+    int eof, closing, doomed;
+    int interrupt;             /* an interrupt was asked while a chunk ran */
+    lua_State *chunk;          /* the running chunk's thread, for the hook */
+    uv_pipe_t pipe;            /* attach sessions */
+    uv_shutdown_t shutdown;
+    char *in;                  /* attach input: complete lines up to `scanned`, then a tail */
+    size_t in_len, in_cap, scanned;
+    unsigned uid;
+    struct repl_session *next;
+};
+
+static struct {
+    rt_runtime *rt;
+    repl_session *sessions;
+    repl_session term;
+    uv_pipe_t server;
+    int listening, pump_scheduled;
+    unsigned budget_ms;        /* 0: REPL_BUDGET_MS */
+    char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+} R;
+
+static void session_close(repl_session *s, const char *why);
+
+const char *repl_session_kind(const repl_session *s) { return s->is_term ? "terminal" : "attach"; }
+
+int repl_session_count(void) {
+    int n = 0;
+    for (repl_session *s = R.sessions; s; s = s->next) n += !s->closing;
+    return n;
+}
+
+/* ---- into Lua ---------------------------------------------------------------------------- */
+
+static void call_input(repl_session *s, const char *what, const char *line, size_t n) {
+    if (s->fn_ref == LUA_NOREF || R.rt->stopping) return;
+    lua_State *L = R.rt->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->fn_ref);
+    lua_pushstring(L, what);
+    if (line) lua_pushlstring(L, line, n);
+    else lua_pushnil(L);
+    if (rt_pcall(L, 2, 0, "repl session") != LUA_OK && !s->closing && !R.rt->stopping) {
+        static const char msg[] = "repl: internal error (the daemon's log has it)\n";
+        repl_session_write(s, REPL_ERR, msg, sizeof msg - 1);
+        repl_session_prompt(s, "> ");
+    }
+}
+
+static void chunk_hook(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    repl_session *s = R.sessions;
+    while (s && s->chunk != L) s = s->next;
+    if (!s) {                            /* a task the chunk started: not guarded */
+        lua_sethook(L, NULL, 0, 0);
+        return;
+    }
+    if (s->interrupt || (s->is_term && lineio_take_interrupt())) {
+        s->interrupt = 0;
+        luaL_error(L, "interrupted");
+    }
+    unsigned budget = repl_budget(0);
+    if (uv_hrtime() / 1000000 > uv_now(R.rt->loop) + budget)
+        luaL_error(L, "interrupted: held the event loop for over %f s without yielding",
+                   (double)budget / 1000);
+}
+
+unsigned repl_budget(unsigned ms) {
+    if (ms) R.budget_ms = ms;
+    return R.budget_ms ? R.budget_ms : REPL_BUDGET_MS;
+}
+
+void repl_session_guard(repl_session *s, lua_State *co) {
+    s->chunk = co;
+    s->interrupt = 0;
+    lua_sethook(co, chunk_hook, LUA_MASKCOUNT, REPL_HOOK_COUNT);
+}
+
+/* The chunk's task is canceled (from Lua) and, at its next instruction, raises. */
+static void session_interrupt(repl_session *s) {
+    if (s->chunk) {
+        s->interrupt = 1;
+        lua_sethook(s->chunk, chunk_hook, LUA_MASKCOUNT, 1);
+    }
+    call_input(s, "interrupt", NULL, 0);
+}
+
+/* ---- the line pump: lines go to Lua from the loop, never from inside a Lua call ---------- */
+
+static void session_pump(repl_session *s) {
+    while (s->ready && !s->closing && !s->is_term) {
+        char *nl = s->scanned ? memchr(s->in, '\n', s->scanned) : NULL;
+        if (!nl) {
+            if (s->eof && s->in_len == 0) session_close(s, NULL);
+            return;
+        }
+        size_t n = (size_t)(nl - s->in);
+        char *line = malloc(n + 1);
+        if (!line) { session_close(s, "out of memory"); return; }
+        memcpy(line, s->in, n);
+        line[n] = '\0';
+        memmove(s->in, nl + 1, s->in_len - n - 1);
+        s->in_len -= n + 1;
+        s->scanned -= n + 1;
+        s->ready = 0;
+        call_input(s, "line", line, n);
+        free(line);
+    }
+}
+
+static void pump_all(void *arg) {
+    (void)arg;
+    R.pump_scheduled = 0;
+    if (!R.rt || R.rt->stopping) return;
+    repl_session *next;
+    for (repl_session *s = R.sessions; s; s = next) {
+        next = s->next;                   /* a closed session is freed only by its close callback */
+        if (s->doomed) session_close(s, NULL);
+        else session_pump(s);
+    }
+}
+
+static void schedule_pump(void) {
+    if (R.pump_scheduled || R.rt->stopping) return;
+    if (rt_defer(R.rt, pump_all, NULL) == 0) R.pump_scheduled = 1;
+}
+
+/* ---- output ------------------------------------------------------------------------------ */
+
+typedef struct frame_req {
+    uv_write_t req;
+    char data[];
+} frame_req;
+
+static void on_written(uv_write_t *req, int status) {
+    repl_session *s = req->data;
+    free(req);
+    if (status < 0 && status != UV_ECANCELED && !s->closing) {
+        s->doomed = 1;
+        schedule_pump();
+    }
+}
+
+static void send_frame(repl_session *s, char kind, const char *p, size_t n) {
+    if (s->doomed || uv_is_closing((uv_handle_t *)&s->pipe)) return;
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&s->pipe) > REPL_MAX_QUEUED) {
+        log_event(LOG_WARN, "repl client not reading its output; dropping it", NULL);
+        s->doomed = 1;                    /* closed from the loop, not from inside Lua */
+        schedule_pump();
+        return;
+    }
+    char hdr[32];
+    int h = snprintf(hdr, sizeof hdr, "%c %zu\n", kind, n);
+    frame_req *f = malloc(sizeof *f + (size_t)h + n);
+    if (!f) return;
+    memcpy(f->data, hdr, (size_t)h);
+    memcpy(f->data + h, p, n);
+    f->req.data = s;
+    uv_buf_t b = uv_buf_init(f->data, (unsigned)((size_t)h + n));
+    if (uv_write(&f->req, (uv_stream_t *)&s->pipe, &b, 1, on_written) != 0) {
+        free(f);
+        s->doomed = 1;
+        schedule_pump();
+    }
+}
+
+void repl_session_write(repl_session *s, enum repl_out kind, const char *p, size_t n) {
+    if (s->is_term) {
+        if (kind == REPL_INFO && !lineio_is_tty()) return;
+        lineio_write(kind == REPL_ERR ? stderr : stdout, p, n);
+        return;
+    }
+    send_frame(s, kind == REPL_OUT ? 'o' : kind == REPL_ERR ? 'e' : 'i', p, n);
+}
+
+void repl_session_prompt(repl_session *s, const char *prompt) {
+    if (s->closing) return;
+    s->chunk = NULL;
+    s->interrupt = 0;
+    s->ready = 1;
+    if (s->is_term) {
+        if (!s->eof) lineio_prompt(prompt);
+        else session_close(s, NULL);
+        return;
+    }
+    send_frame(s, 'p', prompt, strlen(prompt));
+    schedule_pump();
+}
+
+/* ---- closing ----------------------------------------------------------------------------- */
+
+static void unlink_session(repl_session *s) {
+    for (repl_session **p = &R.sessions; *p; p = &(*p)->next)
+        if (*p == s) { *p = s->next; return; }
+}
+
+static void detach_lua(repl_session *s) {
+    lua_State *L = R.rt->L;
+    if (s->ud_ref != LUA_NOREF) l_repl_session_detach(L, s->ud_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, s->ud_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, s->fn_ref);
+    s->ud_ref = s->fn_ref = LUA_NOREF;
+    s->chunk = NULL;
+}
+
+/* An attach session stays listed (closing) until its handle is closed, so that a stop in
+ * between still finds and frees it. */
+static void on_pipe_closed(uv_handle_t *h) {
+    repl_session *s = h->data;
+    unlink_session(s);
+    free(s->in);
+    free(s);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+    (void)status;
+    if (!uv_is_closing((uv_handle_t *)req->handle)) uv_close((uv_handle_t *)req->handle, on_pipe_closed);
+}
+
+static void session_close(repl_session *s, const char *why) {
+    if (s->closing) return;
+    call_input(s, "close", NULL, 0);     /* Lua cancels the running chunk, says goodbye */
+    s->closing = 1;
+    if (why && !s->is_term) send_frame(s, 'x', why, strlen(why));
+    detach_lua(s);
+    if (s->is_term) {
+        unlink_session(s);
+        if (!R.rt->stopping) {
+            log_event(LOG_INFO, "stopping", "reason", "the REPL's input ended", NULL);
+            rt_stop(R.rt, 0);
+        }
+        return;
+    }
+    log_event(LOG_INFO, "repl detached", NULL);
+    uv_read_stop((uv_stream_t *)&s->pipe);
+    if (uv_shutdown(&s->shutdown, (uv_stream_t *)&s->pipe, on_shutdown) != 0)
+        uv_close((uv_handle_t *)&s->pipe, on_pipe_closed);
+}
+
+/* ---- the terminal session ---------------------------------------------------------------- */
+
+static void term_line(void *ud, const char *line, size_t n) {
+    repl_session *s = ud;
+    s->ready = 0;
+    call_input(s, "line", line, n);
+}
+
+static void term_eof(void *ud) {
+    repl_session *s = ud;
+    s->eof = 1;
+    if (s->ready) session_close(s, NULL);
+}
+
+static void term_interrupt(void *ud) { session_interrupt(ud); }
+
+static void term_log(const char *line, size_t n) { lineio_write(stderr, line, n); }
+
+int repl_start_terminal(rt_runtime *rt) {
+    static const lineio_callbacks cb = {term_line, term_eof, term_interrupt};
+    char history[4096];
+    const char *home = getenv("HOME");
+    R.rt = rt;
+    repl_session *s = &R.term;
+    memset(s, 0, sizeof *s);
+    s->is_term = 1;
+    s->fn_ref = s->ud_ref = LUA_NOREF;
+    if (home && *home) snprintf(history, sizeof history, "%s/.assetd_history", home);
+    int err = lineio_start(rt->loop, home && *home ? history : NULL, &cb, s);
+    if (err) return err;
+    if (lineio_is_tty()) log_set_sink(term_log);
+    s->next = R.sessions;
+    R.sessions = s;
+    if (l_repl_session_open(rt->L, s, &s->fn_ref, &s->ud_ref) != 0) {
+        session_close(s, NULL);
+        return UV_EINVAL;
+    }
+    return 0;
+}
+
+/* ---- attach sessions --------------------------------------------------------------------- */
+
+/* Complete lines that hold only ETX are interrupts: taken out of the queue, acted on now. */
+static void scan_input(repl_session *s) {
+    size_t i = s->scanned;
+    char *nl;
+    while (i < s->in_len && (nl = memchr(s->in + i, '\n', s->in_len - i)) != NULL) {
+        size_t end = (size_t)(nl - s->in) + 1;
+        if (end - i == 2 && s->in[i] == '\003') {
+            memmove(s->in + i, s->in + end, s->in_len - end);
+            s->in_len -= 2;
+            s->scanned = i;
+            session_interrupt(s);
+            if (s->closing) return;
+            continue;
+        }
+        i = end;
+    }
+    s->scanned = i;
+}
+
+static int append_input(repl_session *s, const char *p, size_t n) {
+    if (s->in_len + n > REPL_MAX_INPUT) return -1;
+    if (s->in_len + n > s->in_cap) {
+        size_t cap = s->in_cap ? s->in_cap : 4096;
+        while (cap < s->in_len + n) cap *= 2;
+        char *b = realloc(s->in, cap);
+        if (!b) return -1;
+        s->in = b;
+        s->in_cap = cap;
+    }
+    memcpy(s->in + s->in_len, p, n);
+    s->in_len += n;
+    return 0;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+    static char slab[65536];              /* one thread; each read is consumed at once */
+    (void)h;
+    (void)suggested;
+    *buf = uv_buf_init(slab, sizeof slab);
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
+    repl_session *s = stream->data;
+    if (s->closing) return;
+    if (nread > 0 && append_input(s, buf->base, (size_t)nread) != 0) {
+        session_close(s, "input line too long (1 MiB at most)");
+        return;
+    }
+    if (nread < 0) {
+        s->eof = 1;
+        uv_read_stop(stream);
+        if (s->in_len > s->scanned && s->in[s->in_len - 1] != '\n' && append_input(s, "\n", 1) != 0)
+            s->in_len = s->scanned;
+    }
+    scan_input(s);
+    if (!s->closing) session_pump(s);
+}
+
+static int peer_uid(uv_pipe_t *p, unsigned *uid) {
+    uv_os_fd_t fd;
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    if (uv_fileno((uv_handle_t *)p, &fd) != 0) return -1;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return -1;
+    *uid = (unsigned)cred.uid;
+    return 0;
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+    if (status < 0) return;
+    repl_session *s = calloc(1, sizeof *s);
+    if (!s) return;
+    s->fn_ref = s->ud_ref = LUA_NOREF;
+    s->pipe.data = s;
+    if (uv_pipe_init(server->loop, &s->pipe, 0) != 0) { free(s); return; }
+    if (uv_accept(server, (uv_stream_t *)&s->pipe) != 0) {
+        uv_close((uv_handle_t *)&s->pipe, on_pipe_closed);
+        return;
+    }
+    s->next = R.sessions;
+    R.sessions = s;
+    char uid[16];
+    if (peer_uid(&s->pipe, &s->uid) != 0 || s->uid != (unsigned)geteuid()) {
+        snprintf(uid, sizeof uid, "%u", s->uid);
+        log_event(LOG_WARN, "attach refused", "peer_uid", uid, NULL);
+        session_close(s, "assetd: attach refused: the daemon runs as another user\n");
+        return;
+    }
+    snprintf(uid, sizeof uid, "%u", s->uid);
+    log_event(LOG_INFO, "repl attached", "peer_uid", uid, NULL);
+    if (l_repl_session_open(R.rt->L, s, &s->fn_ref, &s->ud_ref) != 0) {
+        session_close(s, "assetd: cannot start a REPL session (the daemon's log says why)\n");
+        return;
+    }
+    if (uv_read_start((uv_stream_t *)&s->pipe, on_alloc, on_read) != 0) session_close(s, NULL);
+}
+
+/* Whether a daemon answers on PATH (a connect that is not refused). */
+static int socket_answers(const char *path) {
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return 0;
+    int rc = connect(fd, (struct sockaddr *)&a, sizeof a);
+    int answers = rc == 0 || errno == EAGAIN || errno == EINPROGRESS;
+    close(fd);
+    return answers;
+}
+
+int repl_listen(rt_runtime *rt, const char *path, char *err, size_t cap) {
+    struct stat st;
+    int rc;
+    R.rt = rt;
+    if (R.listening) return snprintf(err, cap, "the attach socket is already open at %s", R.path), -1;
+    if (strlen(path) >= sizeof R.path)
+        return snprintf(err, cap, "attach socket path too long (%zu bytes, %zu at most): %s",
+                        strlen(path), sizeof R.path - 1, path), -1;
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) return snprintf(err, cap, "%s exists and is not a socket", path), -1;
+        if (socket_answers(path))
+            return snprintf(err, cap, "another daemon answers on %s", path), -1;
+        unlink(path);                     /* left by a daemon that did not stop cleanly */
+    }
+    if ((rc = uv_pipe_init(rt->loop, &R.server, 0)) != 0)
+        return snprintf(err, cap, "attach socket: %s", uv_strerror(rc)), -1;
+    if ((rc = uv_pipe_bind(&R.server, path)) != 0 || chmod(path, 0600) != 0 ||
+        (rc = uv_listen((uv_stream_t *)&R.server, 16, on_connection)) != 0) {
+        snprintf(err, cap, "attach socket %s: %s", path, rc ? uv_strerror(rc) : strerror(errno));
+        uv_close((uv_handle_t *)&R.server, NULL);
+        unlink(path);
+        return -1;
+    }
+    uv_unref((uv_handle_t *)&R.server);   /* attach alone does not keep the daemon running */
+    snprintf(R.path, sizeof R.path, "%s", path);
+    R.listening = 1;
+    return 0;
+}
+
+void repl_shutdown(void) {
+    static const char msg[] = "assetd: the daemon is stopping\n";
+    char bye[64];
+    if (!R.rt) return;
+    log_set_sink(NULL);
+    uv_buf_t b = uv_buf_init(bye, (unsigned)snprintf(bye, sizeof bye, "x %zu\n%s", sizeof msg - 1, msg));
+    for (repl_session *s = R.sessions; s; s = s->next) {
+        if (s->is_term || uv_is_closing((uv_handle_t *)&s->pipe)) continue;
+        if (!s->closing) uv_try_write((uv_stream_t *)&s->pipe, &b, 1);
+        s->closing = 1;
+        detach_lua(s);
+        uv_close((uv_handle_t *)&s->pipe, on_pipe_closed);
+    }
+    if (R.term.is_term) {
+        R.term.closing = 1;
+        detach_lua(&R.term);
+        unlink_session(&R.term);
+    }
+    lineio_stop();
+    if (R.listening) {
+        uv_close((uv_handle_t *)&R.server, NULL);
+        unlink(R.path);
+        R.listening = 0;
+    }
+}

@@ -1,0 +1,59 @@
+/* repl.h: the REPL's mechanisms in the daemon: sessions on the terminal (-i) and on the attach
+ * socket, each feeding lines to a Lua session (lua/assetd/repl.lua) and carrying its output
+ * back, and the guard that interrupts REPL code hogging the loop. The attach client is in
+ * attach.c; both ends speak the protocol below.
+ *
+ * The attach protocol, on the unix stream socket {data}/assetd.sock (mode 0600; a peer whose
+ * uid differs from the daemon's, by SO_PEERCRED, is refused):
+ *   client -> daemon  input lines, each ended by LF. A line holding only ETX (0x03) asks for
+ *                     an interrupt: cancel the running chunk, or drop an unfinished one.
+ *                     Half-closing the socket ends the session once the lines sent before
+ *                     have run.
+ *   daemon -> client  frames: a header "K LEN\n" and then LEN bytes of payload, K being
+ *                     i  greeting, shown by interactive clients only
+ *                     o  output, for stdout
+ *                     e  error text, for stderr
+ *                     p  prompt: the daemon waits for the next line; the payload ("> " or
+ *                        ">> ") is the prompt to show
+ *                     x  the session is refused or ends with this error (the client exits 1)
+ *   The daemon reads a client's lines ahead, but runs them one at a time: the next line is
+ *   taken after the prompt for it is sent. */
+#ifndef ASSETD_REPL_H
+#define ASSETD_REPL_H
+
+#include "runtime.h"
+
+#include <stddef.h>
+
+#define REPL_SOCKET_NAME "assetd.sock"
+#define REPL_MAX_FRAME (64u << 20)
+
+typedef struct repl_session repl_session;
+
+/* -i: a session on the terminal (or on piped stdin); its end (Ctrl-D) stops the daemon. */
+int repl_start_terminal(rt_runtime *rt);
+/* The attach socket at PATH; an existing socket nobody answers on is replaced. */
+int repl_listen(rt_runtime *rt, const char *path, char *err, size_t cap);
+/* At the daemon's stop: close the sessions and the socket, restore the terminal. */
+void repl_shutdown(void);
+
+/* For the Lua handle (l_repl.c). */
+enum repl_out { REPL_OUT, REPL_ERR, REPL_INFO };
+void repl_session_write(repl_session *s, enum repl_out kind, const char *p, size_t n);
+void repl_session_prompt(repl_session *s, const char *prompt);
+void repl_session_guard(repl_session *s, lua_State *co);
+const char *repl_session_kind(const repl_session *s);
+/* How long REPL code may hold the loop before it is interrupted; MS (if not 0) sets it. */
+unsigned repl_budget(unsigned ms);
+int repl_session_count(void);
+
+/* l_repl.c: make the Lua handle of S and start its Lua session; on success sets *fn_ref (the
+ * session's input function) and *ud_ref (the handle) in the registry. */
+int l_repl_session_open(lua_State *L, repl_session *s, int *fn_ref, int *ud_ref);
+/* l_repl.c: the handle outlives the session; after this its methods do nothing. */
+void l_repl_session_detach(lua_State *L, int ud_ref);
+
+/* attach.c: `assetd attach [SOCKET | --data DIR]`; returns the exit status. */
+int attach_main(int argc, char **argv);
+
+#endif
