@@ -353,7 +353,11 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
         session_close(s, "input line too long (1 MiB at most)");
         return;
     }
-    if (nread < 0) {
+    if (nread < 0 && nread != UV_EOF) {     /* the client is gone: stop what it started */
+        session_close(s, NULL);
+        return;
+    }
+    if (nread < 0) {                         /* half-closed: run what it sent, then close */
         s->eof = 1;
         uv_read_stop(stream);
         if (s->in_len > s->scanned && s->in[s->in_len - 1] != '\n' && append_input(s, "\n", 1) != 0)
@@ -430,9 +434,11 @@ int repl_listen(rt_runtime *rt, const char *path, char *err, size_t cap) {
     }
     if ((rc = uv_pipe_init(rt->loop, &R.server, 0)) != 0)
         return snprintf(err, cap, "attach socket: %s", uv_strerror(rc)), -1;
-    if ((rc = uv_pipe_bind(&R.server, path)) != 0 || chmod(path, 0600) != 0 ||
-        (rc = uv_listen((uv_stream_t *)&R.server, 16, on_connection)) != 0) {
-        snprintf(err, cap, "attach socket %s: %s", path, rc ? uv_strerror(rc) : strerror(errno));
+    mode_t old = umask(0177);             /* the socket is born 0600, never open to others */
+    rc = uv_pipe_bind(&R.server, path);
+    umask(old);
+    if (rc != 0 || (rc = uv_listen((uv_stream_t *)&R.server, 16, on_connection)) != 0) {
+        snprintf(err, cap, "attach socket %s: %s", path, uv_strerror(rc));
         uv_close((uv_handle_t *)&R.server, NULL);
         unlink(path);
         return -1;

@@ -292,6 +292,8 @@ return {
     t:line("job('page-r2')")
     t:wait("video_r2_V1.mp4")
     assert.matches("video%s+V1%s+976.6 KiB", t:after("> job('page-r2')"))
+    t:keys("C-d")
+    assert.are.equal(0, t:exit_status())
   end)
 
   it("attach: piped lines run in order, output comes back, exit 0 at the end of the input", function()
