@@ -1,0 +1,48 @@
+-- The benchmark pipeline: the real pipeline (openai provider: GET /videos/{id}, then every
+-- variant at once into the versioned store, the SQLite job store, then the Notion PATCH) over a
+-- generated batch, stopping itself when every job is finished, Notion sync included. The
+-- default alert hooks still run (one log line per job), wrapped to count finished jobs; the
+-- last one waits until no job task is left (its Notion sync) and calls assetd.stop, so the
+-- run ends the same whether or not the daemon would stay up for its HTTP API.
+-- Usage: assetd bench/pipeline.lua --data DIR BASE_URL ROOT PREFIX N [VARIANTS] [NOTION_RATE]
+--   BASE_URL    the videos API (".../v1"); ROOT the storage root; PREFIX..1 .. PREFIX..N the
+--   video ids; VARIANTS comma-separated (default video,thumbnail,spritesheet); NOTION_RATE
+--   requests per second (default 1000: the simulator answers at once and the benchmark
+--   measures downloads, not Notion's 3/s quota; "off" disables Notion)
+local base, root, prefix, n, variants, rate = ...
+n = assert(tonumber(n), "usage: assetd bench/pipeline.lua --data DIR BASE_URL ROOT PREFIX N [VARIANTS] [NOTION_RATE]")
+local alerts = require "assetd.alerts"
+
+local finished, failed = 0, 0
+local function count(default, ok)
+  return function(job, ...)
+    default(job, ...)
+    finished = finished + 1
+    if not ok then failed = failed + 1 end
+    if finished < n then return end
+    assetd.spawn({name = "bench stop"}, function()
+      local runner = require("assetd.pipeline").runner
+      while next(runner.running) do assetd.sleep(0.005) end
+      if failed > 0 then assetd.log.error("bench: jobs did not complete", {failed = failed}) end
+      assetd.stop(failed == 0 and 0 or 1)
+    end)
+  end
+end
+
+local vs = {}
+for v in (variants or "video,thumbnail,spritesheet"):gmatch("[^,]+") do vs[#vs + 1] = v end
+
+local jobs = {}
+for i = 1, n do
+  jobs[i] = {notionPageId = "page-" .. prefix .. i, soraVideoId = prefix .. i, batchId = "bench"}
+end
+
+return {
+  storage = {root = root, public_base_url = "https://example.com/generated-videos"},
+  sora = {base_url = base, variants = vs},
+  notion = {enabled = rate ~= "off", rate = tonumber(rate) or 1000},
+  alerts = {completed = count(alerts.completed, true), failed = count(alerts.failed, false),
+            expired = count(alerts.expired, false)},
+  limits = {max_active = 8},
+  jobs = jobs,
+}
