@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,22 +15,30 @@ void partfile_init(partfile *p) {
     p->base[0] = p->part[0] = '\0';
 }
 
-/* Hash what a previous attempt left, so the final digest covers every byte. */
-static int hash_existing(partfile *p, int64_t len, EVP_MD_CTX *sha) {
-    char buf[64 << 10];
-    for (int64_t done = 0; done < len;) {
-        size_t want = (size_t)(len - done < (int64_t)sizeof buf ? len - done : (int64_t)sizeof buf);
+#define HASH_CHUNK ((size_t)256 << 10)
+
+/* The digest of the whole .part, read back from the page cache on the thread pool: the loop
+ * thread only receives and writes, like a plain downloader, and a resumed prefix needs no
+ * blocking read when the transfer starts. */
+int partfile_hash(partfile *p, EVP_MD_CTX *sha) {
+    struct stat st;
+    if (fstat(p->fd, &st) != 0) return errno;
+    char *buf = malloc(HASH_CHUNK);
+    if (!buf) return ENOMEM;
+    int err = 0;
+    for (int64_t done = 0; done < st.st_size;) {
+        size_t want = (size_t)(st.st_size - done < (int64_t)HASH_CHUNK ? st.st_size - done : (int64_t)HASH_CHUNK);
         ssize_t r = pread(p->fd, buf, want, done);
         if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) return r < 0 ? errno : EIO;
-        EVP_DigestUpdate(sha, buf, (size_t)r);
+        if (r <= 0) { err = r < 0 ? errno : EIO; break; }
+        if (EVP_DigestUpdate(sha, buf, (size_t)r) != 1) { err = EIO; break; }
         done += r;
     }
-    return 0;
+    free(buf);
+    return err;
 }
 
-int partfile_open(partfile *p, const char *path, int resume, EVP_MD_CTX *sha, int64_t *kept,
-                  const char **what) {
+int partfile_open(partfile *p, const char *path, int resume, int64_t *kept, const char **what) {
     char dir[4096];
     struct stat st;
     *kept = 0;
@@ -44,12 +53,7 @@ int partfile_open(partfile *p, const char *path, int resume, EVP_MD_CTX *sha, in
     if ((p->fd = openat(p->dirfd, p->part, flags, 0644)) < 0) return errno;
     *what = "stat .part of";
     if (fstat(p->fd, &st) != 0) return errno;
-    if (resume && st.st_size > 0) {
-        *what = "read .part of";
-        int err = hash_existing(p, st.st_size, sha);
-        if (err) return err;
-        *kept = st.st_size;
-    }
+    if (resume) *kept = st.st_size;
     *what = "seek .part of";
     return lseek(p->fd, 0, SEEK_END) < 0 ? errno : 0;
 }

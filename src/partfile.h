@@ -15,13 +15,13 @@ typedef struct partfile {
 } partfile;
 
 void partfile_init(partfile *p);
-/* Open (creating) the .part beside PATH. With RESUME its bytes are kept, fed to SHA, and
- * counted in *KEPT; otherwise it is emptied. *WHAT names the step that failed. */
-int partfile_open(partfile *p, const char *path, int resume, EVP_MD_CTX *sha, int64_t *kept,
-                  const char **what);
+/* Open (creating) the .part beside PATH. With RESUME its bytes are kept and counted in
+ * *KEPT; otherwise it is emptied. *WHAT names the step that failed. */
+int partfile_open(partfile *p, const char *path, int resume, int64_t *kept, const char **what);
 int partfile_restart(partfile *p);
 int partfile_write(partfile *p, const char *buf, size_t len);
-/* Blocking: meant for the thread pool. */
+/* Blocking, meant for the thread pool: feed every byte of the .part to SHA; then commit. */
+int partfile_hash(partfile *p, EVP_MD_CTX *sha);
 int partfile_commit(partfile *p);
 void partfile_close(partfile *p);
 
