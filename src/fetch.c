@@ -443,6 +443,7 @@ static void digest_hex(EVP_MD_CTX *sha, char out[65]) {
  * loop thread, so it runs beside the transfers on another core. */
 static void commit_work(uv_work_t *w) {
     fetch_xfer *x = w->data;
+    if ((x->sys_errno = partfile_flush(&x->pf)) != 0) return;
     if (x->req.check && store_check_file(x->pf.fd, x->req.check, x->req.expect_size, &x->invalid) != 0) {
         /* bad content must not be resumed from: drop the .part */
         unlinkat(x->pf.dirfd, x->pf.part, 0);

@@ -7,12 +7,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 void partfile_init(partfile *p) {
     p->fd = p->dirfd = -1;
     p->base[0] = p->part[0] = '\0';
+    p->wbuf = NULL;
+    p->wlen = 0;
 }
 
 #define HASH_CHUNK ((size_t)256 << 10)
@@ -22,6 +25,8 @@ void partfile_init(partfile *p) {
  * blocking read when the transfer starts. */
 int partfile_hash(partfile *p, EVP_MD_CTX *sha) {
     struct stat st;
+    int flushed = partfile_flush(p);
+    if (flushed) return flushed;
     if (fstat(p->fd, &st) != 0) return errno;
     char *buf = malloc(HASH_CHUNK);
     if (!buf) return ENOMEM;
@@ -59,13 +64,16 @@ int partfile_open(partfile *p, const char *path, int resume, int64_t *kept, cons
 }
 
 int partfile_restart(partfile *p) {
+    p->wlen = 0;
     if (ftruncate(p->fd, 0) != 0 || lseek(p->fd, 0, SEEK_SET) < 0) return errno;
     return 0;
 }
 
-int partfile_write(partfile *p, const char *buf, size_t len) {
+#define WBUF ((size_t)128 << 10)
+
+static int write_all(int fd, const char *buf, size_t len) {
     while (len > 0) {
-        ssize_t w = write(p->fd, buf, len);
+        ssize_t w = write(fd, buf, len);
         if (w < 0) {
             if (errno == EINTR) continue;
             return errno;
@@ -76,13 +84,40 @@ int partfile_write(partfile *p, const char *buf, size_t len) {
     return 0;
 }
 
+int partfile_flush(partfile *p) {
+    if (p->wlen == 0) return 0;
+    int err = write_all(p->fd, p->wbuf, p->wlen);
+    p->wlen = 0;
+    return err;
+}
+
+/* libcurl hands the body over in pieces of at most 16 KiB (CURL_MAX_WRITE_SIZE): gathering
+ * them into 128 KiB writes took 8 of 9 write calls away and about 15% of the batch's system
+ * time (docs/performance.md). */
+int partfile_write(partfile *p, const char *buf, size_t len) {
+    if (!p->wbuf && !(p->wbuf = malloc(WBUF))) return write_all(p->fd, buf, len);
+    if (p->wlen + len > WBUF) {
+        int err = partfile_flush(p);
+        if (err) return err;
+        if (len >= WBUF) return write_all(p->fd, buf, len);
+    }
+    memcpy(p->wbuf + p->wlen, buf, len);
+    p->wlen += len;
+    return 0;
+}
+
 int partfile_commit(partfile *p) {
+    int err = partfile_flush(p);
+    if (err) return err;
     if (fsync(p->fd) != 0) return errno;
     if (renameat(p->dirfd, p->part, p->dirfd, p->base) != 0) return errno;
     return fsync(p->dirfd) != 0 ? errno : 0;
 }
 
 void partfile_close(partfile *p) {
+    if (p->fd >= 0) partfile_flush(p);       /* kept for a resume */
+    free(p->wbuf);
+    p->wbuf = NULL;
     if (p->fd >= 0) close(p->fd);
     if (p->dirfd >= 0) close(p->dirfd);
     p->fd = p->dirfd = -1;

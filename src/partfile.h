@@ -12,6 +12,8 @@ typedef struct partfile {
     int fd, dirfd;
     char base[256];      /* NAME */
     char part[300];      /* .NAME.part */
+    char *wbuf;          /* small writes gathered into one write(2) */
+    size_t wlen;
 } partfile;
 
 void partfile_init(partfile *p);
@@ -20,6 +22,8 @@ void partfile_init(partfile *p);
 int partfile_open(partfile *p, const char *path, int resume, int64_t *kept, const char **what);
 int partfile_restart(partfile *p);
 int partfile_write(partfile *p, const char *buf, size_t len);
+/* Write what partfile_write gathered; hash, commit and close do it first. */
+int partfile_flush(partfile *p);
 /* Blocking, meant for the thread pool: feed every byte of the .part to SHA; then commit. */
 int partfile_hash(partfile *p, EVP_MD_CTX *sha);
 int partfile_commit(partfile *p);
