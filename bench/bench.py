@@ -243,7 +243,8 @@ def settle():
 class Batch:
     """One set of URLs, and how each tool downloads them into OUT."""
 
-    def __init__(self, work, nginx, sim, srcroot, prefix, n, urls, variants):
+    def __init__(self, work, nginx, sim, srcroot, prefix, n, urls, variants, per_batch=None):
+        self.per_batch = per_batch or n
         self.work, self.nginx, self.sim = work, nginx, sim
         self.srcroot, self.prefix, self.n, self.urls, self.variants = srcroot, prefix, n, urls, variants
         self.bytes = sum(u[2] for u in urls)
@@ -281,14 +282,15 @@ class Batch:
             # every file durable (fsync) before it is done
             return ["sh", "-c", 'curl --parallel --parallel-max 8 -sS --fail -K "$1" && cd "$2" &&'
                     ' sha256sum -- * >/dev/null && sync -- *', "sh", self.curl_cfg, self.out], None
-        if tool in ("assetd", "assetd+notion"):
+        if tool in ("assetd", "assetd+notion", "assetd-1batch"):
             env = dict(os.environ, OPENAI_API_KEY="sk-bench", NOTION_TOKEN="secret_bench",
                        NOTION_BASE_URL=self.sim.url + "/notion/v1")
             data = os.path.join(self.work, "data")
             shutil.rmtree(data, ignore_errors=True)
             return [ASSETD, os.path.join(REPO, "bench/pipeline.lua"), "--data", data,
                     self.nginx.url + "/v1", self.out, self.prefix, str(self.n),
-                    ",".join(self.variants), "1000" if tool == "assetd+notion" else "off"], env
+                    ",".join(self.variants), "1000" if tool == "assetd+notion" else "off",
+                    str(self.n if tool == "assetd-1batch" else self.per_batch)], env
         raise ValueError(tool)
 
     def run(self, tool, i):
@@ -361,12 +363,15 @@ def part_small(args, work, nginx, sim, results):
     n = args.small
     sizes = {v: 100 * KiB for v in VARIANTS}
     urls = generate(src, "video_s", n, sizes)
-    b = Batch(work, nginx, sim, src, "video_s", n, urls, VARIANTS)
-    res = run_batch(b, ["curl", "aria2c", "assetd", "assetd+notion"], max(1, args.runs - 2), "small")
-    rows = table(b, res, f"per-job overhead: {n} videos x 3 assets of 100 KiB")
-    a = rows["assetd"]
-    print(f"assetd per job: {a['cpu'] / n * 1000:.2f} ms CPU, {a['wall'] / n * 1000:.2f} ms wall;"
-          f" curl per video (3 URLs): {rows['curl']['cpu'] / n * 1000:.2f} ms CPU")
+    b = Batch(work, nginx, sim, src, "video_s", n, urls, VARIANTS, per_batch=50)
+    res = run_batch(b, ["curl", "aria2c", "assetd", "assetd-1batch"], max(1, args.runs - 2), "small")
+    rows = table(b, res, f"per-job overhead: {n} videos x 3 assets of 100 KiB, batches of 50"
+                 " (assetd-1batch: all in one batch directory)")
+    base = results.get("flat", {}).get(5 * MiB, {}).get("rss_kib")
+    for t in ("assetd", "assetd-1batch", "curl", "aria2c"):
+        r = rows[t]
+        mem = f", peak RSS above one job's {(r['rss_kib'] - base) / n:5.1f} KiB" if base and t.startswith("assetd") else ""
+        print(f"  {t:14s} per video (3 files): {r['cpu'] / n * 1000:5.2f} ms CPU, {r['wall'] / n * 1000:5.2f} ms wall{mem}")
     results["small"] = rows
     results["small"]["_jobs"] = n
     shutil.rmtree(os.path.join(src, "files"))
@@ -432,7 +437,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_RUNS", 5)),
                     help="runs per tool (medians); scale runs use runs-2 (default 5)")
-    ap.add_argument("--parts", default=os.environ.get("BENCH_PARTS", "batch,small,flat,store"))
+    ap.add_argument("--parts", default=os.environ.get("BENCH_PARTS", "batch,flat,small,store"),
+                    help="which parts, comma-separated (default batch,flat,small,store)")
     ap.add_argument("--videos", type=int, default=50)
     ap.add_argument("--small", type=int, default=2000)
     ap.add_argument("--store-jobs", type=int, default=100000)
@@ -459,7 +465,7 @@ def main():
         sim = Sim(work)
         print(f"nginx {nginx.url}  simulator {sim.url}", flush=True)
         parts = args.parts.split(",")
-        for name in ("batch", "small", "flat", "store"):
+        for name in ("batch", "flat", "small", "store"):
             if name in parts:
                 globals()["part_" + name](args, work, nginx, sim, results)
         results["load_after"] = os.getloadavg()

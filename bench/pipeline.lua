@@ -4,12 +4,13 @@
 -- default alert hooks still run (one log line per job), wrapped to count finished jobs; the
 -- last one waits until no job task is left (its Notion sync) and calls assetd.stop, so the
 -- run ends the same whether or not the daemon would stay up for its HTTP API.
--- Usage: assetd bench/pipeline.lua --data DIR BASE_URL ROOT PREFIX N [VARIANTS] [NOTION_RATE]
+-- Usage: assetd bench/pipeline.lua --data DIR BASE_URL ROOT PREFIX N [VARIANTS] [NOTION_RATE] [BATCH]
 --   BASE_URL    the videos API (".../v1"); ROOT the storage root; PREFIX..1 .. PREFIX..N the
 --   video ids; VARIANTS comma-separated (default video,thumbnail,spritesheet); NOTION_RATE
 --   requests per second (default 1000: the simulator answers at once and the benchmark
---   measures downloads, not Notion's 3/s quota; "off" disables Notion)
-local base, root, prefix, n, variants, rate = ...
+--   measures downloads, not Notion's 3/s quota; "off" disables Notion); BATCH videos per
+--   batch (directory), default all in one
+local base, root, prefix, n, variants, rate, batch = ...
 n = assert(tonumber(n), "usage: assetd bench/pipeline.lua --data DIR BASE_URL ROOT PREFIX N [VARIANTS] [NOTION_RATE]")
 local alerts = require "assetd.alerts"
 
@@ -32,9 +33,11 @@ end
 local vs = {}
 for v in (variants or "video,thumbnail,spritesheet"):gmatch("[^,]+") do vs[#vs + 1] = v end
 
+local per_batch = tonumber(batch) or n
 local jobs = {}
 for i = 1, n do
-  jobs[i] = {notionPageId = "page-" .. prefix .. i, soraVideoId = prefix .. i, batchId = "bench"}
+  jobs[i] = {notionPageId = "page-" .. prefix .. i, soraVideoId = prefix .. i,
+             batchId = "bench" .. (i - 1) // per_batch}
 end
 
 return {
