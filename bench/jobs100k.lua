@@ -1,14 +1,21 @@
 -- The job store at scale: 100,000 jobs; start-up (open + recover + summary), summary(), and
--- list pages (keyset, with and without filters). Usage: assetd bench/jobs100k.lua DIR [N]
-local dir, n = arg[1], tonumber(arg[2] or 100000)
+-- list pages (keyset, with and without filters). Usage: assetd bench/jobs100k.lua DIR [N] [LIVE]
+-- Without LIVE a third of the jobs are live (waiting or pending); with it, the first LIVE jobs
+-- are live and the rest finished (nine completed to one failed), like a long-running store.
+local dir, n, live = arg[1], tonumber(arg[2] or 100000), tonumber(arg[3])
 local mono = assetd.monotonic
 local states = {"pending", "completed", "completed", "completed", "failed", "waiting"}
+local function state(i)
+  if not live then return states[i % #states + 1] end
+  if i <= live then return i % 2 == 0 and "pending" or "waiting" end
+  return i % 10 == 0 and "failed" or "completed"
+end
 
 local jobs = assert(assetd.jobs.open(dir))
 local t0 = mono()
 local now = assetd.now()
 for i = 1, n do
-  local st = states[i % #states + 1]
+  local st = state(i)
   assert(jobs:create{notionPageId = "page" .. i, soraVideoId = "video_" .. i, batchId = "batch" .. (i % 50),
                      completedAt = st ~= "waiting" and now or nil, expiresAt = now + (i % 7200), status = st})
 end
