@@ -47,5 +47,6 @@ return {
   alerts = {completed = count(alerts.completed, true), failed = count(alerts.failed, false),
             expired = count(alerts.expired, false)},
   limits = {max_active = 8},
+  http = {listen = "127.0.0.1:0"},      -- the HTTP API is up as in production, on a free port
   jobs = jobs,
 }
