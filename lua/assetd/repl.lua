@@ -29,14 +29,14 @@ M.helpers = H
 local help = {
   {"help()", "this list"},
   {"summary()", "jobs by state, deadlines near, transfers, sessions"},
-  {"jobs([state | batchId | {status=, batchId=, limit=, cursor=}])", "a page of jobs as a table"},
-  {"job(id | pageId)", "one job with its assets and event history"},
-  {"expiring([seconds])", "unfinished jobs whose deadline is within seconds (default: warn_before)"},
-  {"retry(id | pageId)", "start a failed job again"},
-  {"cancel(id | pageId)", "stop a job: it fails with \"canceled by operator\""},
-  {"enqueue{notionPageId=, soraVideoId=, batchId=, provider=, expiresAt=, assets=}", "add a job"},
-  {"reload()", "re-read the pipeline's hooks (naming, notion mapping, alerts)"},
-  {"pp(value, [depth])", "pretty-print a value"},
+  {"jobs([filter])", "a page of jobs; filter: a state, a batchId or {status=, batchId=, limit=, cursor=}"},
+  {"job(id)", "one job (id or notionPageId) with its assets and event history"},
+  {"expiring([secs])", "unfinished jobs due within secs (default: alerts.warn_before)"},
+  {"retry(id)", "start a failed job again"},
+  {"cancel(id)", "stop a job: it fails with \"canceled by operator\"; retry(id) starts it again"},
+  {"enqueue{...}", "add a job: {notionPageId=, soraVideoId=, batchId=, provider=, expiresAt=, assets=}"},
+  {"reload()", "re-read the pipeline's hooks (naming, Notion mapping, alerts)"},
+  {"pp(v, [depth])", "pretty-print a value"},
 }
 
 function H.help()
@@ -160,11 +160,20 @@ function H.expiring(window)
   end)
 end
 
-function H.retry(id) return runner():retry_job(id) end
-function H.cancel(id) return runner():cancel_job(id) end
+-- A job a command acted on, shown on one line (its fields are all there for code).
+local function brief(j, ...)
+  if not j then return j, ... end
+  return view(j, function(t)
+    return string.format("job %d  %s  %s  %s%s", t.id, t.notionPageId, t.soraVideoId, t.status,
+      t.error and ": " .. pretty.redact(t.error) or "")
+  end), ...
+end
+
+function H.retry(id) return brief(runner():retry_job(id)) end
+function H.cancel(id) return brief(runner():cancel_job(id)) end
 function H.enqueue(req)
   if type(req) ~= "table" then error("enqueue{notionPageId=, soraVideoId=, batchId=, ...}", 2) end
-  return runner():enqueue(req)
+  return brief(runner():enqueue(req))
 end
 
 function H.reload()

@@ -399,10 +399,10 @@ return {
     local pid = start_daemon()
     local out, rc = attach("enqueue{notionPageId = 'page-c1', soraVideoId = 'video_c1', batchId = 'cb'}\n")
     assert.are.equal(0, rc)
-    assert.matches('status = "waiting"', out)
+    assert.matches("^job 1  page%-c1  video_c1  waiting\ttrue\n$", out)
     wait_for(function() return attach("job('page-c1').status\n") == '"downloading"\n' end, 5, "the download")
     out = attach("cancel('page-c1')\njob('page-c1')\ncancel('page-c1')\n")
-    assert.matches('error = "canceled by operator"', out)
+    assert.matches("^job 1  page%-c1  video_c1  failed: canceled by operator\n", out)
     assert.matches("canceled%s+by operator", out)
     assert.matches("error%(state%): job is failed, there is nothing to cancel", out)
     assert.is_truthy(io.open(dir .. "/root/cb/.video_c1_V1.mp4.part"), "the .part stays for a resume")
@@ -411,7 +411,8 @@ return {
       'f:write(job.notionPageId, "\\n") f:close() end},', dir .. "/completed.txt")
     write(dir .. "/script.lua", (read(dir .. "/script.lua"):gsub("return {", function() return "return {\n  " .. hook end, 1)))
     out = attach("reload()\nretry('page-c1')\nenqueue{notionPageId = 'page-c2', soraVideoId = 'video_c2', batchId = 'cb'}\n")
-    assert.matches("reloaded .*alerts expiring %(default%), expired %(default%), failed %(default%), completed\n", out)
+    assert.matches("reloaded .*alerts expiring %(default%), expired %(default%), failed %(default%), completed\n" ..
+      "job 1  page%-c1  video_c1  pending\njob 2  page%-c2  video_c2  waiting\ttrue\n$", out)
     wait_for(function()
       local done = read(dir .. "/completed.txt") or ""
       return done:find("page-c1", 1, true) and done:find("page-c2", 1, true)
