@@ -297,7 +297,9 @@ int repl_start_terminal(rt_runtime *rt) {
     s->next = R.sessions;
     R.sessions = s;
     if (l_repl_session_open(rt->L, s, &s->fn_ref, &s->ud_ref) != 0) {
-        session_close(s, NULL);
+        unlink_session(s);                /* the caller stops the daemon with status 1 */
+        log_set_sink(NULL);
+        lineio_stop();
         return UV_EINVAL;
     }
     return 0;
