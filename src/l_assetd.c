@@ -57,6 +57,8 @@ typedef struct ltimer {
     int ref;                /* pin while the handle is open */
     int fn;                 /* callback for timer/at */
     int canceled, closed;
+    struct lalarm *alarm;   /* the alarm a sleep can be woken by, if any */
+    int rang;
 } ltimer;
 
 static void ltimer_closed(uv_handle_t *h) {
@@ -111,6 +113,78 @@ static int l_sleep(lua_State *L) {
     t->wait.cancel = sleep_cancel;
     uv_timer_start(&t->h, sleep_fired, delay_ms(L, secs), 0);
     return rt_wait_yield(L, task, &t->wait);
+}
+
+/* ---- alarms: a sleep another task (or an HTTP handler) can cut short --------------------- */
+
+#define ALARM_MT "assetd.alarm"
+
+typedef struct lalarm {
+    ltimer *sleeping;       /* the sleep in progress, if any */
+    int rung;               /* rung while nobody slept: the next sleep returns at once */
+} lalarm;
+
+static void alarm_fired(uv_timer_t *h) {
+    ltimer *t = h->data;
+    lua_State *co = rt_task_thread(t->task);
+    int n = 1;
+    if (t->alarm && t->alarm->sleeping == t) t->alarm->sleeping = NULL;
+    if (t->canceled) n = rt_fail(co, "canceled", "sleep canceled");
+    else lua_pushboolean(co, t->rang);
+    ltimer_close(t);
+    rt_resume(t->task, n);
+}
+
+static void alarm_sleep_cancel(rt_wait *w) {
+    ltimer *t = (ltimer *)((char *)w - offsetof(ltimer, wait));
+    t->canceled = 1;
+    uv_timer_start(&t->h, alarm_fired, 0, 0);
+}
+
+/* alarm:sleep(secs) -> true when rung, false when the time ran out; nil, err if canceled */
+static int alarm_sleep(lua_State *L) {
+    lalarm *a = luaL_checkudata(L, 1, ALARM_MT);
+    double secs = luaL_checknumber(L, 2);
+    rt_task *task = rt_check_task(L, "alarm:sleep");
+    luaL_argcheck(L, a->sleeping == NULL, 1, "another task is already sleeping on this alarm");
+    if (a->rung) {
+        a->rung = 0;
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    ltimer *t = ltimer_new(L, NULL);
+    lua_pop(L, 1);
+    t->task = task;
+    t->alarm = a;
+    t->wait.cancel = alarm_sleep_cancel;
+    a->sleeping = t;
+    uv_timer_start(&t->h, alarm_fired, delay_ms(L, secs), 0);
+    return rt_wait_yield(L, task, &t->wait);
+}
+
+/* alarm:ring(): wakes the sleeper from the loop (never from inside this call) */
+static int alarm_ring(lua_State *L) {
+    lalarm *a = luaL_checkudata(L, 1, ALARM_MT);
+    ltimer *t = a->sleeping;
+    if (!t) a->rung = 1;
+    else if (!t->rang && !t->canceled) {
+        t->rang = 1;
+        uv_timer_start(&t->h, alarm_fired, 0, 0);
+    }
+    return 0;
+}
+
+static int alarm_gc(lua_State *L) {
+    lalarm *a = luaL_checkudata(L, 1, ALARM_MT);
+    if (a->sleeping) a->sleeping->alarm = NULL;        /* the sleep ends on its own time */
+    return 0;
+}
+
+static int l_alarm(lua_State *L) {
+    lalarm *a = lua_newuserdatauv(L, sizeof *a, 0);
+    memset(a, 0, sizeof *a);
+    luaL_setmetatable(L, ALARM_MT);
+    return 1;
 }
 
 static void timer_fired(uv_timer_t *h) {
@@ -252,7 +326,7 @@ static void push_options(lua_State *L, const struct rt_options *o) {
 int luaopen_assetd_core(lua_State *L) {
     static const luaL_Reg fns[] = {
         {"now", l_now}, {"monotonic", l_monotonic}, {"sleep", l_sleep}, {"timer", l_timer},
-        {"at", l_at}, {"spawn", l_spawn}, {"stop", l_stop}, {"error", l_error},
+        {"at", l_at}, {"alarm", l_alarm}, {"spawn", l_spawn}, {"stop", l_stop}, {"error", l_error},
         {"is_secret_key", l_is_secret_key}, {NULL, NULL}};
     static const luaL_Reg logfns[] = {
         {"debug", l_log_debug}, {"info", l_log_info}, {"warn", l_log_warn},
@@ -263,6 +337,13 @@ int luaopen_assetd_core(lua_State *L) {
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, timer_tostring);
     lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+    static const luaL_Reg alarm_methods[] = {{"sleep", alarm_sleep}, {"ring", alarm_ring}, {NULL, NULL}};
+    luaL_newmetatable(L, ALARM_MT);
+    luaL_newlib(L, alarm_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, alarm_gc);
+    lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
     luaL_newlib(L, fns);
     luaL_newlib(L, logfns);

@@ -128,8 +128,22 @@ function Runner:provider(job)
   return self.providers[job.provider] or error("unknown provider '" .. tostring(job.provider) .. "'")
 end
 
--- waiting: poll until the provider says completed or failed
+-- waiting: poll until the provider says completed or failed. Between polls the job sleeps on
+-- an alarm that a webhook for its video rings (on_video_event), so it wakes at once.
 function Runner:await_ready(job)
+  self.wake = self.wake or {}
+  local video, id = job.soraVideoId, job.id
+  local alarms = self.wake[video] or {}
+  self.wake[video] = alarms
+  alarms[id] = assetd.alarm()
+  local ok, res = pcall(self.poll_until_ready, self, job, alarms[id])
+  alarms[id] = nil
+  if next(alarms) == nil then self.wake[video] = nil end
+  if not ok then error(res, 0) end
+  return res
+end
+
+function Runner:poll_until_ready(job, alarm)
   local p, attempt = self:provider(job), 0
   while true do
     local st, err = p:status(self:job_view(job))
@@ -145,13 +159,7 @@ function Runner:await_ready(job)
     attempt = attempt + 1
     local wait = math.min(self.poll.max, self.poll.interval * 1.5 ^ math.min(attempt - 1, 20))
     if not st and err.retry_after then wait = math.max(wait, err.retry_after) end
-    self.wake = self.wake or {}
-    local me = {}
-    self.wake[job.soraVideoId] = me
-    local t0 = assetd.now()
-    while assetd.now() - t0 < wait and not me.woken do
-      if not assetd.sleep(math.min(0.2, wait)) then return self.jobs:get(job.id) end   -- canceled
-    end
+    if alarm:sleep(wait) == nil then return self.jobs:get(job.id) end     -- canceled
     job = self.jobs:get(job.id)
     if job.status ~= "waiting" then return job end
   end
@@ -351,9 +359,10 @@ end
 
 -- A webhook said the video changed: wake its waiting job now instead of at the next poll.
 function Runner:on_video_event(videoId, status)
-  local w = self.wake and self.wake[videoId]
-  if w then w.woken = true end
-  return w ~= nil, status
+  local alarms = self.wake and self.wake[videoId]
+  if not alarms then return false, status end
+  for _, alarm in pairs(alarms) do alarm:ring() end
+  return true, status
 end
 
 -- Manual retry of a failed job: a new attempt, keeping its version if nothing was committed.

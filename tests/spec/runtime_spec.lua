@@ -82,6 +82,28 @@ describe("assetd runtime", function()
     assert.is_false(assetd.is_secret_key("batchId"))
   end)
 
+  it("an alarm cuts a sleep short when rung, and only then", function()
+    local a = assetd.alarm()
+    local t0 = assetd.monotonic()
+    assert.is_false(a:sleep(0.05))                            -- nobody rang: the time ran out
+    assert.is_true(assetd.monotonic() - t0 >= 0.04)
+    assetd.timer(0.05, function() a:ring() end)
+    t0 = assetd.monotonic()
+    assert.is_true(a:sleep(5))                                -- rung after 0.05 s of 5
+    assert.is_true(assetd.monotonic() - t0 < 1)
+    a:ring()                                                  -- rung while nobody slept
+    t0 = assetd.monotonic()
+    assert.is_true(a:sleep(5))
+    assert.is_true(assetd.monotonic() - t0 < 0.5)
+    local result = "pending"
+    local task = assetd.spawn(function() result = {a:sleep(5)} end)
+    assetd.sleep(0.02)
+    task:cancel()
+    assetd.sleep(0.02)
+    assert.is_nil(result[1])
+    assert.are.equal("canceled", result[2].category)
+  end)
+
   it("preloads cjson from the binary", function()
     local cjson = require "cjson"
     assert.are.same({a = {1, 2}}, cjson.decode(cjson.encode({a = {1, 2}})))
