@@ -11,6 +11,8 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <lauxlib.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -146,10 +148,12 @@ static int l_open(lua_State *L) {
     lstore *s = lua_newuserdatauv(L, sizeof *s, 1);
     s->rootfd = -1;
     luaL_setmetatable(L, STORE_MT);
-    lua_pushstring(L, root);
-    lua_setiuservalue(L, -2, 1);
     int err = store_open_root(root, &s->rootfd);
     if (err) return fail_errno(L, "cannot open storage root", root, err);
+    /* the canonical path (no "./" or ".." parts), as paths are recorded and shown from it */
+    char canon[PATH_MAX];
+    lua_pushstring(L, realpath(root, canon) ? canon : root);
+    lua_setiuservalue(L, -2, 1);
     return 1;
 }
 
