@@ -138,18 +138,8 @@ end
 function H.expiring(window)
   local r = runner()
   window = window or r.alerts.warn_before
-  local now, out = assetd.now(), {}
-  for _, status in ipairs{"waiting", "pending", "downloading"} do
-    local cursor
-    repeat
-      local page
-      page, cursor = assert(r.jobs:list{status = status, limit = 1000, cursor = cursor})
-      for _, j in ipairs(page) do
-        if j.expiresAt and j.expiresAt - now <= window then out[#out + 1] = j end
-      end
-    until not cursor
-  end
-  table.sort(out, function(a, b) return a.expiresAt < b.expiresAt end)
+  local now = assetd.now()
+  local out = assert(r.jobs:expiring(now, window, 1000))     -- indexed, soonest first
   return view(out, function(t)
     if #t == 0 then return "(nothing expires within " .. pretty.duration(window) .. ")" end
     local rows = {}
