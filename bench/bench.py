@@ -273,14 +273,14 @@ class Batch:
         if tool == "copy":
             return ["cp", "-r", "--reflink=never", os.path.join(self.srcroot, "files", "."), self.out], None
         if tool == "curl":
-            return ["curl", "--parallel", "--parallel-max", "8", "-sS", "--fail", "-K", self.curl_cfg], None
+            return ["curl", "--parallel", "--parallel-max", "8", "-sS", "--no-progress-meter", "--fail", "-K", self.curl_cfg], None
         if tool == "aria2c":
             return ["aria2c", "-j", "8", "-i", self.aria_in, "-d", self.out, "-q",
                     "--file-allocation=falloc", "--auto-file-renaming=false", "--allow-overwrite=true"], None
         if tool == "curl+sha+sync":
             # the peer doing what assetd does beyond downloading: SHA-256 of every file and
             # every file durable (fsync) before it is done
-            return ["sh", "-c", 'curl --parallel --parallel-max 8 -sS --fail -K "$1" && cd "$2" &&'
+            return ["sh", "-c", 'curl --parallel --parallel-max 8 -sS --no-progress-meter --fail -K "$1" && cd "$2" &&'
                     ' sha256sum -- * >/dev/null && sync -- *', "sh", self.curl_cfg, self.out], None
         if tool in ("assetd", "assetd+notion", "assetd-1batch"):
             env = dict(os.environ, OPENAI_API_KEY="sk-bench", NOTION_TOKEN="secret_bench",
