@@ -92,7 +92,7 @@ int partfile_flush(partfile *p) {
 }
 
 /* libcurl hands the body over in pieces of at most 16 KiB (CURL_MAX_WRITE_SIZE): gathering
- * them into 128 KiB writes took 8 of 9 write calls away and about 15% of the batch's system
+ * them into 128 KiB writes took 8 of 9 write calls away and a fifth of the batch's system
  * time (docs/performance.md). */
 int partfile_write(partfile *p, const char *buf, size_t len) {
     if (!p->wbuf && !(p->wbuf = malloc(WBUF))) return write_all(p->fd, buf, len);
