@@ -236,8 +236,9 @@ static int l_fetch(lua_State *L) {
     if (err) {
         luaL_unref(L, LUA_REGISTRYINDEX, f->progress_ref);
         free(f);
-        return rt_fail(L, err == UV_ECANCELED ? "canceled" : "network", "fetch: %s",
-                       err == UV_EINVAL ? "the url has no host name" : uv_strerror(err));
+        /* a URL that can never work is "invalid", so no retry policy retries it */
+        return rt_fail(L, err == UV_ECANCELED ? "canceled" : err == UV_EINVAL ? "invalid" : "network",
+                       "fetch: %s", err == UV_EINVAL ? "the url has no host name" : uv_strerror(err));
     }
     *(fetch_xfer **)lua_touserdata(L, box) = NULL;    /* the engine owns it now */
     return rt_wait_yield(L, task, &f->wait);

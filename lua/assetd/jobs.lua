@@ -31,6 +31,7 @@ function M.new(cfg)
     public_base_url = cfg.public_base_url or "",
     alerts = cfg.alerts or {}, retry = cfg.retry, poll = cfg.poll or {interval = 5, max = 60},
     metrics = cfg.metrics or require("assetd.metrics").standard(),
+    slots = require("assetd.slots").new(cfg.max_jobs or 32),
     running = {}, timers = {}, progress = {},
   }, Runner)
   self.alerts.warn_before = self.alerts.warn_before or 600
@@ -233,8 +234,18 @@ function Runner:record(job, variant, path, name, res)
   return true
 end
 
--- pending: one version, every variant at once
+-- pending: wait for a download slot (earliest deadline first), then download in it
 function Runner:download(job)
+  if not self.slots:acquire(job.expiresAt) then return self.jobs:get(job.id) end     -- canceled
+  local ok, res = pcall(self.download_in_slot, self, self.jobs:get(job.id))
+  self.slots:release()
+  if not ok then error(res, 0) end
+  return res
+end
+
+-- one version, every variant at once
+function Runner:download_in_slot(job)
+  if job.status ~= "pending" then return job end    -- expired or canceled while queued
   if job.expiresAt and assetd.now() >= job.expiresAt then
     return self:expire(job, "the video had already expired")
   end
@@ -244,16 +255,17 @@ function Runner:download(job)
   local assets = self:provider(job):assets(self:job_view(job))
   self.progress[job.id] = setmetatable({parts = {}, bytes = 0, total = 0, video = job.soraVideoId,
                                         page = job.notionPageId, started = assetd.now()}, Progress)
-  local left, failure, tasks = #assets, nil, {}
+  local left, failure, tasks, done = #assets, nil, {}, assetd.alarm()
   for _, a in ipairs(assets) do
     tasks[#tasks + 1] = assetd.spawn({name = "asset"}, function()
-      local ok, why = self:download_variant(job, a)
-      if not ok then failure = failure or why end
+      local ok, res, why = pcall(self.download_variant, self, job, a)
+      if not ok then failure = failure or res elseif not res then failure = failure or why end
       left = left - 1
+      if left == 0 then done:ring() end
     end)
   end
   while left > 0 do
-    if not assetd.sleep(0.02) then                 -- canceled (cancel_job): stop the variants too
+    if done:sleep(86400) == nil then               -- canceled (cancel_job): stop the variants too
       for _, t in ipairs(tasks) do t:cancel() end
       self.progress[job.id] = nil
       return self.jobs:get(job.id)
@@ -330,18 +342,24 @@ end
 
 -- ---- the outside world -------------------------------------------------------------------
 
+-- Recover, then resume every unfinished job from a task that yields between pages, so the
+-- HTTP API and the REPL answer at once even with a long backlog.
 function Runner:start()
   self.jobs:recover()
-  for _, status in ipairs{"waiting", "pending", "completed"} do
-    local cursor
-    repeat
-      local page
-      page, cursor = self.jobs:list{status = status, limit = 500, cursor = cursor}
-      for _, j in ipairs(page) do
-        if status ~= "completed" or self:data(j).notion == "pending" then self:run(j) end
-      end
-    until not cursor
-  end
+  self.resuming = assetd.spawn({name = "resume"}, function()
+    for _, status in ipairs{"pending", "waiting", "completed"} do
+      local cursor
+      repeat
+        local page
+        page, cursor = self.jobs:list{status = status, limit = 500, cursor = cursor}
+        for _, j in ipairs(page) do
+          if status ~= "completed" or self:data(j).notion == "pending" then self:run(j) end
+        end
+        assetd.sleep(0)
+      until not cursor
+    end
+    self.resuming = nil
+  end)
 end
 
 -- enqueue{notionPageId, soraVideoId, batchId, completedAt?, expiresAt?, provider?, assets?}

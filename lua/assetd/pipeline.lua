@@ -16,7 +16,7 @@ M.schema = {
             base_url = "string", enabled = "boolean"},
   alerts = {warn_before = "number", expiring = "fn", expired = "fn", failed = "fn", completed = "fn"},
   http = {listen = "string", enabled = "boolean", max_body = "number", max_conns = "number", timeout = "number"},
-  limits = {max_active = "number", per_host = "number", max_bytes_per_sec = "number"},
+  limits = {max_active = "number", per_host = "number", max_bytes_per_sec = "number", max_jobs = "number"},
   jobs = "table",
   on_start = "fn",
   providers = "table",
@@ -69,6 +69,7 @@ function M.validate(cfg)
   c.http.listen = assetd.options.listen or c.http.listen or "127.0.0.1:8787"   -- --listen wins
   c.limits = c.limits or {}
   c.limits.max_active = c.limits.max_active or 8
+  c.limits.max_jobs = c.limits.max_jobs or 4 * c.limits.max_active
   return c
 end
 
@@ -91,6 +92,7 @@ function M.describe(c)
     "alerts.warn_before      " .. c.alerts.warn_before .. " s",
     "http.listen             " .. c.http.listen,
     "limits.max_active       " .. c.limits.max_active,
+    "limits.max_jobs         " .. c.limits.max_jobs,
     "data directory          " .. assetd.options.data,
   }
   local keys = {}
@@ -157,7 +159,7 @@ function M.start(c)
       return notion.error_properties(job, message, c.notion.fields)
     end,
     public_base_url = c.storage.public_base_url, alerts = require("assetd.alerts").with_defaults(c.alerts),
-    retry = c.sora.retry, poll = M.poll(c.sora.poll), metrics = metrics,
+    retry = c.sora.retry, poll = M.poll(c.sora.poll), metrics = metrics, max_jobs = c.limits.max_jobs,
   }
   if c.http.enabled ~= false then M.server, M.api = M.serve(c, r, metrics) end
   r:start()

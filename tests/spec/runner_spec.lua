@@ -174,6 +174,43 @@ describe("job runner", function()
     assert.matches("^xxxx", text)
   end)
 
+  it("with one download slot, the earliest deadline downloads first", function()
+    r.slots = require("assetd.slots").new(1)
+    local now = assetd.now()
+    local order = {}
+    r.alerts.completed = function(job) order[#order + 1] = job.notionPageId end
+    s:fault{path = "/files/first", kind = "slow", rate = 200000, count = 1}
+    r:enqueue{notionPageId = "page-s0", soraVideoId = "video_s0", batchId = "bs", provider = "urls",
+              expiresAt = now + 900, assets = {{variant = "video", url = s.url .. "/files/first.mp4?size=100000"}}}
+    assetd.sleep(0.1)                                  -- s0 holds the slot for ~0.5 s
+    for i, left in ipairs{600, 60, 300} do
+      r:enqueue{notionPageId = "page-s" .. i, soraVideoId = "video_s" .. i, batchId = "bs", provider = "urls",
+                expiresAt = now + left, assets = {{variant = "video", url = s.url .. "/files/s" .. i .. ".mp4?size=1000"}}}
+    end
+    wait_for(function() return #order == 4 end)
+    assert.are.same({"page-s0", "page-s2", "page-s3", "page-s1"}, order)
+  end)
+
+  it("a variant that raises fails its job instead of leaving it hanging", function()
+    r.versions = assert(versions.open{root = dir .. "/root", jobs = jobs, naming = function(a)
+      if a.variant == "thumbnail" then error("naming exploded") end
+      return require("assetd.naming").default(a)
+    end})
+    s:video{id = "video_r", sizes = {video = 2000, thumbnail = 200, spritesheet = 300}}
+    r:enqueue{notionPageId = "page-r", soraVideoId = "video_r", batchId = "b"}
+    wait_for(function() return status("page-r") == "failed" end)
+    assert.matches("naming exploded", jobs:get("page-r").error)
+    assert.are.equal(32, r.slots.free)                 -- its slot was given back
+  end)
+
+  it("a URL that can never work fails at once, without retries", function()
+    r.providers.broken = {status = function() return {state = "completed", expiresAt = assetd.now() + 600} end,
+                          assets = function() return {{variant = "video", url = "42", ext = "mp4"}} end}
+    r:enqueue{notionPageId = "page-u", soraVideoId = "video_u", batchId = "b", provider = "broken"}
+    wait_for(function() return status("page-u") == "failed" end, 3)
+    assert.matches("no host name", jobs:get("page-u").error)
+  end)
+
   it("a 401 fails at once naming the credential; a manual retry starts again", function()
     s:video{id = "video_a", sizes = {video = 1000, thumbnail = 100, spritesheet = 100}}
     r.providers.openai = openai.new{base_url = s.openai, api_key = "sk-wrong"}

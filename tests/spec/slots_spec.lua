@@ -1,0 +1,47 @@
+-- Download slots: a fixed number, handed out earliest deadline first, robust to cancellation.
+local slots = require "assetd.slots"
+
+describe("download slots", function()
+  it("hands slots out earliest deadline first, ties in arrival order", function()
+    local s = slots.new(1)
+    assert.is_true(s:acquire(100))
+    local order = {}
+    for _, d in ipairs{50, 10, 30, 10} do
+      assetd.spawn(function()
+        assert.is_true(s:acquire(d))
+        order[#order + 1] = d
+        assetd.sleep(0.01)
+        s:release()
+      end)
+    end
+    assetd.sleep(0.01)
+    assert.are.equal(4, s:waiting())
+    s:release()
+    local t0 = assetd.monotonic()
+    while #order < 4 and assetd.monotonic() - t0 < 2 do assetd.sleep(0.01) end
+    assert.are.same({10, 10, 30, 50}, order)
+    assert.is_true(s:acquire(1))                     -- every slot came back
+  end)
+
+  it("skips a waiter canceled while queued, and a granted one canceled before waking", function()
+    local s = slots.new(1)
+    assert.is_true(s:acquire())
+    local got = {}
+    local a = assetd.spawn(function() got.a = s:acquire(1) end)
+    local b = assetd.spawn(function() got.b = s:acquire(2) end)
+    assetd.sleep(0.01)
+    a:cancel()
+    assetd.sleep(0.01)
+    assert.is_false(got.a)
+    s:release()                                        -- goes to b, not to the canceled a
+    assetd.sleep(0.01)
+    assert.is_true(got.b)
+    local c = assetd.spawn(function() got.c = s:acquire(3) end)
+    assetd.sleep(0.01)
+    s:release()                                        -- granted to c ...
+    c:cancel()                                         -- ... which is canceled before it runs
+    assetd.sleep(0.01)
+    assert.is_false(got.c)
+    assert.is_true(s:acquire())                        -- the slot was given back
+  end)
+end)
