@@ -73,6 +73,23 @@ function sim.eventually(fn, secs, what)
   error("timed out waiting for " .. (what or "a condition"), 2)
 end
 
+-- Run a shell command: its output (stdout and stderr) and exit status.
+function sim.run(cmd)
+  local p = io.popen(cmd .. " 2>&1; echo \"rc=$?\"")
+  local out = p:read("a")
+  p:close()
+  return out, tonumber(out:match("rc=(%d+)%s*$"))
+end
+
+-- Write SRC to a new .lua file; its path.
+function sim.script(src)
+  local path = os.tmpname() .. ".lua"
+  local f = assert(io.open(path, "w"))
+  f:write(src)
+  f:close()
+  return path
+end
+
 function sim.tmpdir()
   local d = os.tmpname()
   os.remove(d)

@@ -1,20 +1,7 @@
 -- The command line as a user meets it: exit codes, error messages, signals, --help, --version.
 local sim = require "sim"
 
-local function run(cmd)
-  local p = io.popen(cmd .. " 2>&1; echo \"rc=$?\"")
-  local out = p:read("a")
-  p:close()
-  return out, tonumber(out:match("rc=(%d+)%s*$"))
-end
-
-local function script(src)
-  local path = os.tmpname() .. ".lua"
-  local f = assert(io.open(path, "w"))
-  f:write(src)
-  f:close()
-  return path
-end
+local run, script = sim.run, sim.script
 
 local bin = os.getenv("ASSETD_BIN") or "./assetd"
 

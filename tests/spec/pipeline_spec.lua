@@ -3,20 +3,7 @@ local sim = require "sim"
 
 local bin = os.getenv("ASSETD_BIN") or "./assetd"
 
-local function run(cmd)
-  local p = io.popen(cmd .. " 2>&1; echo \"rc=$?\"")
-  local out = p:read("a")
-  p:close()
-  return out, tonumber(out:match("rc=(%d+)%s*$"))
-end
-
-local function script(src)
-  local path = os.tmpname() .. ".lua"
-  local f = assert(io.open(path, "w"))
-  f:write(src)
-  f:close()
-  return path
-end
+local run, script = sim.run, sim.script
 
 describe("assetd pipeline.lua", function()
   it("--check prints the resolved configuration with secrets masked", function()
