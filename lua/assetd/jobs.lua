@@ -331,6 +331,7 @@ function Runner:run(job)
     local ok, err = pcall(self.crashed, self, id, msg)
     if not ok then assetd.log.error("job error not recorded", {job = id, error = tostring(err), cause = msg}) end
   end}, function()
+    job = self.jobs:get(id) or job                  -- the row as it is now, not as listed
     if job.status == "waiting" then job = self:await_ready(job) end
     if self.running[id] ~= me then return end      -- canceled meanwhile (cancel_job)
     self:arm_deadlines(job)
