@@ -16,10 +16,10 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -MMD -MP \
 LDLIBS  += $(shell $(PKG_CONFIG) --libs $(PKGS)) -lm
 BUILD   ?= build
 
-CORE    := runtime log clock partfile curluv fetch store jobdb httphdr deadline path httpd lineio repl attach
+CORE    := runtime log clock partfile curluv fetch store jobdb httphdr deadline path httpd lineio repl attach bytebuf
 BINDS   := l_assetd l_fetch l_jobs l_store l_httpd l_crypto l_repl
 OBJS    := $(patsubst %,$(BUILD)/%.o,$(CORE) $(BINDS) main)
-UNITS   := httphdr deadline path store jobdb
+UNITS   := httphdr deadline path store jobdb bytebuf
 
 ifeq ($(V),)
 Q = @

@@ -85,27 +85,19 @@ static void fail_errno(fetch_xfer *x, const char *what, int err) {
 /* ---- headers --------------------------------------------------------------------------- */
 
 static int hdrs_add(fetch_xfer *x, const char *name, const char *value) {
-    size_t nl = strlen(name) + 1, vl = strlen(value) + 1;
-    if (x->hdrs_len + nl + vl > HEADERS_CAP) return -1;
-    if (x->hdrs_len + nl + vl > x->hdrs_cap) {
-        size_t cap = x->hdrs_cap ? x->hdrs_cap * 2 : 1024;
-        while (cap < x->hdrs_len + nl + vl) cap *= 2;
-        char *p = realloc(x->hdrs, cap);
-        if (!p) return -1;
-        x->hdrs = p;
-        x->hdrs_cap = cap;
-    }
-    memcpy(x->hdrs + x->hdrs_len, name, nl);
-    memcpy(x->hdrs + x->hdrs_len + nl, value, vl);
-    x->hdrs_len += nl + vl;
-    return 0;
+    size_t mark = x->hdrs.len;
+    if (bytebuf_append(&x->hdrs, name, strlen(name) + 1, HEADERS_CAP) == 0 &&
+        bytebuf_append(&x->hdrs, value, strlen(value) + 1, HEADERS_CAP) == 0)
+        return 0;
+    x->hdrs.len = mark;                       /* a pair goes in whole or not at all */
+    return -1;
 }
 
 size_t fetch_header_next(const fetch_xfer *x, size_t off, const char **name, const char **value) {
-    if (off >= x->hdrs_len) return 0;
-    *name = x->hdrs + off;
+    if (off >= x->hdrs.len) return 0;
+    *name = x->hdrs.p + off;
     *value = *name + strlen(*name) + 1;
-    return (size_t)(*value + strlen(*value) + 1 - x->hdrs);
+    return (size_t)(*value + strlen(*value) + 1 - x->hdrs.p);
 }
 
 const char *fetch_header(const fetch_xfer *x, const char *name) {
@@ -120,7 +112,7 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud) {
     size_t len = size * n;
     char name[128], value[4096];
     if (len >= 5 && memcmp(buf, "HTTP/", 5) == 0) {
-        x->hdrs_len = 0;                    /* a new response (redirect, 100-continue) */
+        x->hdrs.len = 0;                    /* a new response (redirect, 100-continue) */
         return len;
     }
     if (httphdr_split(buf, len, name, sizeof name, value, sizeof value) == 0 &&
@@ -130,22 +122,6 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud) {
 }
 
 /* ---- sinks ----------------------------------------------------------------------------- */
-
-static int mem_append(fetch_xfer *x, const char *p, size_t len, size_t cap_limit) {
-    if (x->mem_len + len > cap_limit) return -1;
-    if (x->mem_len + len > x->mem_cap) {
-        size_t cap = x->mem_cap ? x->mem_cap : 4096;
-        while (cap < x->mem_len + len) cap *= 2;
-        if (cap > cap_limit) cap = cap_limit;
-        char *m = realloc(x->mem, cap);
-        if (!m) return -1;
-        x->mem = m;
-        x->mem_cap = cap;
-    }
-    memcpy(x->mem + x->mem_len, p, len);
-    x->mem_len += len;
-    return 0;
-}
 
 static int open_part(fetch_xfer *x) {
     const char *what;
@@ -265,8 +241,8 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud) {
     if (x->part_complete) return len;
     if (x->http_error) {
         /* keep the start of an error body for the message; drop the rest */
-        size_t room = ERROR_BODY_CAP - x->mem_len;
-        mem_append(x, p, len < room ? len : room, ERROR_BODY_CAP);
+        size_t room = ERROR_BODY_CAP - x->mem.len;
+        bytebuf_append(&x->mem, p, len < room ? len : room, ERROR_BODY_CAP);
         return len;
     }
     int64_t cap = x->req.max_bytes > 0 ? x->req.max_bytes : (x->req.to_memory ? MEMORY_DEFAULT_CAP : 0);
@@ -281,7 +257,7 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud) {
             fail_errno(x, "write .part for", err);
             return 0;
         }
-    } else if (mem_append(x, p, len, (size_t)cap) != 0) {
+    } else if (bytebuf_append(&x->mem, p, len, (size_t)cap) != 0) {
         fail(x, "network", "out of memory buffering the response");
         return 0;
     } else {
@@ -490,9 +466,9 @@ static void describe_http_error(fetch_xfer *x) {
     url_for_message(x->req.url, url, sizeof url);
     const char *ra = fetch_header(x, "retry-after");
     if (ra) x->res.retry_after = httphdr_retry_after(ra, clock_now());
-    int blen = (int)(x->mem_len > 300 ? 300 : x->mem_len);
+    int blen = (int)(x->mem.len > 300 ? 300 : x->mem.len);
     fail(x, "http", "HTTP %ld from %s %s%s%.*s", x->res.status, x->req.method ? x->req.method : "GET",
-         url, blen ? ": " : "", blen, x->mem ? x->mem : "");
+         url, blen ? ": " : "", blen, x->mem.p ? x->mem.p : "");
 }
 
 static void finish(fetch_engine *e, fetch_xfer *x, CURLcode rc) {
@@ -620,8 +596,8 @@ void fetch_xfer_free(fetch_xfer *x) {
     free(x->req.path);
     free(x->req.body);
     free(x->req.check);
-    free(x->hdrs);
-    free(x->mem);
+    bytebuf_free(&x->hdrs);
+    bytebuf_free(&x->mem);
     free(x->host);
     free(x);
 }

@@ -4,6 +4,7 @@
 #ifndef ASSETD_FETCH_H
 #define ASSETD_FETCH_H
 
+#include "bytebuf.h"
 #include <curl/curl.h>
 #include <openssl/evp.h>
 #include <stdint.h>
@@ -57,11 +58,9 @@ struct fetch_xfer {
     fetch_request req;
     fetch_result res;
     /* headers of the final response as "name\0value\0" pairs */
-    char *hdrs;
-    size_t hdrs_len, hdrs_cap;
+    bytebuf hdrs;
     /* memory sink, or the error body of a non-2xx answer */
-    char *mem;
-    size_t mem_len, mem_cap;
+    bytebuf mem;
     /* the rest is the engine's */
     fetch_engine *engine;
     CURL *easy;

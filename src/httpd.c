@@ -2,6 +2,7 @@
  * HTTP parsing; this file owns the loop integration (one uv_poll on MHD's epoll fd, one
  * uv_timer from MHD_get_timeout), the body buffer with its limit, and the answer helpers. */
 #include "httpd.h"
+#include "bytebuf.h"
 #include "log.h"
 
 #include <microhttpd.h>
@@ -23,8 +24,7 @@ struct httpd_req {
     httpd *server;
     struct MHD_Connection *conn;
     const char *method, *path;
-    char *body;
-    size_t len, cap;
+    bytebuf body;
     int too_large, answered;
     char remote[64];
 };
@@ -61,22 +61,11 @@ static void req_remote(httpd_req *r) {
 }
 
 static int append_body(httpd_req *r, const char *data, size_t n) {
-    if (r->len + n > r->server->cfg.max_body) {
-        r->too_large = 1;
+    if (r->body.len + n > r->server->cfg.max_body) {
+        r->too_large = 1;                    /* the rest is discarded; 413 at the end */
         return 0;
     }
-    if (r->len + n + 1 > r->cap) {
-        size_t cap = r->cap ? r->cap : 1024;
-        while (cap < r->len + n + 1) cap *= 2;
-        char *b = realloc(r->body, cap);
-        if (!b) return -1;
-        r->body = b;
-        r->cap = cap;
-    }
-    memcpy(r->body + r->len, data, n);
-    r->len += n;
-    r->body[r->len] = '\0';
-    return 0;
+    return bytebuf_append(&r->body, data, n, r->server->cfg.max_body);
 }
 
 static enum MHD_Result respond_error(httpd_req *r, int status, const char *code, const char *msg) {
@@ -128,7 +117,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     (void)conn;
     (void)toe;
     if (!r) return;
-    free(r->body);
+    bytebuf_free(&r->body);
     free(r);
     *con_cls = NULL;
 }
@@ -138,8 +127,8 @@ const char *httpd_req_path(const httpd_req *r) { return r->path; }
 const char *httpd_req_remote(const httpd_req *r) { return r->remote; }
 
 const char *httpd_req_body(const httpd_req *r, size_t *len) {
-    *len = r->len;
-    return r->body ? r->body : "";
+    *len = r->body.len;
+    return r->body.p ? r->body.p : "";
 }
 
 struct pair_iter {

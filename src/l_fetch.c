@@ -142,8 +142,8 @@ static int push_result(lua_State *L, const fetch_xfer *x) {
         rt_push_error(L, r->category, "%s", r->message);
         if (r->status) set_int(L, "status", r->status);
         if (r->retry_after >= 0) set_num(L, "retry_after", r->retry_after);
-        if (r->category[0] == 'h' && x->mem_len) {
-            lua_pushlstring(L, x->mem, x->mem_len);
+        if (r->category[0] == 'h' && x->mem.len) {
+            lua_pushlstring(L, x->mem.p, x->mem.len);
             lua_setfield(L, -2, "body");
         }
         return 2;
@@ -153,7 +153,7 @@ static int push_result(lua_State *L, const fetch_xfer *x) {
     push_headers(L, x);
     lua_setfield(L, -2, "headers");
     if (x->req.to_memory) {
-        lua_pushlstring(L, x->mem ? x->mem : "", x->mem_len);
+        lua_pushlstring(L, x->mem.p ? x->mem.p : "", x->mem.len);
         lua_setfield(L, -2, "body");
     } else {
         lua_pushstring(L, x->req.path);

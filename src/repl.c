@@ -4,6 +4,7 @@
  * runs them as tasks and answers with output and a prompt. A count hook on the running
  * chunk stops REPL code that holds the loop: on Ctrl-C, or after REPL_BUDGET_MS. */
 #include "repl.h"
+#include "bytebuf.h"
 #include "lineio.h"
 #include "log.h"
 
@@ -31,8 +32,8 @@ struct repl_session {
     lua_State *chunk;          /* the running chunk's thread, for the hook */
     uv_pipe_t pipe;            /* attach sessions */
     uv_shutdown_t shutdown;
-    char *in;                  /* attach input: complete lines up to `scanned`, then a tail */
-    size_t in_len, in_cap, scanned;
+    bytebuf in;                /* attach input: complete lines up to `scanned`, then a tail */
+    size_t scanned;
     unsigned uid;
     struct repl_session *next;
 };
@@ -115,18 +116,18 @@ static void session_interrupt(repl_session *s) {
 
 static void session_pump(repl_session *s) {
     while (s->ready && !s->closing && !s->is_term) {
-        char *nl = s->scanned ? memchr(s->in, '\n', s->scanned) : NULL;
+        char *nl = s->scanned ? memchr(s->in.p, '\n', s->scanned) : NULL;
         if (!nl) {
-            if (s->eof && s->in_len == 0) session_close(s, NULL);
+            if (s->eof && s->in.len == 0) session_close(s, NULL);
             return;
         }
-        size_t n = (size_t)(nl - s->in);
+        size_t n = (size_t)(nl - s->in.p);
         char *line = malloc(n + 1);
         if (!line) { session_close(s, "out of memory"); return; }
-        memcpy(line, s->in, n);
+        memcpy(line, s->in.p, n);
         line[n] = '\0';
-        memmove(s->in, nl + 1, s->in_len - n - 1);
-        s->in_len -= n + 1;
+        memmove(s->in.p, nl + 1, s->in.len - n - 1);
+        s->in.len -= n + 1;
         s->scanned -= n + 1;
         s->ready = 0;
         call_input(s, "line", line, n);
@@ -234,7 +235,7 @@ static void detach_lua(repl_session *s) {
 static void on_pipe_closed(uv_handle_t *h) {
     repl_session *s = h->data;
     unlink_session(s);
-    free(s->in);
+    bytebuf_free(&s->in);
     free(s);
 }
 
@@ -311,11 +312,11 @@ int repl_start_terminal(rt_runtime *rt) {
 static void scan_input(repl_session *s) {
     size_t i = s->scanned;
     char *nl;
-    while (i < s->in_len && (nl = memchr(s->in + i, '\n', s->in_len - i)) != NULL) {
-        size_t end = (size_t)(nl - s->in) + 1;
-        if (end - i == 2 && s->in[i] == '\003') {
-            memmove(s->in + i, s->in + end, s->in_len - end);
-            s->in_len -= 2;
+    while (i < s->in.len && (nl = memchr(s->in.p + i, '\n', s->in.len - i)) != NULL) {
+        size_t end = (size_t)(nl - s->in.p) + 1;
+        if (end - i == 2 && s->in.p[i] == '\003') {
+            memmove(s->in.p + i, s->in.p + end, s->in.len - end);
+            s->in.len -= 2;
             s->scanned = i;
             session_interrupt(s);
             if (s->closing) return;
@@ -327,18 +328,7 @@ static void scan_input(repl_session *s) {
 }
 
 static int append_input(repl_session *s, const char *p, size_t n) {
-    if (s->in_len + n > REPL_MAX_INPUT) return -1;
-    if (s->in_len + n > s->in_cap) {
-        size_t cap = s->in_cap ? s->in_cap : 4096;
-        while (cap < s->in_len + n) cap *= 2;
-        char *b = realloc(s->in, cap);
-        if (!b) return -1;
-        s->in = b;
-        s->in_cap = cap;
-    }
-    memcpy(s->in + s->in_len, p, n);
-    s->in_len += n;
-    return 0;
+    return bytebuf_append(&s->in, p, n, REPL_MAX_INPUT);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
@@ -362,8 +352,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     if (nread < 0) {                         /* half-closed: run what it sent, then close */
         s->eof = 1;
         uv_read_stop(stream);
-        if (s->in_len > s->scanned && s->in[s->in_len - 1] != '\n' && append_input(s, "\n", 1) != 0)
-            s->in_len = s->scanned;
+        if (s->in.len > s->scanned && s->in.p[s->in.len - 1] != '\n' && append_input(s, "\n", 1) != 0)
+            s->in.len = s->scanned;
     }
     scan_input(s);
     if (!s->closing) session_pump(s);
