@@ -72,40 +72,35 @@ local function body_object(req)
 end
 
 local function bad(field, what) return err(400, "validation_error", field .. ": " .. what) end
-local function invalid(field, what) return nil, bad(field, what) end
-
-local function check_id(body, field, optional)
+-- The checks answer an error response for a bad field, or nothing for a good one.
+local function check_id(body, field)
   local v = body[field]
-  if v == nil or v == cjson.null then
-    if optional then return true end
-    return invalid(field, "is required")
-  end
-  if type(v) ~= "string" then return invalid(field, "must be a string, got " .. (type(v) == "table" and "an object or array" or type(v))) end
-  if #v > 128 or not v:match(ID) then return invalid(field, "must match ^[A-Za-z0-9_-]{1,128}$") end
-  return true
+  if v == nil or v == cjson.null then return bad(field, "is required") end
+  if type(v) ~= "string" then return bad(field, "must be a string, got " .. (type(v) == "table" and "an object or array" or type(v))) end
+  if #v > 128 or not v:match(ID) then return bad(field, "must match ^[A-Za-z0-9_-]{1,128}$") end
 end
 
-local function check_time(body, field)
+-- An optional time field: its unix seconds (nil when absent), or nil and an error response.
+local function time_field(body, field)
   local v = body[field]
-  if v == nil or v == cjson.null then return true end
+  if v == nil or v == cjson.null then return nil end
   local t = timefmt.parse(v)
-  if not t then return invalid(field, "must be an ISO 8601 time (e.g. 2026-11-24T10:30:00Z) or unix seconds") end
+  if not t then return nil, bad(field, "must be an ISO 8601 time (e.g. 2026-11-24T10:30:00Z) or unix seconds") end
   return t
 end
 
 local function check_assets(body)
   local a = body.assets
-  if a == nil or a == cjson.null then return true end
-  if type(a) ~= "table" or (next(a) ~= nil and a[1] == nil) then return invalid("assets", "must be an array of {variant, url}") end
+  if a == nil or a == cjson.null then return end
+  if type(a) ~= "table" or (next(a) ~= nil and a[1] == nil) then return bad("assets", "must be an array of {variant, url}") end
   for i, x in ipairs(a) do
     if type(x) ~= "table" or type(x.variant) ~= "string" or not x.variant:match("^[a-z0-9_]+$") then
-      return invalid(string.format("assets[%d].variant", i), "must be a lowercase name")
+      return bad(string.format("assets[%d].variant", i), "must be a lowercase name")
     end
     if type(x.url) ~= "string" or not x.url:match("^https?://") then
-      return invalid(string.format("assets[%d].url", i), "must be an http(s) URL")
+      return bad(string.format("assets[%d].url", i), "must be an http(s) URL")
     end
   end
-  return true
 end
 
 -- ---- routes ------------------------------------------------------------------------------
@@ -130,8 +125,8 @@ end
 function Api:find_page(req)
   local body, e = body_object(req)
   if not body then return nil, e end
-  local ok, e2 = check_id(body, "notionPageId")
-  if not ok then return nil, e2 end
+  local e2 = check_id(body, "notionPageId")
+  if e2 then return nil, e2 end
   local job = self.jobs:get(body.notionPageId)
   if not job then return nil, err(404, "not_found", "no download for notionPageId " .. body.notionPageId) end
   return job
@@ -161,21 +156,21 @@ function Api:enqueue(req)
   local body, e = body_object(req)
   if not body then return e end
   for _, f in ipairs{"notionPageId", "soraVideoId", "batchId"} do
-    local ok, e2 = check_id(body, f)
-    if not ok then return e2 end
+    local e2 = check_id(body, f)
+    if e2 then return e2 end
   end
-  local completed, e3 = check_time(body, "completedAt")
-  if not completed then return e3 end
-  local expires, e4 = check_time(body, "expiresAt")
-  if not expires then return e4 end
-  local ok, e5 = check_assets(body)
-  if not ok then return e5 end
+  local completed, e3 = time_field(body, "completedAt")
+  if e3 then return e3 end
+  local expires, e4 = time_field(body, "expiresAt")
+  if e4 then return e4 end
+  local e5 = check_assets(body)
+  if e5 then return e5 end
   if body.provider ~= nil and (type(body.provider) ~= "string" or not self.runner.providers[body.provider]) then
     return bad("provider", "must be one of the configured providers")
   end
   local job, created = self.runner:enqueue{
     notionPageId = body.notionPageId, soraVideoId = body.soraVideoId, batchId = body.batchId,
-    completedAt = completed ~= true and completed or nil, expiresAt = expires ~= true and expires or nil,
+    completedAt = completed, expiresAt = expires,
     provider = body.provider, assets = body.assets ~= cjson.null and body.assets or nil}
   if not job then return err(400, "validation_error", tostring(created)) end
   return json(202, self:job_json(job), created and {} or {["X-Assetd-Existing"] = "true"})
@@ -193,8 +188,9 @@ function Api:list(req)
   if st and not ({waiting = 1, pending = 1, downloading = 1, completed = 1, failed = 1, expired = 1})[st] then
     return err(400, "validation_error", "status: must be one of waiting, pending, downloading, completed, failed, expired")
   end
-  if q.batchId and (#q.batchId > 128 or not q.batchId:match(ID)) then
-    return err(400, "validation_error", "batchId: must match ^[A-Za-z0-9_-]{1,128}$")
+  if q.batchId then
+    local e = check_id(q, "batchId")
+    if e then return e end
   end
   if q.order and q.order ~= "asc" and q.order ~= "desc" then
     return err(400, "validation_error", "order: must be asc or desc")

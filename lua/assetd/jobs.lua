@@ -22,13 +22,12 @@ end
 
 -- Runner.new{jobs=, versions=, providers = {name = provider}, notion = client|nil,
 --   properties = fn(job) -> props, on_error = fn(job, message) -> props|nil,
---   public_base_url=, alerts = {warn_before=, expiring=, expired=, failed=, completed=},
---   retry = {...}, poll = {interval=, max=}, metrics = registry}
+--   alerts = {warn_before=, expiring=, expired=, failed=, completed=},
+--   retry = {...}, poll = {interval=, max=}, metrics = registry, max_jobs = download slots}
 function M.new(cfg)
   local self = setmetatable({
     jobs = assert(cfg.jobs), versions = assert(cfg.versions), providers = assert(cfg.providers),
     notion = cfg.notion, properties = cfg.properties, on_error = cfg.on_error,
-    public_base_url = cfg.public_base_url or "",
     alerts = cfg.alerts or {}, retry = cfg.retry, poll = cfg.poll or {interval = 5, max = 60},
     metrics = cfg.metrics or require("assetd.metrics").standard(),
     slots = require("assetd.slots").new(cfg.max_jobs or 32),
@@ -253,8 +252,7 @@ function Runner:download_in_slot(job)
   if job.version == 0 then fields.version = assert(self.versions:reserve(job.batchId, job.soraVideoId)) end
   job = assert(self.jobs:transition(job, "downloading", fields))
   local assets = self:provider(job):assets(self:job_view(job))
-  self.progress[job.id] = setmetatable({parts = {}, bytes = 0, total = 0, video = job.soraVideoId,
-                                        page = job.notionPageId, started = assetd.now()}, Progress)
+  self.progress[job.id] = setmetatable({parts = {}, bytes = 0, total = 0, video = job.soraVideoId}, Progress)
   local left, failure, tasks, done = #assets, nil, {}, assetd.alarm()
   for _, a in ipairs(assets) do
     tasks[#tasks + 1] = assetd.spawn({name = "asset"}, function()
@@ -347,7 +345,7 @@ end
 -- HTTP API and the REPL answer at once even with a long backlog.
 function Runner:start()
   self.jobs:recover()
-  self.resuming = assetd.spawn({name = "resume"}, function()
+  assetd.spawn({name = "resume"}, function()
     for _, status in ipairs{"pending", "waiting", "completed"} do
       local cursor
       repeat
@@ -359,7 +357,6 @@ function Runner:start()
         assetd.sleep(0)
       until not cursor
     end
-    self.resuming = nil
   end)
 end
 

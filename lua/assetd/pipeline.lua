@@ -133,6 +133,20 @@ function M.serve(c, runner, metrics)
   return server, api
 end
 
+-- The runner's hooks from a validated pipeline, defaults filled in (start and reload).
+function M.hooks(c)
+  local notion = require "assetd.notion"
+  return {
+    alerts = require("assetd.alerts").with_defaults(c.alerts),
+    properties = c.notion.properties or function(job)
+      return notion.properties(job, c.storage.public_base_url, c.notion.fields)
+    end,
+    on_error = c.notion.on_error or function(job, message)
+      return notion.error_properties(job, message, c.notion.fields)
+    end,
+  }
+end
+
 -- Build and start everything; returns the runner.
 function M.start(c)
   local notion = require "assetd.notion"
@@ -149,16 +163,10 @@ function M.start(c)
   local providers = {openai = require("assetd.providers.openai").new{base_url = c.sora.base_url, variants = c.sora.variants},
                      urls = require("assetd.providers.urls").new()}
   for name, p in pairs(c.providers or {}) do providers[name] = p end
+  local h = M.hooks(c)
   local r = runner.new{
-    jobs = jobs, versions = store, providers = providers,
-    notion = client,
-    properties = c.notion.properties or function(job)
-      return notion.properties(job, c.storage.public_base_url, c.notion.fields)
-    end,
-    on_error = c.notion.on_error or function(job, message)
-      return notion.error_properties(job, message, c.notion.fields)
-    end,
-    public_base_url = c.storage.public_base_url, alerts = require("assetd.alerts").with_defaults(c.alerts),
+    jobs = jobs, versions = store, providers = providers, notion = client,
+    properties = h.properties, on_error = h.on_error, alerts = h.alerts,
     retry = c.sora.retry, poll = M.poll(c.sora.poll), metrics = metrics, max_jobs = c.limits.max_jobs,
   }
   if c.http.enabled ~= false then M.server, M.api = M.serve(c, r, metrics) end
@@ -197,14 +205,8 @@ function M.reload(path)
   if type(cfg) ~= "table" then error(path .. ": did not return a pipeline table", 0) end
   local c, errs = M.validate(cfg)
   if not c then error("invalid pipeline:\n  " .. table.concat(errs, "\n  "), 0) end
-  local notion = require "assetd.notion"
-  r.alerts = require("assetd.alerts").with_defaults(c.alerts)
-  r.properties = c.notion.properties or function(job)
-    return notion.properties(job, c.storage.public_base_url, c.notion.fields)
-  end
-  r.on_error = c.notion.on_error or function(job, message)
-    return notion.error_properties(job, message, c.notion.fields)
-  end
+  local h = M.hooks(c)
+  r.alerts, r.properties, r.on_error = h.alerts, h.properties, h.on_error
   r.versions.naming = c.naming or require("assetd.naming").default
   local alerts = {}
   for _, k in ipairs{"expiring", "expired", "failed", "completed"} do

@@ -14,7 +14,7 @@ local function b64(s)
   return out
 end
 
-local SECRET1, SECRET2 = "whsec_" .. b64(KEY1), "whsec_" .. b64(KEY2)
+local SECRET2 = "whsec_" .. b64(KEY2)          -- the daemon holds only the new key
 
 local function sign(key, id, ts, body, dir)
   local f = assert(io.open(dir .. "/wh-body", "wb"))
@@ -135,7 +135,6 @@ describe("webhooks, token and metrics", function()
     -- only the old key's signature: refused
     local body2 = event("video.completed", "video_x", "evt_rot2")
     assert.are.equal(401, (post_webhook(body2, signed(body2, "msg_rot2", KEY1))))
-    assert.is_truthy(SECRET1)
   end)
 
   it("/metrics is valid Prometheus text with the daemon's families", function()
