@@ -22,8 +22,9 @@ local function count(default, ok)
     if not ok then failed = failed + 1 end
     if finished < n then return end
     assetd.spawn({name = "bench stop"}, function()
-      local runner = require("assetd.pipeline").runner
-      while next(runner.running) do assetd.sleep(0.005) end
+      local pipeline = require "assetd.pipeline"
+      -- jobs can all fail before start-up has returned the runner (a missing key)
+      while not pipeline.runner or next(pipeline.runner.running) do assetd.sleep(0.005) end
       if failed > 0 then assetd.log.error("bench: jobs did not complete", {failed = failed}) end
       assetd.stop(failed == 0 and 0 or 1)
     end)
