@@ -16,10 +16,10 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -MMD -MP \
 LDLIBS  += $(shell $(PKG_CONFIG) --libs $(PKGS)) -lm
 BUILD   ?= build
 
-CORE    := runtime log clock partfile curluv fetch store jobdb httphdr deadline path httpd lineio repl attach bytebuf
+CORE    := runtime log clock partfile curluv admit fetch store jobdb httphdr deadline path httpd lineio repl attach bytebuf
 BINDS   := l_assetd l_fetch l_jobs l_store l_httpd l_crypto l_repl
 OBJS    := $(patsubst %,$(BUILD)/%.o,$(CORE) $(BINDS) main)
-UNITS   := httphdr deadline path store jobdb bytebuf
+UNITS   := httphdr deadline path store jobdb bytebuf partfile admit
 
 ifeq ($(V),)
 Q = @
@@ -39,6 +39,9 @@ $(BUILD)/test_%: tests/unit/test_%.c $(BUILD)/%.o | $(BUILD)
 	$(Q)$(CC) $(CFLAGS) -Isrc -o $@ $^ $(LDFLAGS) $(shell $(PKG_CONFIG) --libs cmocka) $(LDLIBS)
 
 $(BUILD)/test_jobdb: $(BUILD)/clock.o
+$(BUILD)/test_partfile: $(BUILD)/path.o
+$(BUILD)/test_httphdr: $(BUILD)/bytebuf.o
+$(BUILD)/test_admit: $(BUILD)/deadline.o
 
 $(BUILD):
 	@mkdir -p $(BUILD)

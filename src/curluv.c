@@ -60,6 +60,12 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *s
     return uv_poll_start(&p->poll, events, on_poll) == 0 ? 0 : -1;
 }
 
+CURLcode curluv_unpause(curluv *c, CURL *easy) {
+    CURLcode rc = curl_easy_pause(easy, CURLPAUSE_CONT);
+    uv_timer_start(&c->timer, on_timeout, 0, 0);
+    return rc;
+}
+
 static int on_timer(CURLM *multi, long timeout_ms, void *userp) {
     (void)multi;
     curluv *c = userp;

@@ -16,6 +16,10 @@ typedef struct curluv {
 } curluv;
 
 int curluv_init(curluv *c, uv_loop_t *loop, void (*after_action)(void *ud), void *ud);
+/* Resume a transfer paused from its write callback. libcurl 7.88 does not always ask for a
+ * timeout after curl_easy_pause, and with no other socket busy nothing would run it again.
+ * Returns what curl_easy_pause returns: an error when the write callback refused the data. */
+CURLcode curluv_unpause(curluv *c, CURL *easy);
 /* Release the multi handle (its sockets' polls close themselves); the timer stays for the
  * owner to uv_close. */
 void curluv_cleanup(curluv *c);

@@ -5,6 +5,7 @@
  * on the thread pool so neither hashing nor a slow disk stalls the loop. */
 #include "fetch.h"
 
+#include "admit.h"
 #include "clock.h"
 #include "curluv.h"
 #include "httphdr.h"
@@ -28,21 +29,13 @@
 
 enum xfer_state { X_NEW, X_QUEUED, X_ACTIVE, X_FINISHING, X_DONE };
 
-typedef struct host_count {
-    char *host;
-    unsigned n;
-} host_count;
-
 struct fetch_engine {
     uv_loop_t *loop;
     curluv cu;                 /* the multi handle on the loop */
     uv_idle_t idle;            /* scheduling, deliveries and cancellations outside callbacks */
     uv_timer_t refill;         /* bandwidth cap: unpauses transfers */
     fetch_limits limits;
-    deadline_queue queue;
-    unsigned active;
-    host_count *hosts;
-    size_t nhosts;
+    admit adm;                 /* queued transfers, and the counts under the limits */
     fetch_xfer *done_head, *done_tail;   /* finished, callback not yet delivered */
     fetch_xfer **live;                   /* active transfers (for cancel and unpause) */
     size_t nlive, live_cap;
@@ -53,6 +46,8 @@ struct fetch_engine {
 };
 
 static void check_completions(fetch_engine *e);
+
+static int lane_of(const fetch_xfer *x) { return x->req.to_memory ? ADMIT_CALLS : ADMIT_FILES; }
 static void kick(fetch_engine *e);
 
 /* ---- results --------------------------------------------------------------------------- */
@@ -84,28 +79,11 @@ static void fail_errno(fetch_xfer *x, const char *what, int err) {
 
 /* ---- headers --------------------------------------------------------------------------- */
 
-static int hdrs_add(fetch_xfer *x, const char *name, const char *value) {
-    size_t mark = x->hdrs.len;
-    if (bytebuf_append(&x->hdrs, name, strlen(name) + 1, HEADERS_CAP) == 0 &&
-        bytebuf_append(&x->hdrs, value, strlen(value) + 1, HEADERS_CAP) == 0)
-        return 0;
-    x->hdrs.len = mark;                       /* a pair goes in whole or not at all */
-    return -1;
-}
-
 size_t fetch_header_next(const fetch_xfer *x, size_t off, const char **name, const char **value) {
-    if (off >= x->hdrs.len) return 0;
-    *name = x->hdrs.p + off;
-    *value = *name + strlen(*name) + 1;
-    return (size_t)(*value + strlen(*value) + 1 - x->hdrs.p);
+    return httphdr_next(&x->hdrs, off, name, value);
 }
 
-const char *fetch_header(const fetch_xfer *x, const char *name) {
-    const char *n, *v, *found = NULL;
-    for (size_t off = 0; (off = fetch_header_next(x, off, &n, &v)) != 0;)
-        if (strcmp(n, name) == 0) found = v;
-    return found;
-}
+const char *fetch_header(const fetch_xfer *x, const char *name) { return httphdr_get(&x->hdrs, name); }
 
 static size_t on_header(char *buf, size_t size, size_t n, void *ud) {
     fetch_xfer *x = ud;
@@ -116,16 +94,23 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud) {
         return len;
     }
     if (httphdr_split(buf, len, name, sizeof name, value, sizeof value) == 0 &&
-        hdrs_add(x, name, value) != 0)
+        httphdr_add(&x->hdrs, name, value, HEADERS_CAP) != 0)
         return 0;                           /* absurd header volume: abort */
     return len;
 }
 
 /* ---- sinks ----------------------------------------------------------------------------- */
 
+static void on_block_written(void *ud);
+
 static int open_part(fetch_xfer *x) {
     const char *what;
-    int err = partfile_open(&x->pf, x->req.path, x->req.resume, &x->res.resumed_from, &what);
+    x->pf.loop = x->engine->loop;
+    x->pf.sha = x->sha;
+    x->pf.ready = on_block_written;
+    x->pf.ud = x;
+    int flags = (x->req.resume ? PARTFILE_RESUME : 0) | (x->req.direct ? PARTFILE_DIRECT : 0);
+    int err = partfile_open(&x->pf, x->req.path, flags, &x->res.resumed_from, &what);
     if (err) {
         fail_errno(x, what, err);
         return -1;
@@ -211,14 +196,27 @@ static int take_tokens(fetch_engine *e, fetch_xfer *x, size_t len) {
     return 1;
 }
 
+static void finish(fetch_engine *e, fetch_xfer *x, CURLcode rc);
+
+/* Resume X from a pause. Its write callback may run at once and refuse the data that waited
+ * (a failed block, max_bytes); the transfer then ends here, as libcurl would not report it.
+ * Returns whether it ended. */
+static int unpause(fetch_engine *e, fetch_xfer *x) {
+    CURLcode rc = x->res.category ? CURLE_WRITE_ERROR : curluv_unpause(&e->cu, x->easy);
+    if (rc == CURLE_OK) return 0;
+    finish(e, x, rc);
+    return 1;
+}
+
 static void on_refill(uv_timer_t *h) {
     fetch_engine *e = h->data;
-    for (size_t i = 0; i < e->nlive; i++) {
+    for (size_t i = 0; i < e->nlive;) {
         fetch_xfer *x = e->live[i];
-        if (x->paused) {
+        if (x->paused && !x->blocked) {
             x->paused = 0;
-            curl_easy_pause(x->easy, CURLPAUSE_CONT);
+            if (unpause(e, x)) continue;         /* removed from live */
         }
+        i++;
     }
     kick(e);
 }
@@ -250,6 +248,10 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud) {
         fail(x, "http", "response body larger than max_bytes (%lld)", (long long)cap);
         return 0;
     }
+    if (x->pf.fd >= 0 && partfile_full(&x->pf, len)) {
+        x->blocked = 1;                       /* the disk is behind: wait for its block */
+        return CURL_WRITEFUNC_PAUSE;
+    }
     if (!take_tokens(x->engine, x, len)) return CURL_WRITEFUNC_PAUSE;
     if (x->pf.fd >= 0) {
         int err = partfile_write(&x->pf, p, len);
@@ -261,7 +263,7 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud) {
         fail(x, "network", "out of memory buffering the response");
         return 0;
     } else {
-        EVP_DigestUpdate(x->sha, p, len);     /* a file is hashed when it is committed */
+        EVP_DigestUpdate(x->sha, p, len);     /* a file's blocks are hashed on the thread pool */
     }
     x->res.bytes += (int64_t)len;
     maybe_progress(x, 0);
@@ -269,20 +271,6 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud) {
 }
 
 /* ---- starting and finishing transfers -------------------------------------------------- */
-
-static host_count *host_slot(fetch_engine *e, const char *host, int create) {
-    for (size_t i = 0; i < e->nhosts; i++)
-        if (strcmp(e->hosts[i].host, host) == 0) return &e->hosts[i];
-    if (!create) return NULL;
-    host_count *h = realloc(e->hosts, (e->nhosts + 1) * sizeof *h);
-    if (!h) return NULL;
-    e->hosts = h;
-    h = &e->hosts[e->nhosts];
-    if (!(h->host = strdup(host))) return NULL;
-    h->n = 0;
-    e->nhosts++;
-    return h;
-}
 
 static char *url_host(const char *url) {
     CURLU *u = curl_url();
@@ -324,9 +312,7 @@ static void deliver(fetch_xfer *x) {
 
 static void release_slot(fetch_xfer *x) {
     fetch_engine *e = x->engine;
-    host_count *h = x->host ? host_slot(e, x->host, 0) : NULL;
-    if (h && h->n) h->n--;
-    e->active--;
+    admit_ended(&e->adm, lane_of(x), x->host);
     live_remove(e, x);
 }
 
@@ -346,7 +332,8 @@ static int setup_easy(fetch_xfer *x) {
     curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 256L << 10);
+    /* libcurl hands over at most this much at once, which partfile_write requires */
+    curl_easy_setopt(c, CURLOPT_BUFFERSIZE, (long)PARTFILE_BLOCK);
     curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(c, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
     curl_easy_setopt(c, CURLOPT_USERAGENT, "assetd/" ASSETD_VERSION);
@@ -374,9 +361,7 @@ static int setup_easy(fetch_xfer *x) {
 static void start(fetch_engine *e, fetch_xfer *x) {
     x->state = X_ACTIVE;
     x->started = clock_now();
-    e->active++;
-    host_count *h = host_slot(e, x->host, 1);
-    if (h) h->n++;
+    admit_started(&e->adm, lane_of(x), x->host);
     if (live_add(e, x) != 0) { fail(x, "network", "out of memory"); goto failed; }
     if (!x->req.to_memory && open_part(x) != 0) goto failed;
     if (setup_easy(x) != 0) { fail(x, "network", "cannot create a curl handle"); goto failed; }
@@ -388,23 +373,13 @@ failed:
     deliver(x);
 }
 
-static int host_has_room(fetch_engine *e, const char *host) {
-    host_count *h = host_slot(e, host, 0);
-    return !h || e->limits.per_host == 0 || h->n < e->limits.per_host;
-}
+static const char *host_of(void *item) { return ((fetch_xfer *)item)->host; }
 
-/* Start queued transfers, earliest deadline first, while the limits allow. A transfer whose
- * host is full is set aside for this round and keeps its place (and its arrival order). */
+/* Start queued transfers while the limits allow (admit.c decides the order). */
 static void schedule(fetch_engine *e) {
-    deadline_item held[64], it;
-    size_t nheld = 0;
-    while (e->active < e->limits.max_active && nheld < sizeof held / sizeof held[0] &&
-           deadline_queue_pop(&e->queue, &it) == 0) {
-        fetch_xfer *x = it.data;
-        if (host_has_room(e, x->host)) start(e, x);
-        else held[nheld++] = it;
-    }
-    for (size_t i = 0; i < nheld; i++) deadline_queue_restore(&e->queue, &held[i]);
+    void *x;
+    int lane;
+    while (admit_next(&e->adm, host_of, &x, &lane) == 0) start(e, x);
 }
 
 static void digest_hex(EVP_MD_CTX *sha, char out[65]) {
@@ -414,18 +389,16 @@ static void digest_hex(EVP_MD_CTX *sha, char out[65]) {
     for (unsigned i = 0; i < mdlen && i < 32; i++) snprintf(out + 2 * i, 3, "%02x", md[i]);
 }
 
-/* Validate, hash, fsync, rename and fsync the directory: on the thread pool. Hashing here
- * rather than in the write callback keeps SHA-256 (about half a CPU second per GB) off the
- * loop thread, so it runs beside the transfers on another core. */
+/* Write the last block, validate, fsync, rename and fsync the directory: on the thread pool,
+ * like the hashing and writing of every block before it. */
 static void commit_work(uv_work_t *w) {
     fetch_xfer *x = w->data;
-    if ((x->sys_errno = partfile_flush(&x->pf)) != 0) return;
+    if ((x->sys_errno = partfile_finish(&x->pf)) != 0) return;
     if (x->req.check && store_check_file(x->pf.fd, x->req.check, x->req.expect_size, &x->invalid) != 0) {
         /* bad content must not be resumed from: drop the .part */
         unlinkat(x->pf.dirfd, x->pf.part, 0);
         return;
     }
-    if ((x->sys_errno = partfile_hash(&x->pf, x->sha)) != 0) return;
     digest_hex(x->sha, x->res.sha256);
     x->sys_errno = partfile_commit(&x->pf);
 }
@@ -471,6 +444,8 @@ static void describe_http_error(fetch_xfer *x) {
          url, blen ? ": " : "", blen, x->mem.p ? x->mem.p : "");
 }
 
+static void settle(fetch_engine *e, fetch_xfer *x);
+
 static void finish(fetch_engine *e, fetch_xfer *x, CURLcode rc) {
     curl_multi_remove_handle(e->cu.multi, x->easy);
     release_slot(x);
@@ -488,8 +463,19 @@ static void finish(fetch_engine *e, fetch_xfer *x, CURLcode rc) {
         if (x->pf.fd < 0) digest_hex(x->sha, x->res.sha256);
         maybe_progress(x, 1);
     }
+    x->state = X_FINISHING;
+    if (partfile_busy(&x->pf)) {
+        x->settle_pending = 1;            /* on_block_written settles it */
+        e->committing++;
+        return;
+    }
+    settle(e, x);
+}
+
+/* A finished transfer's file, once no block is being written: commit it, or keep it for a
+ * resume, then report. */
+static void settle(fetch_engine *e, fetch_xfer *x) {
     if (!x->res.category && x->pf.fd >= 0) {
-        x->state = X_FINISHING;
         x->work.data = x;
         if (uv_queue_work(e->loop, &x->work, commit_work, commit_done) == 0) {
             e->committing++;
@@ -499,6 +485,24 @@ static void finish(fetch_engine *e, fetch_xfer *x, CURLcode rc) {
     }
     partfile_close(&x->pf);
     deliver(x);
+}
+
+static void abandon(fetch_xfer *x);
+
+static void on_block_written(void *ud) {
+    fetch_xfer *x = ud;
+    fetch_engine *e = x->engine;
+    if (x->settle_pending) {
+        x->settle_pending = 0;
+        e->committing--;
+        if (!e->closing) settle(e, x);
+        else abandon(x);
+        maybe_free_engine(e);
+    } else if (x->blocked && x->easy) {
+        x->blocked = 0;
+        if (x->pf.err) fail_errno(x, "write .part for", x->pf.err);
+        unpause(e, x);
+    }
 }
 
 static void check_completions(fetch_engine *e) {
@@ -551,7 +555,8 @@ int fetch_engine_new(uv_loop_t *loop, fetch_engine **out) {
     if (!e) return UV_ENOMEM;
     e->loop = loop;
     e->limits = (fetch_limits){8, 8, 0};
-    deadline_queue_init(&e->queue);
+    admit_init(&e->adm);
+    e->adm.lane[ADMIT_FILES].max = e->adm.per_host = 8;
     if (curluv_init(&e->cu, loop, after_action, e) != 0) { free(e); return UV_ENOMEM; }
     uv_idle_init(loop, &e->idle);
     uv_timer_init(loop, &e->refill);
@@ -565,14 +570,15 @@ int fetch_engine_new(uv_loop_t *loop, fetch_engine **out) {
 void fetch_set_limits(fetch_engine *e, const fetch_limits *l) {
     e->limits = *l;
     if (e->limits.max_active == 0) e->limits.max_active = 1;
+    e->adm.lane[ADMIT_FILES].max = e->limits.max_active;
+    e->adm.per_host = e->limits.per_host;
     kick(e);
 }
 
 fetch_limits fetch_get_limits(const fetch_engine *e) { return e->limits; }
 
 void fetch_stats(const fetch_engine *e, unsigned *active, unsigned *queued) {
-    *active = e->active;
-    *queued = (unsigned)deadline_queue_len(&e->queue);
+    admit_stats(&e->adm, active, queued);
 }
 
 fetch_xfer *fetch_xfer_new(void) {
@@ -613,7 +619,7 @@ int fetch_submit(fetch_engine *e, fetch_xfer *x, fetch_done_cb done, fetch_progr
     x->done = done;
     x->progress = progress;
     x->ud = ud;
-    if (deadline_queue_push(&e->queue, x->req.deadline, x) != 0) return UV_ENOMEM;
+    if (admit_push(&e->adm, lane_of(x), x->req.deadline, x) != 0) return UV_ENOMEM;
     x->state = X_QUEUED;
     kick(e);
     return 0;
@@ -623,7 +629,7 @@ void fetch_cancel(fetch_xfer *x) {
     if (x->cancel_requested || x->state == X_DONE) return;
     x->cancel_requested = 1;
     if (x->state == X_QUEUED) {
-        deadline_queue_remove(&x->engine->queue, x);
+        admit_remove(&x->engine->adm, lane_of(x), x);
         fail(x, "canceled", "transfer canceled before it started");
         deliver(x);
         return;
@@ -656,17 +662,20 @@ void fetch_engine_close(fetch_engine *e) {
     for (size_t i = 0; i < e->nlive; i++) {
         fetch_xfer *x = e->live[i];
         if (x->easy) curl_multi_remove_handle(e->cu.multi, x->easy);
-        abandon(x);
+        if (!partfile_busy(&x->pf)) {
+            abandon(x);
+            continue;
+        }
+        x->settle_pending = 1;                /* abandoned by on_block_written */
+        e->committing++;
     }
     e->nlive = 0;
-    deadline_item it;
-    while (deadline_queue_pop(&e->queue, &it) == 0) abandon(it.data);
+    void *queued;
+    while (admit_drain(&e->adm, &queued) == 0) abandon(queued);
     for (fetch_xfer *d = e->done_head, *n; d; d = n) { n = d->next_done; abandon(d); }
     e->done_head = e->done_tail = NULL;
     curluv_cleanup(&e->cu);
-    deadline_queue_free(&e->queue);
-    for (size_t i = 0; i < e->nhosts; i++) free(e->hosts[i].host);
-    free(e->hosts);
+    admit_free(&e->adm);
     free(e->live);
     e->cu.timer.data = e;                  /* its close is counted like the others */
     close_handle((uv_handle_t *)&e->cu.timer);

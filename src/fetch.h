@@ -20,8 +20,9 @@ typedef void (*fetch_done_cb)(fetch_xfer *x, void *ud);
 typedef void (*fetch_progress_cb)(fetch_xfer *x, void *ud);
 
 typedef struct fetch_limits {
-    unsigned max_active;        /* transfers running at once (default 8) */
-    unsigned per_host;          /* per host name (default 8) */
+    unsigned max_active;        /* file downloads running at once (default 8); calls into
+                                   memory are not counted, only per_host bounds them */
+    unsigned per_host;          /* transfers per host name, of either kind (default 8) */
     double max_bytes_per_sec;   /* overall download cap, 0 = none */
 } fetch_limits;
 
@@ -33,6 +34,7 @@ typedef struct fetch_request {
     struct curl_slist *headers;
     int64_t max_bytes;          /* 0 = default (memory sink: 16 MiB; file sink: none) */
     int resume;
+    int direct;                 /* file sink: whole blocks with O_DIRECT where possible */
     double deadline;            /* unix seconds, scheduling only; INFINITY when none */
     long timeout_ms, connect_timeout_ms;
     long low_speed_bytes, low_speed_secs;
@@ -67,6 +69,8 @@ struct fetch_xfer {
     char *host;
     partfile pf;
     int state, status_checked, http_error, paused, cancel_requested, part_complete;
+    int blocked;                /* paused until the .part's busy block is written */
+    int settle_pending;         /* finished, waiting for that block (or abandoned: freed then) */
     int sys_errno;
     const char *invalid;        /* why validation refused the file (static text) */
     int64_t expect_total;

@@ -84,3 +84,26 @@ int httphdr_split(const char *line, size_t len, char *name, size_t name_cap, cha
     value[vlen] = '\0';
     return 0;
 }
+
+int httphdr_add(bytebuf *b, const char *name, const char *value, size_t cap) {
+    size_t mark = b->len;
+    if (bytebuf_append(b, name, strlen(name) + 1, cap) == 0 &&
+        bytebuf_append(b, value, strlen(value) + 1, cap) == 0)
+        return 0;
+    b->len = mark;
+    return -1;
+}
+
+size_t httphdr_next(const bytebuf *b, size_t off, const char **name, const char **value) {
+    if (off >= b->len) return 0;
+    *name = b->p + off;
+    *value = *name + strlen(*name) + 1;
+    return (size_t)(*value + strlen(*value) + 1 - b->p);
+}
+
+const char *httphdr_get(const bytebuf *b, const char *name) {
+    const char *n, *v, *found = NULL;
+    for (size_t off = 0; (off = httphdr_next(b, off, &n, &v)) != 0;)
+        if (strcmp(n, name) == 0) found = v;
+    return found;
+}

@@ -1,6 +1,9 @@
-/* httphdr.h: parsing of the few HTTP header values the engine acts on. Pure functions. */
+/* httphdr.h: parsing of the few HTTP header values the engine acts on, and a response's
+ * headers kept as "name\0value\0" pairs in one buffer. */
 #ifndef ASSETD_HTTPHDR_H
 #define ASSETD_HTTPHDR_H
+
+#include "bytebuf.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -16,5 +19,12 @@ double httphdr_retry_after(const char *v, double now);
  * written into the caller's buffers. Returns 0 for a header line, -1 otherwise. */
 int httphdr_split(const char *line, size_t len, char *name, size_t name_cap, char *value,
                   size_t value_cap);
+
+/* Append a pair, whole or not at all: -1 when B would pass CAP bytes. */
+int httphdr_add(bytebuf *b, const char *name, const char *value, size_t cap);
+/* The pair at OFF; returns the offset of the next one, or 0 at the end. */
+size_t httphdr_next(const bytebuf *b, size_t off, const char **name, const char **value);
+/* The last value of NAME (lowercase), or NULL. */
+const char *httphdr_get(const bytebuf *b, const char *name);
 
 #endif

@@ -102,7 +102,9 @@ static void read_request(lua_State *L, fetch_xfer *x) {
     r->expect_size = (int64_t)l_optnumfield(L, 1, "expect_size", -1);
     lua_getfield(L, 1, "resume");
     r->resume = lua_toboolean(L, -1);
-    lua_pop(L, 1);
+    lua_getfield(L, 1, "direct");
+    r->direct = lua_toboolean(L, -1);
+    lua_pop(L, 2);
     r->deadline = l_optnumfield(L, 1, "deadline", INFINITY);
     r->timeout_ms = ms_field(L, "timeout");
     r->connect_timeout_ms = ms_field(L, "connect_timeout");

@@ -1,32 +1,58 @@
 /* partfile.h: the `.NAME.part` file a download streams into, and its atomic commit to NAME
  * (fsync, rename, fsync the directory). Opened relative to the directory fd, never through a
- * symbolic link. Functions return 0 or an errno value. */
+ * symbolic link. The body goes through two aligned blocks: the loop thread fills one while
+ * the thread pool hashes and writes the other. Functions return 0 or an errno value. */
 #ifndef ASSETD_PARTFILE_H
 #define ASSETD_PARTFILE_H
 
 #include <openssl/evp.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <uv.h>
+
+/* The largest piece partfile_write takes, and the size of each write to the disk. */
+#define PARTFILE_BLOCK ((size_t)256 << 10)
+
+enum { PARTFILE_RESUME = 1, PARTFILE_DIRECT = 2 };
 
 typedef struct partfile {
     int fd, dirfd;
     char base[256];      /* NAME */
     char part[300];      /* .NAME.part */
-    char *wbuf;          /* small writes gathered into one write(2) */
-    size_t wlen;
+    /* set by the owner before partfile_open */
+    uv_loop_t *loop;
+    EVP_MD_CTX *sha;     /* borrowed; receives every byte of the file, in order */
+    void (*ready)(void *ud);   /* on the loop: the block on the thread pool is written */
+    void *ud;
+    /* private */
+    char *blk[2];
+    size_t fill;         /* bytes in blk[cur] */
+    int cur, busy, direct, err, work_err;
+    int64_t off;         /* file offset of blk[cur] */
+    int64_t hashed;      /* bytes from the start of the file fed to sha */
+    char *work_buf;      /* the block on the thread pool */
+    int64_t work_off;
+    size_t work_len;
+    uv_work_t work;
 } partfile;
 
 void partfile_init(partfile *p);
-/* Open (creating) the .part beside PATH. With RESUME its bytes are kept and counted in
- * *KEPT; otherwise it is emptied. *WHAT names the step that failed. */
-int partfile_open(partfile *p, const char *path, int resume, int64_t *kept, const char **what);
+/* Open (creating) the .part beside PATH. With PARTFILE_RESUME its bytes are kept and counted
+ * in *KEPT; otherwise it is emptied. PARTFILE_DIRECT writes full blocks with O_DIRECT when
+ * the filesystem allows it. *WHAT names the step that failed. */
+int partfile_open(partfile *p, const char *path, int flags, int64_t *kept, const char **what);
+/* Empty the .part (the server sent the whole body again); not while a block is busy. */
 int partfile_restart(partfile *p);
+/* Whether LEN more bytes must wait for the block on the thread pool (then p->ready is
+ * called). partfile_write takes at most PARTFILE_BLOCK bytes and never blocks on the disk. */
+int partfile_full(const partfile *p, size_t len);
 int partfile_write(partfile *p, const char *buf, size_t len);
-/* Write what partfile_write gathered; hash, commit and close do it first. */
-int partfile_flush(partfile *p);
-/* Blocking, meant for the thread pool: feed every byte of the .part to SHA; then commit. */
-int partfile_hash(partfile *p, EVP_MD_CTX *sha);
+int partfile_busy(const partfile *p);
+/* Blocking, for the thread pool once no block is busy: write the rest and feed every byte not
+ * yet hashed to sha; then commit. */
+int partfile_finish(partfile *p);
 int partfile_commit(partfile *p);
+/* Keeps what was received for a resume; not while a block is busy. */
 void partfile_close(partfile *p);
 
 #endif

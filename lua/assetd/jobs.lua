@@ -23,7 +23,8 @@ end
 -- Runner.new{jobs=, versions=, providers = {name = provider}, notion = client|nil,
 --   properties = fn(job) -> props, on_error = fn(job, message) -> props|nil,
 --   alerts = {warn_before=, expiring=, expired=, failed=, completed=},
---   retry = {...}, poll = {interval=, max=}, metrics = registry, max_jobs = download slots}
+--   retry = {...}, poll = {interval=, max=}, metrics = registry, max_jobs = download slots,
+--   direct_io = write whole blocks past the page cache (default true)}
 function M.new(cfg)
   local self = setmetatable({
     jobs = assert(cfg.jobs), versions = assert(cfg.versions), providers = assert(cfg.providers),
@@ -31,7 +32,7 @@ function M.new(cfg)
     alerts = cfg.alerts or {}, retry = cfg.retry, poll = cfg.poll or {interval = 5, max = 60},
     metrics = cfg.metrics or require("assetd.metrics").standard(),
     slots = require("assetd.slots").new(cfg.max_jobs or 32),
-    running = {}, timers = {}, progress = {},
+    running = {}, timers = {}, progress = {}, direct_io = cfg.direct_io ~= false,
   }, Runner)
   self.alerts.warn_before = self.alerts.warn_before or 600
   return self
@@ -188,7 +189,7 @@ function Runner:download_variant(job, asset)
   while true do
     attempt = attempt + 1
     local res, err = assetd.fetch{url = asset.url, headers = asset.headers, to = path, resume = true,
-                                  check = asset.variant, deadline = job.expiresAt, low_speed = {1024, 60},
+                                  direct = self.direct_io, check = asset.variant, deadline = job.expiresAt, low_speed = {1024, 60},
                                   on_progress = on_progress}
     if res then
       self.metrics:inc("assetd_downloaded_bytes_total", nil, res.bytes)

@@ -7,7 +7,7 @@ local M = {}
 
 -- The schema: a type name, or a table of fields. "fn" is a function.
 M.schema = {
-  storage = {root = "string", public_base_url = "string"},
+  storage = {root = "string", public_base_url = "string", direct_io = "boolean"},
   sora = {variants = "table", poll = {interval = "number", max = "number", with_webhooks = "number"},
           retry = {attempts = "number", base = "number", cap = "number", jitter = "number", margin = "number"},
           base_url = "string"},
@@ -56,6 +56,7 @@ function M.validate(cfg)
   c.storage = c.storage or {}
   c.storage.root = c.storage.root or "./public/generated-videos"
   c.storage.public_base_url = c.storage.public_base_url or "/generated-videos"
+  if c.storage.direct_io == nil then c.storage.direct_io = true end
   c.sora = c.sora or {}
   c.sora.variants = c.sora.variants or {"video", "thumbnail", "spritesheet"}
   c.sora.poll = c.sora.poll or {}
@@ -168,6 +169,7 @@ function M.start(c)
     jobs = jobs, versions = store, providers = providers, notion = client,
     properties = h.properties, on_error = h.on_error, alerts = h.alerts,
     retry = c.sora.retry, poll = M.poll(c.sora.poll), metrics = metrics, max_jobs = c.limits.max_jobs,
+    direct_io = c.storage.direct_io,
   }
   if c.http.enabled ~= false then M.server, M.api = M.serve(c, r, metrics) end
   r:start()

@@ -24,7 +24,7 @@ describe("assetd.fetch", function()
     local want = s:info("vid_a").sha256
     for _, v in ipairs{"video", "thumbnail", "spritesheet"} do
       local path = dir .. "/a_" .. v
-      local res = assert(assetd.fetch{url = content("vid_a", v), headers = auth, to = path})
+      local res = assert(assetd.fetch{url = content("vid_a", v), headers = auth, to = path, direct = v == "video"})
       assert.are.equal(200, res.status)
       assert.are.equal(want[v], res.sha256)
       assert.are.equal(want[v], sim.sha256_file(path))
@@ -128,13 +128,13 @@ describe("assetd.fetch", function()
     s:fault{path = "vid_d/content.*block", kind = "delay", seconds = 0.3}
     local order = {}
     assetd.spawn(function()   -- occupies the only slot while the others queue
-      assetd.fetch{url = content("vid_d", "thumbnail") .. "&block", headers = auth, sink = "memory"}
+      assetd.fetch{url = content("vid_d", "thumbnail") .. "&block", headers = auth, to = dir .. "/d0"}
     end)
     local base = assetd.now() + 3600
     for _, d in ipairs{5, 1, 3, 2, 4} do
       assetd.spawn(function()
         assetd.fetch{url = content("vid_d", "thumbnail") .. "&d=" .. d, headers = auth,
-                     sink = "memory", deadline = base + d}
+                     to = dir .. "/d" .. d, deadline = base + d}
         order[#order + 1] = d
       end)
     end
@@ -144,6 +144,25 @@ describe("assetd.fetch", function()
     end
     assetd.fetch_limits{max_active = 8}
     assert.are.same({1, 2, 3, 4, 5}, order)
+  end)
+
+  it("does not hold API calls (memory answers) behind the file downloads' limit", function()
+    s:video{id = "vid_m", sizes = {thumbnail = 1024}}
+    assetd.fetch_limits{max_active = 1}
+    s:fault{path = "vid_m/content.*slow", kind = "delay", seconds = 1.0}
+    local file_done
+    assetd.spawn(function()   -- the only download slot, busy for a second
+      assetd.fetch{url = content("vid_m", "thumbnail") .. "&slow", headers = auth, to = dir .. "/m0"}
+      file_done = assetd.now()
+    end)
+    assetd.sleep(0.1)
+    local t0 = assetd.now()
+    local res = assert(assetd.fetch{url = s.openai .. "/videos/vid_m", headers = auth, sink = "memory"})
+    local took = assetd.now() - t0
+    assetd.fetch_limits{max_active = 8}
+    assert.are.equal(200, res.status)
+    assert.is_nil(file_done)             -- it answered while the download still held the slot
+    assert.is_true(took < 0.5, "the call waited " .. took .. " s")
   end)
 
   it("cancels a running transfer, keeping its .part", function()

@@ -186,6 +186,25 @@ static void test_split_truncates_value(void **state) {
     assert_int_equal(strlen(value), sizeof value - 1);
 }
 
+static void test_store_pairs_last_wins_and_cap(void **state) {
+    (void)state;
+    bytebuf b = {0};
+    const char *n, *v;
+    assert_int_equal(httphdr_add(&b, "etag", "\"a\"", 64), 0);
+    assert_int_equal(httphdr_add(&b, "retry-after", "5", 64), 0);
+    assert_int_equal(httphdr_add(&b, "etag", "\"b\"", 64), 0);
+    assert_string_equal(httphdr_get(&b, "etag"), "\"b\"");
+    assert_string_equal(httphdr_get(&b, "retry-after"), "5");
+    assert_null(httphdr_get(&b, "location"));
+    size_t len = b.len, off = 0;
+    int pairs = 0;
+    while ((off = httphdr_next(&b, off, &n, &v)) != 0) pairs++;
+    assert_int_equal(pairs, 3);
+    assert_int_equal(httphdr_add(&b, "x-long", "0123456789", 40), -1);   /* past the cap */
+    assert_int_equal(b.len, len);                                       /* nothing of it */
+    bytebuf_free(&b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_content_range_valid),
@@ -203,6 +222,7 @@ int main(void) {
         cmocka_unit_test(test_split_basic),
         cmocka_unit_test(test_split_rejects),
         cmocka_unit_test(test_split_truncates_value),
+        cmocka_unit_test(test_store_pairs_last_wins_and_cap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

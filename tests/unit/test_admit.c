@@ -1,0 +1,122 @@
+/* test_admit.c: unit tests for the start order: deadlines within a lane, the file lane's cap,
+ * calls never behind files, a full host skipped without losing its place, the drain. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <string.h>
+
+#include "admit.h"
+
+typedef struct item {
+    const char *host;
+    int id;
+} item;
+
+static const char *host_of(void *p) { return ((item *)p)->host; }
+
+/* Start everything the caps allow; returns how many started, ids in ORDER. */
+static int start_all(admit *a, int *order, int *lanes) {
+    void *p;
+    int lane, n = 0;
+    while (admit_next(a, host_of, &p, &lane) == 0) {
+        admit_started(a, lane, host_of(p));
+        lanes[n] = lane;
+        order[n++] = ((item *)p)->id;
+    }
+    return n;
+}
+
+static void test_deadlines_and_file_cap(void **state) {
+    (void)state;
+    admit a;
+    admit_init(&a);
+    a.lane[ADMIT_FILES].max = 2;
+    item it[4] = {{"h", 1}, {"h", 2}, {"h", 3}, {"h", 4}};
+    double deadline[4] = {40, 10, 30, 10};
+    for (int i = 0; i < 4; i++) assert_int_equal(admit_push(&a, ADMIT_FILES, deadline[i], &it[i]), 0);
+    int order[8], lanes[8];
+    assert_int_equal(start_all(&a, order, lanes), 2);
+    assert_int_equal(order[0], 2);              /* earliest, then the same deadline by arrival */
+    assert_int_equal(order[1], 4);
+    admit_ended(&a, ADMIT_FILES, "h");
+    assert_int_equal(start_all(&a, order, lanes), 1);
+    assert_int_equal(order[0], 3);
+    unsigned active, queued;
+    admit_stats(&a, &active, &queued);
+    assert_int_equal(active, 2);
+    assert_int_equal(queued, 1);
+    admit_free(&a);
+}
+
+static void test_calls_are_not_held_by_files(void **state) {
+    (void)state;
+    admit a;
+    admit_init(&a);
+    a.lane[ADMIT_FILES].max = 1;
+    item f1 = {"cdn", 1}, f2 = {"cdn", 2}, c1 = {"notion", 3}, c2 = {"api", 4};
+    admit_push(&a, ADMIT_FILES, 1, &f1);
+    admit_push(&a, ADMIT_FILES, 2, &f2);
+    admit_push(&a, ADMIT_CALLS, 1e9, &c1);
+    admit_push(&a, ADMIT_CALLS, 1e9, &c2);
+    int order[8], lanes[8];
+    assert_int_equal(start_all(&a, order, lanes), 3);    /* both calls and one file */
+    assert_int_equal(order[0], 3);
+    assert_int_equal(lanes[0], ADMIT_CALLS);
+    assert_int_equal(order[1], 4);
+    assert_int_equal(order[2], 1);
+    assert_int_equal(lanes[2], ADMIT_FILES);
+    admit_free(&a);
+}
+
+static void test_full_host_keeps_its_place(void **state) {
+    (void)state;
+    admit a;
+    admit_init(&a);
+    a.per_host = 1;
+    item x1 = {"x", 1}, x2 = {"x", 2}, y1 = {"y", 3}, x3 = {"x", 4};
+    admit_push(&a, ADMIT_FILES, 1, &x1);
+    admit_push(&a, ADMIT_FILES, 2, &x2);
+    admit_push(&a, ADMIT_FILES, 3, &y1);
+    admit_push(&a, ADMIT_FILES, 2, &x3);
+    int order[8], lanes[8];
+    assert_int_equal(start_all(&a, order, lanes), 2);    /* x1, then y1 past the full host x */
+    assert_int_equal(order[0], 1);
+    assert_int_equal(order[1], 3);
+    admit_ended(&a, ADMIT_FILES, "x");
+    assert_int_equal(start_all(&a, order, lanes), 1);
+    assert_int_equal(order[0], 2);                       /* x2 before x3: same deadline, earlier */
+    assert_int_equal(admit_remove(&a, ADMIT_FILES, &x3), 0);
+    assert_int_equal(admit_remove(&a, ADMIT_FILES, &x3), -1);
+    void *p;
+    assert_int_equal(admit_drain(&a, &p), -1);
+    admit_free(&a);
+}
+
+static void test_drain_takes_both_lanes(void **state) {
+    (void)state;
+    admit a;
+    admit_init(&a);
+    a.lane[ADMIT_FILES].max = 1;
+    item f = {"h", 1}, c = {"h", 2};
+    admit_push(&a, ADMIT_FILES, 1, &f);
+    admit_push(&a, ADMIT_CALLS, 1, &c);
+    admit_started(&a, ADMIT_FILES, "h");                 /* the file lane is full */
+    void *p;
+    int seen = 0;
+    while (admit_drain(&a, &p) == 0) seen += ((item *)p)->id;
+    assert_int_equal(seen, 3);
+    admit_free(&a);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_deadlines_and_file_cap),
+        cmocka_unit_test(test_calls_are_not_held_by_files),
+        cmocka_unit_test(test_full_host_keeps_its_place),
+        cmocka_unit_test(test_drain_takes_both_lanes),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
