@@ -85,6 +85,7 @@ function M.describe(c)
   local lines = {
     "storage.root            " .. c.storage.root,
     "storage.public_base_url " .. c.storage.public_base_url,
+    "storage.direct_io       " .. tostring(c.storage.direct_io),
     "sora.base_url           " .. (c.sora.base_url or os.getenv("OPENAI_BASE_URL") or "https://api.openai.com/v1"),
     "sora.variants           " .. table.concat(c.sora.variants, ", "),
     "notion.base_url         " .. (c.notion.base_url or os.getenv("NOTION_BASE_URL") or "https://api.notion.com/v1"),
