@@ -167,16 +167,21 @@ static void test_full_while_busy(void **state) {
     free(buf);
 }
 
+/* A .part left by an earlier attempt: LEN pattern bytes. */
+static void leave_part(fixture *f, size_t len) {
+    char *buf = malloc(len);
+    pattern(buf, len, 0);
+    int fd = open(f->part, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    assert_int_equal(write(fd, buf, len), (ssize_t)len);
+    close(fd);
+    free(buf);
+}
+
 /* A resume keeps the prefix and hashes it from the file before the first new block. */
 static void test_resume_hashes_the_prefix(void **state) {
     fixture *f = *state;
     size_t prefix = PARTFILE_BLOCK + 777, total = 4 * PARTFILE_BLOCK + 5;
-    char *buf = malloc(prefix);
-    pattern(buf, prefix, 0);
-    int fd = open(f->part, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    assert_int_equal(write(fd, buf, prefix), (ssize_t)prefix);
-    close(fd);
-    free(buf);
+    leave_part(f, prefix);
     partfile p;
     int64_t kept;
     open_part(f, &p, PARTFILE_RESUME | PARTFILE_DIRECT, &kept);
@@ -191,12 +196,7 @@ static void test_resume_hashes_the_prefix(void **state) {
 static void test_resume_with_nothing_new(void **state) {
     fixture *f = *state;
     size_t len = 100000;
-    char *buf = malloc(len);
-    pattern(buf, len, 0);
-    int fd = open(f->part, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    assert_int_equal(write(fd, buf, len), (ssize_t)len);
-    close(fd);
-    free(buf);
+    leave_part(f, len);
     partfile p;
     int64_t kept;
     open_part(f, &p, PARTFILE_RESUME, &kept);
