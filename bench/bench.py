@@ -20,7 +20,7 @@ import time
 import urllib.request
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ASSETD = os.path.join(REPO, "assetd")
+ASSETD = os.environ.get("ASSETD_BIN") or os.path.join(REPO, "assetd")   # another build: A/B
 MiB, KiB = 1 << 20, 1 << 10
 EXT = {"video": "mp4", "thumbnail": "webp", "spritesheet": "jpg"}
 VARIANTS = ("video", "thumbnail", "spritesheet")

@@ -42,7 +42,8 @@ for i = 1, n do
 end
 
 return {
-  storage = {root = root, public_base_url = "https://example.com/generated-videos"},
+  storage = {root = root, public_base_url = "https://example.com/generated-videos",
+             direct_io = os.getenv("BENCH_DIRECT_IO") ~= "0"},   -- 0: through the page cache
   sora = {base_url = base, variants = vs},
   notion = {enabled = rate ~= "off", rate = tonumber(rate) or 1000},
   alerts = {completed = count(alerts.completed, true), failed = count(alerts.failed, false),

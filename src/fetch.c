@@ -1,8 +1,8 @@
 /* fetch.c: the download engine. One libcurl multi handle driven by libuv (a uv_poll per
- * socket, one uv_timer, curl_multi_socket_action: see curluv.c),
- * transfers started earliest-deadline-first under global and per-host limits, bodies streamed
- * through libcurl's fixed buffer into `.NAME.part`, then hashed (SHA-256), fsynced and renamed
- * on the thread pool so neither hashing nor a slow disk stalls the loop. */
+ * socket, one uv_timer, curl_multi_socket_action: see curluv.c), transfers started in the
+ * order admit.c decides, bodies handed to partfile.c, whose blocks are hashed (SHA-256) and
+ * written on the thread pool, then fsynced and renamed there too, so neither hashing nor a
+ * slow disk stalls the loop. */
 #include "fetch.h"
 
 #include "admit.h"
@@ -212,7 +212,7 @@ static void on_refill(uv_timer_t *h) {
     fetch_engine *e = h->data;
     for (size_t i = 0; i < e->nlive;) {
         fetch_xfer *x = e->live[i];
-        if (x->paused && !x->blocked) {
+        if (x->paused) {
             x->paused = 0;
             if (unpause(e, x)) continue;         /* removed from live */
         }
@@ -550,13 +550,20 @@ static void kick(fetch_engine *e) {
 
 /* ---- public ---------------------------------------------------------------------------- */
 
+/* The limits, and the caps admit.c applies, which follow from them. */
+static void set_limits(fetch_engine *e, const fetch_limits *l) {
+    e->limits = *l;
+    if (e->limits.max_active == 0) e->limits.max_active = 1;
+    e->adm.lane[ADMIT_FILES].max = e->limits.max_active;
+    e->adm.per_host = e->limits.per_host;
+}
+
 int fetch_engine_new(uv_loop_t *loop, fetch_engine **out) {
     fetch_engine *e = calloc(1, sizeof *e);
     if (!e) return UV_ENOMEM;
     e->loop = loop;
-    e->limits = (fetch_limits){8, 8, 0};
     admit_init(&e->adm);
-    e->adm.lane[ADMIT_FILES].max = e->adm.per_host = 8;
+    set_limits(e, &(fetch_limits){8, 8, 0});
     if (curluv_init(&e->cu, loop, after_action, e) != 0) { free(e); return UV_ENOMEM; }
     uv_idle_init(loop, &e->idle);
     uv_timer_init(loop, &e->refill);
@@ -568,10 +575,7 @@ int fetch_engine_new(uv_loop_t *loop, fetch_engine **out) {
 }
 
 void fetch_set_limits(fetch_engine *e, const fetch_limits *l) {
-    e->limits = *l;
-    if (e->limits.max_active == 0) e->limits.max_active = 1;
-    e->adm.lane[ADMIT_FILES].max = e->limits.max_active;
-    e->adm.per_host = e->limits.per_host;
+    set_limits(e, l);
     kick(e);
 }
 
