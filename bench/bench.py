@@ -21,6 +21,7 @@ import urllib.request
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ASSETD = os.environ.get("ASSETD_BIN") or os.path.join(REPO, "assetd")   # another build: A/B
+ASSETD_B = os.environ.get("ASSETD_BIN_B")   # the batch's tool "assetd-b": two builds taking turns
 MiB, KiB = 1 << 20, 1 << 10
 EXT = {"video": "mp4", "thumbnail": "webp", "spritesheet": "jpg"}
 VARIANTS = ("video", "thumbnail", "spritesheet")
@@ -296,12 +297,12 @@ class Batch:
             # every file durable (fsync) before it is done
             return ["sh", "-c", 'curl --parallel --parallel-max 8 -sS --no-progress-meter --fail -K "$1" && cd "$2" &&'
                     ' sha256sum -- * >/dev/null && sync -- *', "sh", self.curl_cfg, self.out], None
-        if tool in ("assetd", "assetd+notion", "assetd-1batch"):
+        if tool in ("assetd", "assetd+notion", "assetd-1batch", "assetd-b"):
             env = dict(os.environ, OPENAI_API_KEY="sk-bench", NOTION_TOKEN="secret_bench",
                        NOTION_BASE_URL=self.sim.url + "/notion/v1")
             data = os.path.join(self.work, "data")
             shutil.rmtree(data, ignore_errors=True)
-            return [ASSETD, os.path.join(REPO, "bench/pipeline.lua"), "--data", data,
+            return [ASSETD_B if tool == "assetd-b" else ASSETD, os.path.join(REPO, "bench/pipeline.lua"), "--data", data,
                     self.nginx.url + "/v1", self.out, self.prefix, str(self.n),
                     ",".join(self.variants), "1000" if tool == "assetd+notion" else "off",
                     str(self.n if tool == "assetd-1batch" else self.per_batch)], env
