@@ -382,13 +382,6 @@ static void schedule(fetch_engine *e) {
     while (admit_next(&e->adm, host_of, &x, &lane) == 0) start(e, x);
 }
 
-static void digest_hex(EVP_MD_CTX *sha, char out[65]) {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned mdlen = 0;
-    EVP_DigestFinal_ex(sha, md, &mdlen);
-    for (unsigned i = 0; i < mdlen && i < 32; i++) snprintf(out + 2 * i, 3, "%02x", md[i]);
-}
-
 /* Write the last block, validate, fsync, rename and fsync the directory: on the thread pool,
  * like the hashing and writing of every block before it. */
 static void commit_work(uv_work_t *w) {
@@ -399,7 +392,7 @@ static void commit_work(uv_work_t *w) {
         unlinkat(x->pf.dirfd, x->pf.part, 0);
         return;
     }
-    digest_hex(x->sha, x->res.sha256);
+    store_digest_hex(x->sha, x->res.sha256);
     x->sys_errno = partfile_commit(&x->pf);
 }
 
@@ -460,7 +453,7 @@ static void finish(fetch_engine *e, fetch_xfer *x, CURLcode rc) {
     else if (rc == CURLE_OPERATION_TIMEDOUT) fail(x, "timeout", "%s", x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
     else if (rc != CURLE_OK) fail(x, "network", "%s", x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
     if (!x->res.category) {
-        if (x->pf.fd < 0) digest_hex(x->sha, x->res.sha256);
+        if (x->pf.fd < 0) store_digest_hex(x->sha, x->res.sha256);
         maybe_progress(x, 1);
     }
     x->state = X_FINISHING;

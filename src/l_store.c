@@ -163,6 +163,21 @@ static int l_root(lua_State *L) {
     return 1;
 }
 
+/* store.sha256_file(path) -> 64 hex digits, or nil, err. Blocks the loop while it reads: only
+ * for a file found committed but not recorded (after a crash); downloads are hashed on their
+ * way to the disk. A symbolic link is refused. */
+static int l_sha256_file(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) return fail_errno(L, "cannot open", path, errno);
+    char hex[65];
+    int err = store_sha256_fd(fd, hex);
+    close(fd);
+    if (err) return fail_errno(L, "cannot read", path, err);
+    lua_pushstring(L, hex);
+    return 1;
+}
+
 static int l_valid_id(lua_State *L) {
     size_t len;
     const char *id = luaL_checklstring(L, 1, &len);
@@ -183,7 +198,8 @@ void l_store_open(lua_State *L) {
         {"list", l_list}, {"remove", l_remove},
         {"close", l_close}, {NULL, NULL}};
     static const luaL_Reg fns[] = {
-        {"open", l_open}, {"valid_id", l_valid_id}, {"valid_name", l_valid_name}, {NULL, NULL}};
+        {"open", l_open}, {"valid_id", l_valid_id}, {"valid_name", l_valid_name},
+        {"sha256_file", l_sha256_file}, {NULL, NULL}};
     luaL_newmetatable(L, STORE_MT);
     luaL_newlib(L, methods);
     lua_setfield(L, -2, "__index");

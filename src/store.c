@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -114,4 +115,31 @@ int store_check_file(int fd, const char *variant, int64_t expect, const char **w
     }
     *why = NULL;
     return 0;
+}
+
+void store_digest_hex(EVP_MD_CTX *sha, char hex[65]) {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned mdlen = 0;
+    hex[0] = 0;
+    EVP_DigestFinal_ex(sha, md, &mdlen);
+    for (unsigned i = 0; i < mdlen && i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
+}
+
+int store_sha256_fd(int fd, char hex[65]) {
+    enum { CHUNK = 256 << 10 };
+    EVP_MD_CTX *sha = EVP_MD_CTX_new();
+    char *buf = malloc(CHUNK);
+    int err = sha && buf && EVP_DigestInit_ex(sha, EVP_sha256(), NULL) == 1 ? 0 : ENOMEM;
+    for (off_t off = 0; !err;) {
+        ssize_t r = pread(fd, buf, CHUNK, off);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) err = errno;
+        if (r <= 0) break;
+        if (EVP_DigestUpdate(sha, buf, (size_t)r) != 1) err = EIO;
+        off += r;
+    }
+    if (!err) store_digest_hex(sha, hex);
+    free(buf);
+    EVP_MD_CTX_free(sha);
+    return err;
 }

@@ -4,6 +4,7 @@
 #ifndef ASSETD_STORE_H
 #define ASSETD_STORE_H
 
+#include <openssl/evp.h>
 #include <stdint.h>
 
 /* ^[A-Za-z0-9_-]{1,128}$ */
@@ -18,5 +19,10 @@ int store_scan_versions(int batchfd, const char *video, int64_t *max);
  * "spritesheet": JPEG; anything else: non-empty) and has EXPECT bytes when EXPECT >= 0.
  * Returns 0, or EINVAL with *WHY set to the reason. */
 int store_check_file(int fd, const char *variant, int64_t expect, const char **why);
+/* Finish SHA and write its digest as 64 hex digits and a NUL. */
+void store_digest_hex(EVP_MD_CTX *sha, char hex[65]);
+/* The SHA-256 of everything in FD, read from the start. Blocking: for a file that was not
+ * hashed on its way to the disk (committed before a crash, recorded after). */
+int store_sha256_fd(int fd, char hex[65]);
 
 #endif

@@ -223,12 +223,7 @@ function Runner:record(job, variant, path, name, res)
   local f = assert(io.open(path))
   local size = f:seek("end")
   f:close()
-  local sha = res and res.sha256
-  if not sha then
-    local p = io.popen("sha256sum '" .. path:gsub("'", "'\\''") .. "'")
-    sha = p:read("a"):match("^(%x+)")
-    p:close()
-  end
+  local sha = res and res.sha256 or assert(assetd.store.sha256_file(path))   -- committed earlier
   assert(self.jobs:add_asset(job, {variant = variant, filePath = path, fileName = name, fileSize = size,
                                    sha256 = sha, version = job.version}))
   return true

@@ -67,6 +67,22 @@ describe("job runner", function()
     assert.are.equal("completed", fired[1].name)
   end)
 
+  it("records a variant committed before a crash from its file, without downloading it", function()
+    local job = assert(jobs:create{notionPageId = "page-c", soraVideoId = "video_c", batchId = "batch1",
+                                   provider = "openai", status = "waiting"})
+    job = assert(jobs:transition(job.id, "pending", {version = 1}))
+    local path = assert(r.versions:path{batchId = "batch1", videoId = "video_c", version = 1, variant = "video"})
+    local f = assert(io.open(path, "wb"))
+    f:write(string.rep("committed", 50000))
+    f:close()
+    assert(r:download_variant(job, {variant = "video", url = s.openai .. "/videos/video_c/content"}))
+    local a = jobs:assets(job)
+    assert.are.equal(1, #a)
+    assert.are.equal(sim.sha256_file(path), a[1].sha256)
+    assert.are.equal(450000, a[1].fileSize)
+    assert.are.equal(0, #content_requests())
+  end)
+
   it("polls a waiting video until it completes", function()
     s:video{id = "video_w", completes_in = 1, sizes = {video = 1000, thumbnail = 100, spritesheet = 100}}
     r:enqueue{notionPageId = "page-w", soraVideoId = "video_w", batchId = "b"}

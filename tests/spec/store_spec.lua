@@ -90,6 +90,28 @@ describe("versioned file store", function()
     os.execute("rm -rf " .. outside)
   end)
 
+  it("hashes a file committed earlier with SHA-256; a missing file or a link is an error", function()
+    local path = dir .. "/abc.bin"
+    local f = assert(io.open(path, "wb"))
+    f:write("abc")
+    f:close()
+    assert.are.equal("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+                     assetd.store.sha256_file(path))
+    local big = dir .. "/big.bin"          -- more than one read of 256 KiB, checked by sha256sum
+    f = assert(io.open(big, "wb"))
+    for i = 1, 700 do f:write(string.rep(string.char(i % 251), 1000)) end
+    f:close()
+    assert.are.equal(sim.sha256_file(big), assetd.store.sha256_file(big))
+    local h, err = assetd.store.sha256_file(dir .. "/missing.bin")
+    assert.is_nil(h)
+    assert.are.equal("disk", err.category)
+    assert.matches("missing.bin", err.message, 1, true)
+    os.execute("ln -s " .. path .. " " .. dir .. "/link.bin")
+    h, err = assetd.store.sha256_file(dir .. "/link.bin")
+    assert.is_nil(h)
+    assert.matches("ELOOP", err.message, 1, true)
+  end)
+
   local function make_versions(batch, vid, n)
     for _ = 1, n do
       local ver = v:reserve(batch, vid)
