@@ -54,8 +54,14 @@ local function spawn(dir, name, cmd)
   return wait_for(function() return read(base .. ".pid") end, 5, name .. " to start"):match("%d+")
 end
 
+-- The number in FILE once the shell has written it (`echo $? > F` creates F empty first).
+local function written_status(file)
+  local s = read(file)
+  return s and s:match("%d+")
+end
+
 local function exit_status(dir, name, secs)
-  return tonumber(wait_for(function() return read(dir .. "/" .. name .. ".rc") end, secs or 10, name .. " to exit"):match("%d+"))
+  return tonumber(wait_for(function() return written_status(dir .. "/" .. name .. ".rc") end, secs or 10, name .. " to exit"))
 end
 
 -- ---- a terminal through tmux ---------------------------------------------------------------
@@ -105,7 +111,7 @@ function Term:after(mark)
 end
 
 function Term:exit_status(secs)
-  return tonumber(wait_for(function() return read(self.dir .. "/term.rc") end, secs or 10, "the REPL to exit"):match("%d+"))
+  return tonumber(wait_for(function() return written_status(self.dir .. "/term.rc") end, secs or 10, "the REPL to exit"))
 end
 
 local function script(dir, src)
