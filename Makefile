@@ -39,7 +39,7 @@ $(BUILD)/test_%: tests/unit/test_%.c $(BUILD)/%.o | $(BUILD)
 	$(Q)$(CC) $(CFLAGS) -Isrc -o $@ $^ $(LDFLAGS) $(shell $(PKG_CONFIG) --libs cmocka) $(LDLIBS)
 
 $(BUILD)/test_jobdb: $(BUILD)/clock.o
-$(BUILD)/test_partfile: $(BUILD)/path.o
+$(BUILD)/test_partfile: $(BUILD)/path.o $(BUILD)/store.o
 $(BUILD)/test_httphdr: $(BUILD)/bytebuf.o
 $(BUILD)/test_admit: $(BUILD)/deadline.o
 

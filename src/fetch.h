@@ -10,7 +10,6 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "deadline.h"
 #include "partfile.h"
 
 typedef struct fetch_engine fetch_engine;

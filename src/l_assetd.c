@@ -13,6 +13,16 @@
 
 #define TIMER_MT "assetd.timer"
 
+void l_newclass(lua_State *L, const char *name, const luaL_Reg *methods, const luaL_Reg *meta) {
+    if (luaL_newmetatable(L, name)) {
+        lua_newtable(L);
+        luaL_setfuncs(L, methods, 0);
+        lua_setfield(L, -2, "__index");
+        luaL_setfuncs(L, meta, 0);
+    }
+    lua_pop(L, 1);
+}
+
 double l_optnumfield(lua_State *L, int t, const char *k, double def) {
     int ty = lua_getfield(L, t, k);
     double v = def;
@@ -61,6 +71,12 @@ typedef struct ltimer {
     int rang;
 } ltimer;
 
+/* An alarm (below): a sleep another task or an HTTP handler can cut short. */
+typedef struct lalarm {
+    ltimer *sleeping;       /* the sleep in progress, if any */
+    int rung;               /* rung while nobody slept: the next sleep returns at once */
+} lalarm;
+
 static void ltimer_closed(uv_handle_t *h) {
     ltimer *t = h->data;
     rt_runtime *rt = t->h.loop->data;
@@ -88,43 +104,9 @@ static ltimer *ltimer_new(lua_State *L, const char *mt) {
     return t;
 }
 
+/* The end of a sleep, plain or on an alarm: true (rung, or a plain sleep's time is up), false
+ * (an alarm's time ran out), or a `canceled` error. */
 static void sleep_fired(uv_timer_t *h) {
-    ltimer *t = h->data;
-    lua_State *co = rt_task_thread(t->task);
-    int n = 1;
-    if (t->canceled) n = rt_fail(co, "canceled", "sleep canceled");
-    else lua_pushboolean(co, 1);
-    ltimer_close(t);
-    rt_resume(t->task, n);
-}
-
-static void sleep_cancel(rt_wait *w) {
-    ltimer *t = (ltimer *)((char *)w - offsetof(ltimer, wait));
-    t->canceled = 1;
-    uv_timer_start(&t->h, sleep_fired, 0, 0);     /* resume from the loop, not from here */
-}
-
-static int l_sleep(lua_State *L) {
-    double secs = luaL_checknumber(L, 1);
-    rt_task *task = rt_check_task(L, "assetd.sleep");
-    ltimer *t = ltimer_new(L, NULL);
-    lua_pop(L, 1);
-    t->task = task;
-    t->wait.cancel = sleep_cancel;
-    uv_timer_start(&t->h, sleep_fired, delay_ms(L, secs), 0);
-    return rt_wait_yield(L, task, &t->wait);
-}
-
-/* ---- alarms: a sleep another task (or an HTTP handler) can cut short --------------------- */
-
-#define ALARM_MT "assetd.alarm"
-
-typedef struct lalarm {
-    ltimer *sleeping;       /* the sleep in progress, if any */
-    int rung;               /* rung while nobody slept: the next sleep returns at once */
-} lalarm;
-
-static void alarm_fired(uv_timer_t *h) {
     ltimer *t = h->data;
     lua_State *co = rt_task_thread(t->task);
     int n = 1;
@@ -135,11 +117,35 @@ static void alarm_fired(uv_timer_t *h) {
     rt_resume(t->task, n);
 }
 
-static void alarm_sleep_cancel(rt_wait *w) {
+static void sleep_cancel(rt_wait *w) {
     ltimer *t = (ltimer *)((char *)w - offsetof(ltimer, wait));
     t->canceled = 1;
-    uv_timer_start(&t->h, alarm_fired, 0, 0);
+    uv_timer_start(&t->h, sleep_fired, 0, 0);     /* resume from the loop, not from here */
 }
+
+/* Start a sleep of SECS for TASK, which an alarm may cut short when ALARM is not NULL; the
+ * caller then yields on the timer's wait. */
+static ltimer *sleep_start(lua_State *L, rt_task *task, double secs, struct lalarm *alarm) {
+    ltimer *t = ltimer_new(L, NULL);
+    lua_pop(L, 1);
+    t->task = task;
+    t->alarm = alarm;
+    t->rang = alarm == NULL;
+    t->wait.cancel = sleep_cancel;
+    uv_timer_start(&t->h, sleep_fired, delay_ms(L, secs), 0);
+    return t;
+}
+
+static int l_sleep(lua_State *L) {
+    double secs = luaL_checknumber(L, 1);
+    rt_task *task = rt_check_task(L, "assetd.sleep");
+    return rt_wait_yield(L, task, &sleep_start(L, task, secs, NULL)->wait);
+}
+
+/* ---- alarms: a sleep another task (or an HTTP handler) can cut short --------------------- */
+
+#define ALARM_MT "assetd.alarm"
+
 
 /* alarm:sleep(secs) -> true when rung, false when the time ran out; nil, err if canceled */
 static int alarm_sleep(lua_State *L) {
@@ -152,13 +158,8 @@ static int alarm_sleep(lua_State *L) {
         lua_pushboolean(L, 1);
         return 1;
     }
-    ltimer *t = ltimer_new(L, NULL);
-    lua_pop(L, 1);
-    t->task = task;
-    t->alarm = a;
-    t->wait.cancel = alarm_sleep_cancel;
+    ltimer *t = sleep_start(L, task, secs, a);
     a->sleeping = t;
-    uv_timer_start(&t->h, alarm_fired, delay_ms(L, secs), 0);
     return rt_wait_yield(L, task, &t->wait);
 }
 
@@ -169,7 +170,7 @@ static int alarm_ring(lua_State *L) {
     if (!t) a->rung = 1;
     else if (!t->rang && !t->canceled) {
         t->rang = 1;
-        uv_timer_start(&t->h, alarm_fired, 0, 0);
+        uv_timer_start(&t->h, sleep_fired, 0, 0);
     }
     return 0;
 }
@@ -332,19 +333,11 @@ int luaopen_assetd_core(lua_State *L) {
         {"debug", l_log_debug}, {"info", l_log_info}, {"warn", l_log_warn},
         {"error", l_log_error}, {NULL, NULL}};
     static const luaL_Reg timer_methods[] = {{"cancel", timer_cancel}, {NULL, NULL}};
-    luaL_newmetatable(L, TIMER_MT);
-    luaL_newlib(L, timer_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, timer_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pop(L, 1);
+    static const luaL_Reg timer_meta[] = {{"__tostring", timer_tostring}, {NULL, NULL}};
     static const luaL_Reg alarm_methods[] = {{"sleep", alarm_sleep}, {"ring", alarm_ring}, {NULL, NULL}};
-    luaL_newmetatable(L, ALARM_MT);
-    luaL_newlib(L, alarm_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, alarm_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
+    static const luaL_Reg alarm_meta[] = {{"__gc", alarm_gc}, {NULL, NULL}};
+    l_newclass(L, TIMER_MT, timer_methods, timer_meta);
+    l_newclass(L, ALARM_MT, alarm_methods, alarm_meta);
     luaL_newlib(L, fns);
     luaL_newlib(L, logfns);
     lua_setfield(L, -2, "log");

@@ -6,6 +6,7 @@
 #include "httpd.h"
 #include "lbind.h"
 #include "log.h"
+#include "path.h"
 #include "runtime.h"
 
 #include <ctype.h>
@@ -86,7 +87,7 @@ static int open_beneath(const char *root, const char *rel) {
     while (dir >= 0) {
         size_t n = strcspn(rel, "/");
         int last = rel[n] == '\0';
-        if (n == 0 || n >= sizeof comp || (n == 1 && rel[0] == '.') || (n == 2 && !strncmp(rel, "..", 2))) {
+        if (!path_is_component(rel, n)) {
             close(dir);
             errno = ENOENT;
             return -1;
@@ -238,15 +239,8 @@ static int l_file_info(lua_State *L) {
 
 void l_httpd_open(lua_State *L) {
     static const luaL_Reg methods[] = {{"close", server_close}, {"port", server_port}, {NULL, NULL}};
-    if (luaL_newmetatable(L, SERVER_MT)) {
-        luaL_newlib(L, methods);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, server_close);
-        lua_setfield(L, -2, "__gc");
-    }
-    lua_pop(L, 1);
-    lua_pushcfunction(L, l_http_listen);
-    lua_setfield(L, -2, "http_listen");
-    lua_pushcfunction(L, l_file_info);
-    lua_setfield(L, -2, "file_info");
+    static const luaL_Reg meta[] = {{"__gc", server_close}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"http_listen", l_http_listen}, {"file_info", l_file_info}, {NULL, NULL}};
+    l_newclass(L, SERVER_MT, methods, meta);
+    luaL_setfuncs(L, fns, 0);
 }

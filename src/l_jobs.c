@@ -335,14 +335,8 @@ void l_jobs_open(lua_State *L) {
         {"add_asset", l_add_asset}, {"assets", l_assets},
         {"max_version", l_max_version}, {"note_version", l_note_version},
         {"close", l_close}, {NULL, NULL}};
-    luaL_newmetatable(L, JOBS_MT);
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_close);
-    lua_setfield(L, -2, "__close");
-    lua_pop(L, 1);
+    static const luaL_Reg meta[] = {{"__gc", l_close}, {"__close", l_close}, {NULL, NULL}};
+    l_newclass(L, JOBS_MT, methods, meta);
     lua_createtable(L, 0, 1);
     lua_pushcfunction(L, l_open);
     lua_setfield(L, -2, "open");

@@ -118,12 +118,8 @@ void l_repl_open(lua_State *L) {
         {"write", s_write}, {"error", s_error}, {"info", s_info}, {"prompt", s_prompt},
         {"guard", s_guard}, {"kind", s_kind}, {NULL, NULL}};
     static const luaL_Reg fns[] = {{"listen", l_listen}, {"sessions", l_sessions}, {"budget", l_budget}, {NULL, NULL}};
-    luaL_newmetatable(L, SESSION_MT);
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, s_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pop(L, 1);
+    static const luaL_Reg meta[] = {{"__tostring", s_tostring}, {NULL, NULL}};
+    l_newclass(L, SESSION_MT, methods, meta);
     luaL_newlib(L, fns);
     lua_setfield(L, -2, "repl");
 }

@@ -200,12 +200,8 @@ void l_store_open(lua_State *L) {
     static const luaL_Reg fns[] = {
         {"open", l_open}, {"valid_id", l_valid_id}, {"valid_name", l_valid_name},
         {"sha256_file", l_sha256_file}, {NULL, NULL}};
-    luaL_newmetatable(L, STORE_MT);
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
+    static const luaL_Reg meta[] = {{"__gc", l_close}, {NULL, NULL}};
+    l_newclass(L, STORE_MT, methods, meta);
     luaL_newlib(L, fns);
     lua_setfield(L, -2, "store");
 }

@@ -3,6 +3,7 @@
 #ifndef ASSETD_LBIND_H
 #define ASSETD_LBIND_H
 
+#include <lauxlib.h>
 #include <lua.h>
 
 int luaopen_assetd_core(lua_State *L);
@@ -12,6 +13,10 @@ void l_store_open(lua_State *L);
 void l_httpd_open(lua_State *L);
 void l_crypto_open(lua_State *L);
 void l_repl_open(lua_State *L);
+
+/* Register the metatable NAME once: METHODS as its __index, META (__gc, __tostring, ...) on
+ * it. Leaves the stack as it was. */
+void l_newclass(lua_State *L, const char *name, const luaL_Reg *methods, const luaL_Reg *meta);
 
 /* Option readers shared by the bindings: field K of the table at index T. */
 double l_optnumfield(lua_State *L, int t, const char *k, double def);

@@ -6,6 +6,7 @@
 #include "partfile.h"
 
 #include "path.h"
+#include "store.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -49,19 +50,7 @@ static int pwrite_all(int fd, const char *buf, size_t len, int64_t off) {
  * whole file when a previous attempt had every byte. Never with O_DIRECT (see open). */
 static int catch_up(partfile *p, int64_t end) {
     if (!p->sha || p->hashed >= end) return 0;
-    char *buf = malloc(PARTFILE_BLOCK);
-    if (!buf) return ENOMEM;
-    int err = 0;
-    while (p->hashed < end) {
-        int64_t left = end - p->hashed;
-        ssize_t r = pread(p->fd, buf, left < (int64_t)PARTFILE_BLOCK ? (size_t)left : PARTFILE_BLOCK, p->hashed);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) { err = r < 0 ? errno : EIO; break; }
-        if (EVP_DigestUpdate(p->sha, buf, (size_t)r) != 1) { err = EIO; break; }
-        p->hashed += r;
-    }
-    free(buf);
-    return err;
+    return store_sha256_update(p->fd, p->sha, &p->hashed, end);
 }
 
 static int write_out(const partfile *p, const char *buf, size_t len, int64_t off) {
@@ -74,7 +63,7 @@ static int write_out(const partfile *p, const char *buf, size_t len, int64_t off
     return err;
 }
 
-/* Hash then write LEN bytes at OFF, on a thread-pool thread (or at the end, on the loop). */
+/* Hash then write LEN bytes at OFF, on a thread-pool thread. */
 static int put(partfile *p, const char *buf, size_t len, int64_t off) {
     int err = catch_up(p, off);
     if (err) return err;
@@ -87,7 +76,7 @@ static int put(partfile *p, const char *buf, size_t len, int64_t off) {
 
 static void block_work(uv_work_t *w) {
     partfile *p = w->data;
-    p->work_err = put(p, p->work_buf, p->work_len, p->work_off);
+    p->work_err = put(p, p->work_buf, PARTFILE_BLOCK, p->work_off);   /* only full blocks go */
 }
 
 static void block_done(uv_work_t *w, int status) {
@@ -100,7 +89,6 @@ static void block_done(uv_work_t *w, int status) {
 static int submit(partfile *p) {
     p->work_buf = p->blk[p->cur];
     p->work_off = p->off;
-    p->work_len = p->fill;
     p->off += (int64_t)p->fill;
     p->fill = 0;
     p->cur ^= 1;

@@ -32,7 +32,6 @@ typedef struct partfile {
     int64_t hashed;      /* bytes from the start of the file fed to sha */
     char *work_buf;      /* the block on the thread pool */
     int64_t work_off;
-    size_t work_len;
     uv_work_t work;
 } partfile;
 

@@ -21,6 +21,9 @@ int store_scan_versions(int batchfd, const char *video, int64_t *max);
 int store_check_file(int fd, const char *variant, int64_t expect, const char **why);
 /* Finish SHA and write its digest as 64 hex digits and a NUL. */
 void store_digest_hex(EVP_MD_CTX *sha, char hex[65]);
+/* Feed SHA the bytes of FD from *FROM up to END (its end when END < 0), advancing *FROM; a
+ * file that ends before END is EIO. */
+int store_sha256_update(int fd, EVP_MD_CTX *sha, int64_t *from, int64_t end);
 /* The SHA-256 of everything in FD, read from the start. Blocking: for a file that was not
  * hashed on its way to the disk (committed before a crash, recorded after). */
 int store_sha256_fd(int fd, char hex[65]);

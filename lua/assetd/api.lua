@@ -20,7 +20,6 @@ local function array(t) return next(t) == nil and EMPTY or t end
 local function encode(value)
   return (cjson.encode(value):gsub('"\\u0001assetd%-empty%-array\\u0001"', "[]"))
 end
-M.encode = encode
 
 local function json(status, value, headers)
   local h = {["Content-Type"] = "application/json", ["Cache-Control"] = "no-store"}
@@ -48,7 +47,7 @@ function Api:job_json(job)
                            version = a.version, downloadedAt = timefmt.iso(a.downloadedAt), sha256 = a.sha256,
                            url = self:asset_url(job, a.fileName)}
   end
-  local progress = self.runner.progress and self.runner.progress[job.id]
+  local progress = self.runner.progress[job.id]
   return {
     id = job.id, notionPageId = job.notionPageId, soraVideoId = job.soraVideoId, batchId = job.batchId,
     provider = job.provider, status = job.status, completedAt = opt(timefmt.iso(job.completedAt)),

@@ -167,11 +167,12 @@ function Runner:poll_until_ready(job, alarm)
 end
 
 -- The job as providers and hooks see it: stored fields plus the policy data (assets for urls).
-function Runner:job_view(job)
-  local d = self:data(job)
+-- The job as hooks and providers see it: its row, with ASSETS (default: the provider's asset
+-- list kept in its data).
+function Runner:job_view(job, assets)
   local view = {}
   for k, v in pairs(job) do view[k] = v end
-  view.assets = d.assets
+  view.assets = assets or self:data(job).assets
   return view
 end
 
@@ -282,8 +283,7 @@ end
 -- Notion sync: its own retried step; a Notion outage never re-downloads anything.
 function Runner:sync_notion(job)
   if not self.notion or self:data(job).notion ~= "pending" then return job end
-  local view = self:job_view(job)
-  view.assets = self.jobs:assets(job)
+  local view = self:job_view(job, self.jobs:assets(job))   -- the stored files
   local attempt = 0
   while true do
     attempt = attempt + 1

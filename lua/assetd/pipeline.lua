@@ -78,10 +78,6 @@ local function mask(v) return v and string.format("set (%d chars)", #v) or "not 
 
 -- The resolved configuration as text, secrets masked.
 function M.describe(c)
-  local env = {
-    OPENAI_API_KEY = mask(os.getenv("OPENAI_API_KEY")), NOTION_TOKEN = mask(os.getenv("NOTION_TOKEN")),
-    OPENAI_WEBHOOK_SECRET = mask(os.getenv("OPENAI_WEBHOOK_SECRET")), ASSETD_API_TOKEN = mask(os.getenv("ASSETD_API_TOKEN")),
-  }
   local lines = {
     "storage.root            " .. c.storage.root,
     "storage.public_base_url " .. c.storage.public_base_url,
@@ -97,10 +93,9 @@ function M.describe(c)
     "limits.max_jobs         " .. c.limits.max_jobs,
     "data directory          " .. assetd.options.data,
   }
-  local keys = {}
-  for k in pairs(env) do keys[#keys + 1] = k end
+  local keys = {table.unpack(require("assetd.pretty").secret_env)}   -- the secrets the REPL hides
   table.sort(keys)
-  for _, k in ipairs(keys) do lines[#lines + 1] = string.format("%-23s %s", k, env[k]) end
+  for _, k in ipairs(keys) do lines[#lines + 1] = string.format("%-23s %s", k, mask(os.getenv(k))) end
   return table.concat(lines, "\n")
 end
 

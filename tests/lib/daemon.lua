@@ -9,7 +9,7 @@ daemon.__index = daemon
 
 local bin = os.getenv("ASSETD_BIN") or "./assetd"
 
-local function shq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local shq = sim.shq
 
 -- daemon.start{pipeline = "lua source", env = {K = V}, args = "..."}
 function daemon.start(o)
@@ -103,6 +103,20 @@ function daemon:json(method, path, o)
   local ok, v = pcall(cjson.decode, body)
   return status, ok and v or body, headers
 end
+
+-- A job's status through POST /api/downloads/status (HEADERS: e.g. a bearer token), or false.
+function daemon:job_status(page, headers)
+  local _, j = self:json("POST", "/api/downloads/status", {body = {notionPageId = page}, headers = headers})
+  return type(j) == "table" and j.status
+end
+
+-- A pipeline against the simulator, polling fast; {DIR} is the daemon's directory.
+daemon.SIM_PIPELINE = [[
+return {
+  storage = {root = "{DIR}/root", public_base_url = "/generated-videos"},
+  sora = {poll = {interval = 0.2, max = 0.5}, retry = {base = 0.2, cap = 0.5}},
+}
+]]
 
 daemon.eventually = sim.eventually
 

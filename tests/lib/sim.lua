@@ -78,7 +78,19 @@ function sim.run(cmd)
   local p = io.popen(cmd .. " 2>&1; echo \"rc=$?\"")
   local out = p:read("a")
   p:close()
-  return out, tonumber(out:match("rc=(%d+)%s*$"))
+  return out:gsub("rc=%d+%s*$", ""), tonumber(out:match("rc=(%d+)%s*$"))
+end
+
+-- S quoted for sh.
+function sim.shq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+-- A whole file, or nil when it cannot be opened.
+function sim.read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
 end
 
 -- Write SRC to a new .lua file; its path.

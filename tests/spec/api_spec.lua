@@ -3,12 +3,7 @@ local sim = require "sim"
 local daemon = require "daemon"
 local cjson = require "cjson"
 
-local PIPELINE = [[
-return {
-  storage = {root = "{DIR}/root", public_base_url = "/generated-videos"},
-  sora = {poll = {interval = 0.2, max = 0.5}, retry = {base = 0.2, cap = 0.5}},
-}
-]]
+local PIPELINE = daemon.SIM_PIPELINE
 
 local function env(s, extra)
   local e = {OPENAI_API_KEY = "sk-api", OPENAI_BASE_URL = s.openai, NOTION_TOKEN = "secret_api", NOTION_BASE_URL = s.notion}
@@ -16,10 +11,7 @@ local function env(s, extra)
   return e
 end
 
-local function job_status(d, page)
-  local _, j = d:json("POST", "/api/downloads/status", {body = {notionPageId = page}})
-  return type(j) == "table" and j.status
-end
+local function job_status(d, page) return d:job_status(page) end
 
 describe("HTTP API", function()
   local s, d

@@ -8,24 +8,11 @@ local sim = require "sim"
 local daemon = require "daemon"
 local cjson = require "cjson"
 
-local PIPELINE = [[
-return {
-  storage = {root = "{DIR}/root", public_base_url = "/generated-videos"},
-  sora = {poll = {interval = 0.2, max = 0.5}, retry = {base = 0.2, cap = 0.5}},
-}
-]]
+local PIPELINE = daemon.SIM_PIPELINE
 
 local CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
-local function shq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local function readfile(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local shq, readfile = sim.shq, sim.read
 
 local function executable(path) return os.execute("test -x " .. shq(path)) == true end
 
@@ -66,10 +53,7 @@ local function browse(d, outdir, args)
               "\n" .. (readfile(outdir .. "/stderr") or "")
 end
 
-local function job_status(d, page)
-  local _, j = d:json("POST", "/api/downloads/status", {body = {notionPageId = page}})
-  return type(j) == "table" and j.status
-end
+local function job_status(d, page) return d:job_status(page) end
 
 describe("dashboard in headless Chromium", function()
   local s, d, media, outdir

@@ -9,13 +9,7 @@ local cwd = io.popen("pwd"):read("l")
 
 local function sh(cmd) return os.execute(cmd) end
 
-local function read(path)
-  local f = io.open(path)
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read, q, wait_for, run = sim.read, sim.shq, sim.eventually, sim.run
 
 local function write(path, s)
   local f = assert(io.open(path, "w"))
@@ -24,25 +18,6 @@ local function write(path, s)
 end
 
 local function exists(path) return os.execute("test -e " .. path) end
-
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local function wait_for(pred, secs, what)
-  local t0 = assetd.monotonic()
-  while assetd.monotonic() - t0 < (secs or 10) do
-    local v = pred()
-    if v then return v end
-    assetd.sleep(0.05)
-  end
-  error("timed out waiting for " .. (what or "a condition"), 2)
-end
-
-local function run(cmd)
-  local p = io.popen(cmd .. " 2>&1; echo \"rc=$?\"")
-  local out = p:read("a")
-  p:close()
-  return out:gsub("rc=%d+%s*$", ""), tonumber(out:match("rc=(%d+)%s*$"))
-end
 
 -- A command in the background (its stdin, if not redirected, is /dev/null): its pid, its
 -- output in DIR/NAME.out and .err, and its exit status in DIR/NAME.rc when it ends.

@@ -44,10 +44,7 @@ describe("webhooks, token and metrics", function()
     ts = ts or tostring(math.floor(assetd.now()))
     return {["webhook-id"] = id, ["webhook-timestamp"] = ts, ["webhook-signature"] = sign(key or KEY2, id, ts, body, d.dir)}
   end
-  local function status_of(page)
-    local _, j = d:json("POST", "/api/downloads/status", {body = {notionPageId = page}, headers = {Authorization = "Bearer " .. TOKEN}})
-    return j.status
-  end
+  local function status_of(page) return d:job_status(page, {Authorization = "Bearer " .. TOKEN}) end
 
   setup(function()
     s = sim.start("--openai-key sk-wh --notion-token secret_wh")
