@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -92,12 +93,15 @@ def free_port():
 
 
 def wait_http(url, timeout=10.0):
+    """Until URL answers (any status: a 404 is an answer too)."""
     t_end = time.monotonic() + timeout
     while True:
         try:
             with urllib.request.urlopen(url, timeout=1) as r:
                 r.read()
                 return
+        except urllib.error.HTTPError:
+            return
         except Exception:
             if time.monotonic() > t_end:
                 raise
@@ -162,10 +166,7 @@ class Nginx:
             ["nginx", "-p", prefix, "-e", os.path.join(prefix, "error.log"), "-c", self.conf,
              "-g", "daemon off;"], stdin=subprocess.DEVNULL)
         self.url = f"http://127.0.0.1:{self.port}"
-        try:
-            wait_http(self.url + "/v1/videos/none_1", timeout=10)
-        except urllib.error.HTTPError:
-            pass       # 404: it answers
+        wait_http(self.url + "/v1/videos/none_1", timeout=10)
 
     def stop(self):
         self.proc.terminate()
@@ -202,13 +203,13 @@ class Sim:
 
 # ---- measuring --------------------------------------------------------------------------
 
-def timed(cmd, log, env=None, cwd=None):
+def timed(cmd, log, env=None):
     """Run CMD under GNU time; returns wall (s, own monotonic clock), cpu (user+sys s), rss (KiB)."""
     tfile = log + ".time"
     with open(log, "w") as out:
         t0 = time.monotonic()
         rc = subprocess.call(["/usr/bin/time", "-v", "-o", tfile] + cmd, stdout=out,
-                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=cwd)
+                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         wall = time.monotonic() - t0
     vals = {}
     with open(tfile) as f:
@@ -220,7 +221,6 @@ def timed(cmd, log, env=None, cwd=None):
             tail = f.read()[-2000:]
         raise RuntimeError(f"{' '.join(cmd[:3])} ... exited {rc}; log {log}:\n{tail}")
     return {"wall": wall, "cpu": float(vals["User time (seconds)"]) + float(vals["System time (seconds)"]),
-            "user": float(vals["User time (seconds)"]), "sys": float(vals["System time (seconds)"]),
             "rss": int(vals["Maximum resident set size (kbytes)"])}
 
 
@@ -273,11 +273,6 @@ class Batch:
         shutil.rmtree(self.out, ignore_errors=True)
         settle()
         os.makedirs(self.out)
-
-    def empty_trash(self):
-        for d in self.trash:
-            shutil.rmtree(d, ignore_errors=True)
-        self.trash = []
 
     def check(self, tool):
         n, total = tree_bytes(self.out)
@@ -546,6 +541,8 @@ def main():
         sys.exit(f"bench: missing {', '.join(missing)}; run scripts/install-bench-deps (as root)")
     if not os.access(ASSETD, os.X_OK):
         sys.exit("bench: build assetd first (make)")
+    if "assetd-b" in args.tools.split(",") and not (ASSETD_B and os.access(ASSETD_B, os.X_OK)):
+        sys.exit("bench: the tool assetd-b needs ASSETD_BIN_B=PATH, another assetd build")
 
     work = tempfile.mkdtemp(prefix="assetd-bench-", dir=args.dir)
     os.chmod(work, 0o755)          # nginx workers run as an unprivileged user
@@ -557,8 +554,9 @@ def main():
         sim = Sim(work)
         print(f"nginx {nginx.url}  simulator {sim.url}", flush=True)
         parts = args.parts.split(",")
-        # the 2,000-video part first: it creates 36,000 files, which this machine's ext4 makes
-        # slow for a few minutes after many files were deleted (Batch.defer_delete)
+        # the 2,000-video part early (after the one-file flat part, before any batch deletes
+        # its outputs): it creates 36,000 files, which this machine's ext4 makes slow for a
+        # few minutes after many files were deleted (Batch.defer_delete)
         for name in ("flat", "small", "batch", "store"):
             if name in parts:
                 globals()["part_" + name](args, work, nginx, sim, results)

@@ -2,7 +2,8 @@
 -- pipeline with its HTTP API (--listen), no new jobs, Notion off. bench/bench.py starts it,
 -- polls GET /healthz until it answers (start-up), times GET /api/downloads/status, then stops
 -- it with SIGTERM. Prints "runner started SECONDS" (since BENCH_T0, the caller's clock just
--- before the process started) when the runner has resumed every live job.
+-- before the process started) when Runner:start has returned: the first page of live jobs
+-- resumed, the rest resuming in a task that yields between pages (docs/performance.md, 6).
 -- Usage: BENCH_T0=... assetd bench/daemon.lua --data DIR --listen HOST:PORT BASE_URL ROOT
 local base, root = ...
 local t0 = tonumber(os.getenv("BENCH_T0"))

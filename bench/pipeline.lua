@@ -11,7 +11,7 @@
 --   measures downloads, not Notion's 3/s quota; "off" disables Notion); BATCH videos per
 --   batch (directory), default all in one
 local base, root, prefix, n, variants, rate, batch = ...
-n = assert(tonumber(n), "usage: assetd bench/pipeline.lua --data DIR BASE_URL ROOT PREFIX N [VARIANTS] [NOTION_RATE]")
+n = assert(tonumber(n), "usage: assetd bench/pipeline.lua --data DIR BASE_URL ROOT PREFIX N [VARIANTS] [NOTION_RATE] [BATCH]")
 local alerts = require "assetd.alerts"
 
 local finished, failed = 0, 0
