@@ -335,6 +335,7 @@ return {
     local sock = dir .. "/data/assetd.sock"
     assert.are.equal("600", io.popen("stat -c %a " .. sock):read("l"))
     if io.popen("id -u"):read("l") ~= "0" then
+      stop_daemon(pid)
       pending("needs root to act as another user")
       return
     end

@@ -6,10 +6,10 @@ describe("download slots", function()
     local s = slots.new(1)
     assert.is_true(s:acquire(100))
     local order = {}
-    for _, d in ipairs{50, 10, 30, 10} do
+    for i, d in ipairs{50, 10, 30, 10} do
       assetd.spawn(function()
         assert.is_true(s:acquire(d))
-        order[#order + 1] = d
+        order[#order + 1] = d .. "/" .. i           -- the spawn index tells the two 10s apart
         assetd.sleep(0.01)
         s:release()
       end)
@@ -19,8 +19,9 @@ describe("download slots", function()
     s:release()
     local t0 = assetd.monotonic()
     while #order < 4 and assetd.monotonic() - t0 < 2 do assetd.sleep(0.01) end
-    assert.are.same({10, 10, 30, 50}, order)
-    assert.is_true(s:acquire(1))                     -- every slot came back
+    assert.are.same({"10/2", "10/4", "30/3", "50/1"}, order)
+    assetd.sleep(0.05)                               -- the last holder releases after its sleep
+    assert.are.equal(1, s.free)                      -- every slot came back (acquire would wait)
   end)
 
   it("skips a waiter canceled while queued, and a granted one canceled before waking", function()
@@ -42,6 +43,6 @@ describe("download slots", function()
     c:cancel()                                         -- ... which is canceled before it runs
     assetd.sleep(0.01)
     assert.is_false(got.c)
-    assert.is_true(s:acquire())                        -- the slot was given back
+    assert.are.equal(1, s.free)                        -- the slot was given back
   end)
 end)

@@ -25,8 +25,9 @@ typedef struct fixture {
 
 static int setup(void **state) {
     fixture *f = calloc(1, sizeof *f);
+    if (!f) return -1;
     strcpy(f->dir, "/tmp/test_partfile.XXXXXX");
-    if (!f || !mkdtemp(f->dir)) return -1;
+    if (!mkdtemp(f->dir)) return -1;
     snprintf(f->path, sizeof f->path, "%s/v.mp4", f->dir);
     snprintf(f->part, sizeof f->part, "%s/.v.mp4.part", f->dir);
     uv_loop_init(&f->loop);
