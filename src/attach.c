@@ -123,7 +123,10 @@ static int parse_frames(void) {
     size_t off = 0;
     while (!C.finished && off < C.len) {
         char *nl = memchr(C.buf + off, '\n', C.len - off);
-        if (!nl) return C.len - off > 32 ? -1 : 0;
+        if (!nl) {
+            if (C.len - off > 32) return -1;
+            break;                            /* a header cut by the read: keep it, drop the rest */
+        }
         char kind;
         unsigned long long n;
         char *end;

@@ -154,7 +154,7 @@ static int queue(httpd_req *r, int status, const char *const *headers, struct MH
     for (const char *const *p = headers; p && p[0] && p[1]; p += 2) MHD_add_response_header(resp, p[0], p[1]);
     enum MHD_Result ok = MHD_queue_response(r->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
-    r->answered = 1;
+    r->answered = ok == MHD_YES;      /* refused (a status HTTP cannot carry): on_access answers 500 */
     return ok == MHD_YES ? 0 : -1;
 }
 

@@ -94,7 +94,8 @@ static int open_beneath(const char *root, const char *rel) {
         }
         memcpy(comp, rel, n);
         comp[n] = '\0';
-        int fd = openat(dir, comp, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | (last ? 0 : O_DIRECTORY));
+        /* O_NONBLOCK: opening a FIFO planted there would wait for a writer, on the loop */
+        int fd = openat(dir, comp, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | (last ? O_NONBLOCK : O_DIRECTORY));
         close(dir);
         if (last || fd < 0) return fd;
         dir = fd;
@@ -117,14 +118,16 @@ static int open_regular(const char *root, const char *rel, struct stat *st) {
 static int answer_file(lua_State *L, httpd_req *r, int resp, int status, const char **hdrs) {
     struct stat st;
     const char *rel = lua_tostring(L, -1);
+    /* read (and check the types of) every field before a descriptor is open */
+    double want_off = l_optnumfield(L, resp, "offset", 0), want_len = l_optnumfield(L, resp, "length", -1);
     lua_getfield(L, resp, "root");
     const char *root = lua_tostring(L, -1);
     int fd = root ? open_regular(root, rel, &st) : -1;
     lua_pop(L, 1);
     if (fd < 0) return -1;
     uint64_t size = (uint64_t)st.st_size;
-    uint64_t off = (uint64_t)l_optnumfield(L, resp, "offset", 0);
-    uint64_t len = (uint64_t)l_optnumfield(L, resp, "length", (double)(size - (off < size ? off : size)));
+    uint64_t off = (uint64_t)want_off;
+    uint64_t len = want_len < 0 ? size - (off < size ? off : size) : (uint64_t)want_len;
     if (off > size || len > size - off) {
         close(fd);
         return -1;
@@ -132,28 +135,32 @@ static int answer_file(lua_State *L, httpd_req *r, int resp, int status, const c
     return httpd_respond_fd(r, status, hdrs, fd, off, len);
 }
 
-static void answer(lua_State *L, httpd_req *r, int resp) {
-    static const char *const fallback[] = {"Content-Type", "application/json", NULL};
-    static const char internal[] = "{\"error\":{\"code\":\"internal\",\"message\":\"internal error\"}}";
+static const char *const fallback[] = {"Content-Type", "application/json", NULL};
+static const char internal[] = "{\"error\":{\"code\":\"internal\",\"message\":\"internal error\"}}";
+
+/* answer(request, response): queue the handler's response; run protected, since a field of
+ * the wrong type raises. */
+static int answer(lua_State *L) {
+    httpd_req *r = lua_touserdata(L, 1);
+    const int resp = 2;
     const char *hdrs[2 * MAX_HEADERS + 1];
     if (!lua_istable(L, resp)) {
         httpd_respond(r, 500, fallback, internal, sizeof internal - 1);
-        return;
+        return 0;
     }
     int status = (int)l_optnumfield(L, resp, "status", 200);
     collect_headers(L, resp, hdrs);
     if (lua_getfield(L, resp, "file") == LUA_TSTRING) {
         static const char gone[] = "{\"error\":{\"code\":\"not_found\",\"message\":\"no such file\"}}";
         if (answer_file(L, r, resp, status, hdrs) != 0) httpd_respond(r, 404, fallback, gone, sizeof gone - 1);
-        lua_pop(L, 1);
-        return;
+        return 0;
     }
     lua_pop(L, 1);
     size_t len = 0;
     const char *body = "";
     if (lua_getfield(L, resp, "body") == LUA_TSTRING) body = lua_tolstring(L, -1, &len);
     httpd_respond(r, status, hdrs, body, len);
-    lua_pop(L, 1);
+    return 0;
 }
 
 static void on_request(httpd_req *r, void *ud) {
@@ -163,7 +170,10 @@ static void on_request(httpd_req *r, void *ud) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->fn);
     push_request(L, r);
     if (rt_pcall(L, 1, 1, "http handler") != 0) lua_pushnil(L);
-    answer(L, r, lua_gettop(L));
+    lua_pushcfunction(L, answer);
+    lua_pushlightuserdata(L, r);
+    lua_pushvalue(L, -3);
+    if (rt_pcall(L, 2, 0, "http response") != 0) httpd_respond(r, 500, fallback, internal, sizeof internal - 1);
     lua_settop(L, top);
 }
 

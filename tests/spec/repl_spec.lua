@@ -292,6 +292,19 @@ return {
     stop_daemon(pid)
   end)
 
+  it("attach: a large output arrives whole and once, however the reads cut the frames", function()
+    local pid = start_daemon()
+    local out, rc = attach("for i = 1, 200000 do print(i) end\n")
+    assert.are.equal(0, rc)
+    local n, expect = 0, 1
+    for line in out:gmatch("[^\n]+") do
+      assert.are.equal(tostring(expect), line)
+      n, expect = n + 1, expect + 1
+    end
+    assert.are.equal(200000, n)
+    stop_daemon(pid)
+  end)
+
   it("two clients at once: each gets its own output and its own globals", function()
     local pid = start_daemon()
     write(dir .. "/a.txt", "who = 'A'\nwhile not _G.b_started do assetd.sleep(0.02) end\n" ..
