@@ -87,7 +87,8 @@ static const unsigned char legal[JOB_NSTATES][JOB_NSTATES] = {
     [JOB_PENDING]     = {0, 1, 1, 0, 1, 1},
     [JOB_DOWNLOADING] = {0, 1, 1, 1, 1, 1},
     [JOB_COMPLETED]   = {0, 1, 0, 1, 0, 0},   /* -> pending: a re-download (next version) */
-    [JOB_FAILED]      = {0, 1, 0, 0, 1, 0},   /* -> pending: a manual retry */
+    [JOB_FAILED]      = {1, 1, 0, 0, 1, 0},   /* a manual retry: -> pending, or -> waiting
+                                                  when the video was never seen complete */
     [JOB_EXPIRED]     = {0, 0, 0, 0, 0, 1},
 };
 

@@ -249,8 +249,14 @@ function Runner:download_in_slot(job)
   if job.version == 0 then fields.version = assert(self.versions:reserve(job.batchId, job.soraVideoId)) end
   job = assert(self.jobs:transition(job, "downloading", fields))
   local assets = self:provider(job):assets(self:job_view(job))
-  self.progress[job.id] = setmetatable({parts = {}, bytes = 0, total = 0, video = job.soraVideoId}, Progress)
+  local progress = setmetatable({parts = {}, bytes = 0, total = 0, video = job.soraVideoId}, Progress)
+  self.progress[job.id] = progress
+  local function drop_progress()                  -- not a newer run's (a retry right after a cancel)
+    if self.progress[job.id] == progress then self.progress[job.id] = nil end
+  end
   local left, failure, tasks, done = #assets, nil, {}, assetd.alarm()
+  local run = self.running[job.id]
+  if run then run.variants = tasks end            -- cancel_job stops them at once
   for _, a in ipairs(assets) do
     tasks[#tasks + 1] = assetd.spawn({name = "asset"}, function()
       local ok, res, why = pcall(self.download_variant, self, job, a)
@@ -262,11 +268,11 @@ function Runner:download_in_slot(job)
   while left > 0 do
     if done:sleep(86400) == nil then               -- canceled (cancel_job): stop the variants too
       for _, t in ipairs(tasks) do t:cancel() end
-      self.progress[job.id] = nil
+      drop_progress()
       return self.jobs:get(job.id)
     end
   end
-  self.progress[job.id] = nil
+  drop_progress()
   if failure then
     local reason = type(failure) == "table" and (failure.reason or tostring(failure)) or tostring(failure)
     if type(failure) == "table" and failure.action == "expire" then return self:expire(job, reason) end
@@ -383,7 +389,8 @@ function Runner:retry_job(idOrPage)
   if not job then return nil, err end
   if job.status ~= "failed" then return nil, assetd.error("state", "job is " .. job.status .. ", not failed") end
   local committed = #assert(self.jobs:assets(job)) > 0
-  job = assert(self.jobs:transition(job, job.completedAt and "pending" or "pending",
+  -- a video never seen complete (canceled or failed while waiting) is polled again
+  job = assert(self.jobs:transition(job, job.completedAt and "pending" or "waiting",
                                     {error = false, version = committed and 0 or job.version,
                                      retryCount = job.retryCount + 1}))
   self:run(job)
@@ -407,6 +414,7 @@ function Runner:cancel_job(idOrPage)
   local run = self.running[job.id]
   self.running[job.id] = nil                     -- a retry may start a new run at once
   if run and run.task then run.task:cancel() end
+  for _, t in ipairs(run and run.variants or {}) do t:cancel() end   -- before a retry can start
   return job
 end
 

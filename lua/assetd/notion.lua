@@ -151,7 +151,8 @@ function M.error_properties(job, message, fields)
   local props = {}
   if f.error then props[f.error.name] = M.encode(f.error.type, message or job.error or "unknown error") end
   if f.status then
-    local v = job.status == "expired" and (f.status.expired or "Expired") or (f.status.failed or "Failed")
+    local d = M.default_fields.status       -- a status field given without these keeps the defaults
+    local v = job.status == "expired" and (f.status.expired or d.expired) or (f.status.failed or d.failed)
     props[f.status.name] = M.encode(f.status.type, v)
   end
   return props

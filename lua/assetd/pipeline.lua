@@ -199,7 +199,7 @@ function M.reload(path)
   path = path or M.script
   local chunk, err = loadfile(path)
   if not chunk then error(err, 0) end
-  local cfg = chunk()
+  local cfg = chunk(table.unpack(path == M.script and arg or {}))   -- the same arguments as at start
   if type(cfg) ~= "table" then error(path .. ": did not return a pipeline table", 0) end
   local c, errs = M.validate(cfg)
   if not c then error("invalid pipeline:\n  " .. table.concat(errs, "\n  "), 0) end

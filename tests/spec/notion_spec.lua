@@ -97,6 +97,13 @@ describe("assetd.notion", function()
     assert.is_nil(renamed["Video Path"])
   end)
 
+  it("an overridden status field keeps the default failed and expired values", function()
+    local props = notion.error_properties({status = "failed"}, "boom", {status = {name = "State", type = "select"}})
+    assert.are.equal("Download Failed", props.State.select.name)
+    props = notion.error_properties({status = "expired"}, "late", {status = {name = "State", type = "select"}})
+    assert.are.equal("Expired", props.State.select.name)
+  end)
+
   it("cuts text to Notion's 2,000 characters on a character boundary", function()
     local s2 = notion.truncate(string.rep("é", 1500))
     assert.is_true(#s2 <= 2000 + 3)

@@ -387,6 +387,17 @@ return {
     stop_daemon(pid)
   end)
 
+  it("reload() runs the script again with the arguments it was started with", function()
+    local s = script(dir, "assetd.timer(120, function() end)\n" ..
+      "local root = assert(..., 'usage: script.lua ROOT')\nreturn {storage = {root = root}}\n")
+    local pid = spawn(dir, "daemon", string.format("%s %s %s %s/root --listen 127.0.0.1:0 --data %s/data", env, bin, s, dir, dir))
+    wait_for(function() return exists(dir .. "/data/assetd.sock") end, 10, "the attach socket")
+    local out, rc = attach("reload()\n")
+    assert.are.equal(0, rc)
+    assert.matches("^reloaded ", out)
+    stop_daemon(pid)
+  end)
+
   it("enqueue, cancel and retry through attach; reload() swaps the hooks, downloads go on", function()
     s:video{{id = "video_c1", sizes = {video = 2000000, thumbnail = 2000, spritesheet = 3000}},
             {id = "video_c2", sizes = {video = 5000, thumbnail = 200, spritesheet = 300}}}
@@ -500,7 +511,7 @@ describe("Runner:cancel_job", function()
     assert.is_nil(r.running[id])
     s:video{id = "video_w", sizes = {video = 3000000, thumbnail = 100, spritesheet = 100}}
     s:fault{path = "video_w/content\\?variant=video", kind = "slow", rate = 300000, count = 1}
-    assert(r:retry_job("page-w"))                 -- failed -> pending: a new run at once
+    assert(r:retry_job("page-w"))                 -- failed -> waiting: a new run at once
     local second = r.running[id]
     assert.is_truthy(second)
     assert.are_not.equal(first, second)
@@ -509,6 +520,30 @@ describe("Runner:cancel_job", function()
     assert.are.equal(second, r.running[id], "the old run cleared the new run's entry")
     assert(r:cancel_job("page-w"))
     wait_for(function() return second.task:status() == "done" end, 2, "the second run to end")
+  end)
+
+  it("a retry of a job canceled while waiting polls again, then downloads with its deadline", function()
+    s:video{id = "video_v", completes_in = 1, sizes = {video = 3000, thumbnail = 100, spritesheet = 100}}
+    assert(r:enqueue{notionPageId = "page-v", soraVideoId = "video_v", batchId = "vb"})
+    assetd.sleep(0.2)
+    assert(r:cancel_job("page-v"))
+    local job = assert(r:retry_job("page-v"))
+    assert.are.equal("waiting", job.status)
+    wait_for(function() return jobs:get("page-v").status == "completed" end, 10, "the retried job")
+    assert.is_truthy(jobs:get("page-v").expiresAt)
+  end)
+
+  it("a retry right after a cancel keeps the new run's progress", function()
+    s:video{id = "video_p", sizes = {video = 3000000, thumbnail = 100, spritesheet = 100}}
+    s:fault{path = "video_p/content\\?variant=video", kind = "slow", rate = 300000, count = 2}
+    assert(r:enqueue{notionPageId = "page-p", soraVideoId = "video_p", batchId = "pb"})
+    local id = jobs:get("page-p").id
+    wait_for(function() return jobs:get("page-p").status == "downloading" end, 5, "the download")
+    assert(r:cancel_job("page-p"))
+    assert(r:retry_job("page-p"))                 -- in the same turn of the loop
+    assetd.sleep(0.3)
+    assert.is_truthy(r.progress[id], "the old run dropped the new run's progress")
+    assert(r:cancel_job("page-p"))
   end)
 end)
 
