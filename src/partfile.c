@@ -182,7 +182,7 @@ int partfile_finish(partfile *p) {
     if (p->err) return p->err;
     int err = end_direct(p);
     if (!err && p->fill) err = put(p, p->blk[p->cur], p->fill, p->off);
-    if (err) return err;
+    if (err) return p->err = err;        /* so partfile_close does not try it again, on the loop */
     p->off += (int64_t)p->fill;
     p->fill = 0;
     return catch_up(p, p->off);
