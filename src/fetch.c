@@ -386,6 +386,7 @@ static void schedule(fetch_engine *e) {
  * like the hashing and writing of every block before it. */
 static void commit_work(uv_work_t *w) {
     fetch_xfer *x = w->data;
+    x->failed_step = "write";
     if ((x->sys_errno = partfile_finish(&x->pf)) != 0) return;
     if (x->req.check && store_check_file(x->pf.fd, x->req.check, x->req.expect_size, &x->invalid) != 0) {
         /* bad content must not be resumed from: drop the .part */
@@ -393,6 +394,7 @@ static void commit_work(uv_work_t *w) {
         return;
     }
     store_digest_hex(x->sha, x->res.sha256);
+    x->failed_step = "commit";
     x->sys_errno = partfile_commit(&x->pf);
 }
 
@@ -406,7 +408,9 @@ static void commit_done(uv_work_t *w, int status) {
     e->committing--;
     if (status != 0) fail(x, "canceled", "canceled before the file was committed");
     else if (x->invalid) fail(x, "validation", "%s: %s", x->req.path, x->invalid);
-    else if (x->sys_errno) fail_errno(x, "commit", x->sys_errno);
+    else if (x->sys_errno == EEXIST)
+        fail(x, "disk", "commit %s: a file with that name exists; not replaced", x->req.path);
+    else if (x->sys_errno) fail_errno(x, x->failed_step, x->sys_errno);
     partfile_close(&x->pf);
     if (!e->closing) {
         deliver(x);

@@ -71,6 +71,7 @@ struct fetch_xfer {
     int blocked;                /* paused until the .part's busy block is written */
     int settle_pending;         /* finished, waiting for that block (or abandoned: freed then) */
     int sys_errno;
+    const char *failed_step;    /* "write" or "commit": which part of commit_work sys_errno is from */
     const char *invalid;        /* why validation refused the file (static text) */
     int64_t expect_total;
     EVP_MD_CTX *sha;

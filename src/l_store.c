@@ -54,19 +54,28 @@ static int l_batch_dir(lua_State *L) {
     return 1;
 }
 
-/* store:scan_versions(batchId, videoId) -> highest version on disk (0 when none). */
+/* Keeps the highest N per video in the table on top of the stack. */
+static void note_version(const char *video, size_t len, int64_t n, void *ud) {
+    lua_State *L = ud;
+    lua_pushlstring(L, video, len);
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, -3) == LUA_TNUMBER && lua_tointeger(L, -1) >= n) { lua_pop(L, 2); return; }
+    lua_pop(L, 1);
+    lua_pushinteger(L, (lua_Integer)n);
+    lua_rawset(L, -3);
+}
+
+/* store:scan_versions(batchId) -> {[videoId] = highest version on disk}, {} when none. */
 static int l_scan_versions(lua_State *L) {
     lstore *s = check_store(L);
     const char *batch = check_id(L, 2, "batchId");
-    const char *video = check_id(L, 3, "videoId");
     int fd, err = store_open_batch(s->rootfd, batch, 0, &fd);
-    int64_t max = 0;
-    if (err == ENOENT) { lua_pushinteger(L, 0); return 1; }
+    lua_newtable(L);
+    if (err == ENOENT) return 1;
     if (err) return fail_errno(L, "cannot open batch directory", batch, err);
-    err = store_scan_versions(fd, video, &max);
+    err = store_scan_versions(fd, note_version, L);
     close(fd);
     if (err) return fail_errno(L, "cannot list batch directory", batch, err);
-    lua_pushinteger(L, (lua_Integer)max);
     return 1;
 }
 

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -188,9 +189,22 @@ int partfile_finish(partfile *p) {
     return catch_up(p, p->off);
 }
 
+/* Rename the .part to its final name unless that name is taken (EEXIST): a file is never
+ * replaced, whoever put it there. Filesystems without RENAME_NOREPLACE get a link and an
+ * unlink, which refuse the same way; only one without hard links falls back to a rename. */
+static int publish(partfile *p) {
+    if (renameat2(p->dirfd, p->part, p->dirfd, p->base, RENAME_NOREPLACE) == 0) return 0;
+    if (errno != EINVAL && errno != ENOSYS) return errno;
+    if (linkat(p->dirfd, p->part, p->dirfd, p->base, 0) == 0)
+        return unlinkat(p->dirfd, p->part, 0) == 0 ? 0 : errno;
+    if (errno != EPERM && errno != EOPNOTSUPP) return errno;
+    return renameat(p->dirfd, p->part, p->dirfd, p->base) == 0 ? 0 : errno;
+}
+
 int partfile_commit(partfile *p) {
     if (fsync(p->fd) != 0) return errno;
-    if (renameat(p->dirfd, p->part, p->dirfd, p->base) != 0) return errno;
+    int err = publish(p);
+    if (err) return err;
     return fsync(p->dirfd) != 0 ? errno : 0;
 }
 

@@ -48,7 +48,8 @@ int partfile_full(const partfile *p, size_t len);
 int partfile_write(partfile *p, const char *buf, size_t len);
 int partfile_busy(const partfile *p);
 /* Blocking, for the thread pool once no block is busy: write the rest and feed every byte not
- * yet hashed to sha; then commit. */
+ * yet hashed to sha; then commit: fsync, rename to the final name unless a file has it
+ * (EEXIST: never replaced), fsync the directory. */
 int partfile_finish(partfile *p);
 int partfile_commit(partfile *p);
 /* Keeps what was received for a resume; not while a block is busy. */

@@ -57,10 +57,9 @@ int store_open_batch(int rootfd, const char *batch, int create, int *fd) {
     return err;
 }
 
-/* N when NAME is "{video}_V{N}" followed by '.', '_' or nothing; else -1. */
-static int64_t version_of(const char *name, const char *video, size_t vlen) {
-    if (strncmp(name, video, vlen) != 0 || name[vlen] != '_' || name[vlen + 1] != 'V') return -1;
-    const char *p = name + vlen + 2;
+/* N when P is "V{N}" followed by '.', '_' or nothing; else -1. */
+static int64_t version_at(const char *p) {
+    if (*p++ != 'V') return -1;
     int64_t n = 0;
     int digits = 0;
     for (; *p >= '0' && *p <= '9' && digits < 18; p++, digits++) n = n * 10 + (*p - '0');
@@ -68,20 +67,24 @@ static int64_t version_of(const char *name, const char *video, size_t vlen) {
     return n;
 }
 
-int store_scan_versions(int batchfd, const char *video, int64_t *max) {
+/* Every way NAME reads as "{video}_V{N}...": a video id may itself contain "_V1", so each
+ * '_' that starts a version gives one (prefix, N); the caller keeps the prefixes it knows. */
+static void versions_of(const char *name, store_version_cb cb, void *ud) {
+    for (const char *u = strchr(name, '_'); u; u = strchr(u + 1, '_')) {
+        int64_t n = u > name ? version_at(u + 1) : -1;
+        if (n >= 0) cb(name, (size_t)(u - name), n, ud);
+    }
+}
+
+int store_scan_versions(int batchfd, store_version_cb cb, void *ud) {
     int fd = dup(batchfd);
     if (fd < 0) return errno;
     DIR *d = fdopendir(fd);
     if (!d) { int err = errno; close(fd); return err; }
     rewinddir(d);
-    size_t vlen = strlen(video);
     struct dirent *ent;
-    *max = 0;
-    while ((ent = readdir(d)) != NULL) {
-        const char *name = ent->d_name[0] == '.' ? ent->d_name + 1 : ent->d_name;
-        int64_t v = version_of(name, video, vlen);
-        if (v > *max) *max = v;
-    }
+    while ((ent = readdir(d)) != NULL)
+        versions_of(ent->d_name[0] == '.' ? ent->d_name + 1 : ent->d_name, cb, ud);
     closedir(d);
     return 0;
 }

@@ -1,5 +1,5 @@
 /* store.h: the versioned file store's mechanisms: id checks, batch directories opened without
- * following links, the highest version present on disk for a video, and the file-signature
+ * following links, the versions present on disk, the SHA-256 of a file, and the file-signature
  * check a variant must pass before its commit. Functions return 0 or an errno value. */
 #ifndef ASSETD_STORE_H
 #define ASSETD_STORE_H
@@ -13,8 +13,11 @@ int store_valid_id(const char *id);
 int store_open_root(const char *root, int *fd);
 /* Open ROOTFD/BATCH, creating it when CREATE; a symbolic link there is refused (ELOOP). */
 int store_open_batch(int rootfd, const char *batch, int create, int *fd);
-/* Highest N among "{video}_V{N}..." files (and their ".part" files) in BATCHFD; 0 if none. */
-int store_scan_versions(int batchfd, const char *video, int64_t *max);
+/* One pass over BATCHFD: CB(video, video_len, N, UD) for every "{video}_V{N}" that names a
+ * file or its ".part" file ("{video}_V{N}" followed by '.', '_' or nothing). Reading a whole
+ * batch once lets the caller keep the highest version of every video it holds. */
+typedef void (*store_version_cb)(const char *video, size_t len, int64_t n, void *ud);
+int store_scan_versions(int batchfd, store_version_cb cb, void *ud);
 /* Whether the file at FD looks like VARIANT ("video": MP4 ftyp; "thumbnail": WebP;
  * "spritesheet": JPEG; anything else: non-empty) and has EXPECT bytes when EXPECT >= 0.
  * Returns 0, or EINVAL with *WHY set to the reason. */

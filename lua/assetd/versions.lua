@@ -1,7 +1,10 @@
 -- The versioned file store's policy: which version a download gets and what its files are
 -- called. A version is one more than the highest known from the job store and from the
 -- files on disk, recorded before it is handed out, so it is never reused (not after a
--- prune, not by two downloads at once: reserve runs without yielding).
+-- prune, not by two downloads at once: reserve runs without yielding). A batch directory is
+-- read once, at its first reservation, and then kept up to date by reserve itself: one that
+-- grows for months is not read again for every video (bench/reserve.lua). A file another
+-- program puts there later is not seen, but the commit never replaces a file.
 local assetd = require "assetd"
 local naming = require "assetd.naming"
 
@@ -15,19 +18,36 @@ function M.open(opts)
   assert(type(opts) == "table" and opts.root and opts.jobs, "versions.open{root=, jobs=}")
   local files, err = assetd.store.open(opts.root)
   if not files then return nil, err end
-  return setmetatable({files = files, jobs = opts.jobs, naming = opts.naming or naming.default}, Versions)
+  return setmetatable({files = files, jobs = opts.jobs, naming = opts.naming or naming.default,
+                       on_disk = {}, batches = 0}, Versions)
+end
+
+local MAX_BATCHES = 64      -- batch directories whose versions are kept (then read again)
+
+-- {[videoId] = highest version on disk} for a batch: read once, then kept by reserve.
+function Versions:disk_versions(batchId)
+  local seen = self.on_disk[batchId]
+  if seen then return seen end
+  local err
+  seen, err = self.files:scan_versions(batchId)
+  if not seen then return nil, err end
+  if self.batches >= MAX_BATCHES then self.on_disk, self.batches = {}, 0 end
+  self.on_disk[batchId], self.batches = seen, self.batches + 1
+  return seen
 end
 
 function Versions:reserve(batchId, videoId)
-  local on_disk, err = self.files:scan_versions(batchId, videoId)
-  if not on_disk then return nil, err end
+  assert(assetd.store.valid_id(videoId), "store: videoId must match ^[A-Za-z0-9_-]{1,128}$")
+  local seen, err = self:disk_versions(batchId)
+  if not seen then return nil, err end
   local known
   known, err = self.jobs:max_version(batchId, videoId)
   if not known then return nil, err end
-  local v = math.max(on_disk, known) + 1
+  local v = math.max(seen[videoId] or 0, known) + 1
   local ok
   ok, err = self.jobs:note_version(batchId, videoId, v)
   if not ok then return nil, err end
+  seen[videoId] = v
   return v
 end
 

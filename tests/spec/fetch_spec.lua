@@ -193,6 +193,22 @@ describe("assetd.fetch", function()
     assert.matches("ENOENT", err.message)
   end)
 
+  it("never replaces a file already under the target name", function()
+    s:video{id = "vid_x", sizes = {video = 300000}}
+    local path = dir .. "/taken.mp4"
+    local f = assert(io.open(path, "w"))
+    f:write("someone else's file")
+    f:close()
+    for _, direct in ipairs{false, true} do
+      local res, err = assetd.fetch{url = content("vid_x"), headers = auth, to = path, direct = direct}
+      assert.is_nil(res)
+      assert.are.equal("disk", err.category)
+      assert.are.equal("commit " .. path .. ": a file with that name exists; not replaced", err.message)
+      assert.are.equal("someone else's file", sim.read(path))
+      os.remove(dir .. "/.taken.mp4.part")
+    end
+  end)
+
   it("enforces the memory sink's max_bytes", function()
     s:video{id = "vid_b", sizes = {video = 100000}}
     local _, err = assetd.fetch{url = content("vid_b"), headers = auth, sink = "memory", max_bytes = 1000}

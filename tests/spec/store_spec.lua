@@ -50,6 +50,22 @@ describe("versioned file store", function()
     assert.are.equal(7, v:reserve("b", "vid"))
   end)
 
+  it("reads a batch directory once, not once per video", function()
+    os.execute("mkdir -p " .. dir .. "/root/b")
+    touch(dir .. "/root/b/vid_V5.mp4")
+    touch(dir .. "/root/b/vid_V1_V8.mp4")      -- video "vid_V1", version 8
+    local real, scans = v.files, 0
+    v.files = setmetatable({scan_versions = function(_, batch) scans = scans + 1; return real:scan_versions(batch) end},
+                           {__index = function(_, k) return function(_, ...) return real[k](real, ...) end end})
+    assert.are.equal(6, v:reserve("b", "vid"))
+    assert.are.equal(9, v:reserve("b", "vid_V1"))
+    assert.are.equal(7, v:reserve("b", "vid"))
+    for i = 1, 50 do assert.are.equal(1, v:reserve("b", "new" .. i)) end
+    assert.are.equal(1, scans)
+    assert.are.equal(1, v:reserve("other", "vid"))
+    assert.are.equal(2, scans)
+  end)
+
   it("hands out distinct versions to concurrent reservations", function()
     local got, seen = {}, {}
     for i = 1, 20 do

@@ -1,6 +1,7 @@
 /* test_partfile.c: unit tests for the .part file's block pipeline on a real loop and thread
  * pool: the hash of every byte in order, the wait while a block is busy, the tail, a resumed
- * prefix, a restart, O_DIRECT on and off, and what a close keeps. */
+ * prefix, a restart, O_DIRECT on and off, what a close keeps, and a commit that never
+ * replaces a file. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -138,7 +139,31 @@ static void test_whole_block_pieces_and_empty_file(void **state) {
     run_whole(state, PARTFILE_DIRECT, 2 * PARTFILE_BLOCK, PARTFILE_BLOCK);
     fixture *f = *state;
     EVP_DigestInit_ex(f->sha, EVP_sha256(), NULL);
+    unlink(f->path);
     run_whole(state, PARTFILE_DIRECT, 0, 16384);
+}
+
+/* A file already under the final name is never replaced: the commit fails with EEXIST and
+ * keeps the .part. */
+static void test_commit_never_replaces(void **state) {
+    fixture *f = *state;
+    int fd = open(f->path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "mine", 4), 4);
+    close(fd);
+    partfile p;
+    int64_t kept;
+    open_part(f, &p, 0, &kept);
+    feed(f, &p, 0, 1000, 100);
+    while (partfile_busy(&p)) uv_run(&f->loop, UV_RUN_ONCE);
+    assert_int_equal(partfile_finish(&p), 0);
+    assert_int_equal(partfile_commit(&p), EEXIST);
+    partfile_close(&p);
+    struct stat st;
+    assert_int_equal(stat(f->path, &st), 0);
+    assert_int_equal(st.st_size, 4);
+    assert_int_equal(stat(f->part, &st), 0);
+    assert_int_equal(st.st_size, 1000);
 }
 
 /* While one block is on the thread pool, the next may fill but not overflow. */
@@ -239,6 +264,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_direct_blocks_hash_every_byte_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_buffered_odd_pieces, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_never_replaces, setup, teardown),
         cmocka_unit_test_setup_teardown(test_whole_block_pieces_and_empty_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full_while_busy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_hashes_the_prefix, setup, teardown),

@@ -67,23 +67,43 @@ static void test_batch_dir_and_planted_link(void **state) {
     assert_int_equal(ENOENT, store_open_batch(rootfd, "missing", 0, &fd));
 }
 
+typedef struct max_of {
+    const char *video;
+    int64_t max;
+    int calls;
+} max_of;
+
+static void keep_max(const char *video, size_t len, int64_t n, void *ud) {
+    max_of *m = ud;
+    m->calls++;
+    if (strlen(m->video) == len && memcmp(video, m->video, len) == 0 && n > m->max) m->max = n;
+}
+
+static int64_t highest(int fd, const char *video) {
+    max_of m = {video, 0, 0};
+    assert_int_equal(0, store_scan_versions(fd, keep_max, &m));
+    return m.max;
+}
+
 static void test_scan_versions(void **state) {
     (void)state;
     int fd;
-    int64_t max = -1;
     assert_int_equal(0, store_open_batch(rootfd, "b2", 1, &fd));
-    assert_int_equal(0, store_scan_versions(fd, "vid", &max));
-    assert_int_equal(0, max);
+    assert_int_equal(0, highest(fd, "vid"));
     touch(fd, "vid_V1.mp4", "x", 1);
     touch(fd, "vid_V3_thumbnail.webp", "x", 1);
     touch(fd, ".vid_V7.mp4.part", "x", 1);      /* a reserved version being written */
     touch(fd, "vid_x_V99.mp4", "x", 1);         /* another video whose id extends ours */
     touch(fd, "vid_V12abc.mp4", "x", 1);        /* not our pattern */
     touch(fd, "xvid_V50.mp4", "x", 1);
-    assert_int_equal(0, store_scan_versions(fd, "vid", &max));
-    assert_int_equal(7, max);
-    assert_int_equal(0, store_scan_versions(fd, "vid_x", &max));
-    assert_int_equal(99, max);
+    touch(fd, "vid_V2_V40.mp4", "x", 1);        /* version 2 of "vid", or 40 of "vid_V2" */
+    touch(fd, "_V60.mp4", "x", 1);              /* no video id */
+    touch(fd, "vid_V", "x", 1);
+    assert_int_equal(7, highest(fd, "vid"));
+    assert_int_equal(99, highest(fd, "vid_x"));
+    assert_int_equal(50, highest(fd, "xvid"));
+    assert_int_equal(40, highest(fd, "vid_V2"));
+    assert_int_equal(0, highest(fd, ""));
     close(fd);
 }
 
