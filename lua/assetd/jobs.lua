@@ -14,6 +14,8 @@ Runner.__index = Runner
 
 local M = {}
 
+local live = {waiting = true, pending = true, downloading = true}   -- unfinished states
+
 local function decode(s)
   if not s then return {} end
   local ok, t = pcall(cjson.decode, s)
@@ -66,13 +68,13 @@ end
 -- ---- deadlines ---------------------------------------------------------------------------
 
 function Runner:arm_deadlines(job)
-  if not job.expiresAt or self.timers[job.id] then return end
+  if not job.expiresAt or self.timers[job.id] or not live[job.status] then return end
   local id, t = job.id, {}
   self.timers[id] = t
   local warn_at = job.expiresAt - self.alerts.warn_before
   t.warn = assetd.at(math.max(warn_at, assetd.now()), function()
     local j = self.jobs:get(id)
-    if j and (j.status == "pending" or j.status == "downloading" or j.status == "waiting") then
+    if j and live[j.status] then
       self:hook("expiring", j, j.expiresAt - assetd.now())
     end
   end)
@@ -316,7 +318,7 @@ function Runner:crashed(id, msg)
   local j = self.jobs:get(id)
   if not j then return end
   self:event(j, "error", msg)
-  if j.status == "pending" or j.status == "downloading" or j.status == "waiting" then
+  if live[j.status] then
     self:fail(j, msg:match("[^\n]*"))
   end
 end

@@ -99,6 +99,16 @@ describe("job runner", function()
     assert.are.equal("completed", status("page-n"))
   end)
 
+  it("syncs a completed job left pending on Notion without arming its deadline timers", function()
+    local job = assert(jobs:create{notionPageId = "page-c", soraVideoId = "video_c", batchId = "b", status = "completed",
+                                   completedAt = assetd.now(), expiresAt = assetd.now() + 3600})
+    assert(jobs:transition(job, "completed", {data = '{"notion":"pending"}'}))
+    r:start()
+    wait_for(function() return (jobs:get("page-c").data or ""):match('"synced"') and not r.running[job.id] end)
+    assert.is_nil(r.timers[job.id])
+    assert.are.equal(0, #content_requests())
+  end)
+
   it("fires expiring at expiresAt - warn_before, then expires what cannot finish", function()
     local expires = assetd.now() + 5
     s:fault{path = "/files/slow", kind = "429", retry_after = "1", count = -1}
