@@ -1,73 +1,88 @@
 /* admit.c: the start order of transfers. File downloads and calls answered into memory wait
  * in separate lanes, so a Notion PATCH or a status poll never queues behind a batch of
- * videos; within a lane the earliest deadline goes first; a host at its cap is skipped
- * without losing its place. */
+ * videos; within a lane the earliest deadline goes first. Each host keeps its own queues, so
+ * a host at its cap is skipped in one step and a transfer to another host never waits behind
+ * however many of its transfers are queued. */
 #include "admit.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-void admit_init(admit *a) {
-    memset(a, 0, sizeof *a);
-    for (int i = 0; i < ADMIT_LANES; i++) deadline_queue_init(&a->lane[i].queue);
-}
+void admit_init(admit *a) { memset(a, 0, sizeof *a); }
 
 void admit_free(admit *a) {
-    for (int i = 0; i < ADMIT_LANES; i++) deadline_queue_free(&a->lane[i].queue);
-    for (size_t i = 0; i < a->nhosts; i++) free(a->hosts[i].name);
+    for (size_t i = 0; i < a->nhosts; i++) {
+        for (int l = 0; l < ADMIT_LANES; l++) deadline_queue_free(&a->hosts[i]->queue[l]);
+        free(a->hosts[i]->name);
+        free(a->hosts[i]);
+    }
     free(a->hosts);
     a->hosts = NULL;
     a->nhosts = 0;
 }
 
-static admit_host *host(admit *a, const char *name, int create) {
+static admit_host *new_host(admit *a, const char *name) {
+    admit_host **hosts = realloc(a->hosts, (a->nhosts + 1) * sizeof *hosts);
+    if (!hosts) return NULL;
+    a->hosts = hosts;
+    admit_host *h = calloc(1, sizeof *h);
+    if (!h || !(h->name = strdup(name))) { free(h); return NULL; }
+    for (int l = 0; l < ADMIT_LANES; l++) deadline_queue_init(&h->queue[l]);
+    return a->hosts[a->nhosts++] = h;
+}
+
+static admit_host *host(const admit *a, const char *name) {
     for (size_t i = 0; i < a->nhosts; i++)
-        if (strcmp(a->hosts[i].name, name) == 0) return &a->hosts[i];
-    if (!create) return NULL;
-    admit_host *h = realloc(a->hosts, (a->nhosts + 1) * sizeof *h);
-    if (!h) return NULL;
-    a->hosts = h;
-    h = &a->hosts[a->nhosts];
-    if (!(h->name = strdup(name))) return NULL;
-    h->n = 0;
-    a->nhosts++;
-    return h;
+        if (strcmp(a->hosts[i]->name, name) == 0) return a->hosts[i];
+    return NULL;
 }
 
-static int host_has_room(admit *a, const char *name) {
-    admit_host *h = host(a, name, 0);
-    return !h || a->per_host == 0 || h->n < a->per_host;
+static admit_host *host_or_new(admit *a, const char *name) {
+    admit_host *h = host(a, name);
+    return h ? h : new_host(a, name);
 }
 
-int admit_push(admit *a, int lane, double deadline, void *item) {
-    return deadline_queue_push(&a->lane[lane].queue, deadline, item);
+static int has_room(const admit *a, const admit_host *h) { return a->per_host == 0 || h->n < a->per_host; }
+
+int admit_push(admit *a, int lane, const char *name, double deadline, void *item) {
+    admit_host *h = host_or_new(a, name);
+    if (!h) return -1;
+    /* the admit-wide sequence, not the host queue's own, so that equal deadlines on
+     * different hosts still start in arrival order */
+    deadline_item it = {deadline, a->seq, item};
+    if (deadline_queue_restore(&h->queue[lane], &it) != 0) return -1;
+    a->seq++;
+    return 0;
 }
 
-int admit_remove(admit *a, int lane, void *item) {
-    return deadline_queue_remove(&a->lane[lane].queue, item);
+int admit_remove(admit *a, int lane, const char *name, void *item) {
+    admit_host *h = host(a, name);
+    return h ? deadline_queue_remove(&h->queue[lane], item) : -1;
 }
 
-static int next_in(admit *a, int lane, const char *(*host_of)(void *), void **item) {
-    deadline_item held[64], it;
-    size_t nheld = 0;
-    int found = -1;
-    unsigned max = a->lane[lane].max;
-    if (max && a->lane[lane].active >= max) return -1;
-    while (nheld < sizeof held / sizeof held[0] && deadline_queue_pop(&a->lane[lane].queue, &it) == 0) {
-        if (host_has_room(a, host_of(it.data))) {
-            *item = it.data;
-            found = 0;
-            break;
-        }
-        held[nheld++] = it;
+static int earlier(const deadline_item *x, const deadline_item *y) {
+    return x->deadline < y->deadline || (x->deadline == y->deadline && x->seq < y->seq);
+}
+
+/* The host with room whose first waiting item in LANE comes first; NULL when none. */
+static admit_host *next_host(const admit *a, int lane) {
+    admit_host *best = NULL;
+    const deadline_item *first = NULL;
+    for (size_t i = 0; i < a->nhosts; i++) {
+        admit_host *h = a->hosts[i];
+        const deadline_item *head = deadline_queue_peek(&h->queue[lane]);
+        if (head && has_room(a, h) && (!first || earlier(head, first))) best = h, first = head;
     }
-    for (size_t i = 0; i < nheld; i++) deadline_queue_restore(&a->lane[lane].queue, &held[i]);
-    return found;
+    return best;
 }
 
-int admit_next(admit *a, const char *(*host_of)(void *), void **item, int *lane) {
+int admit_next(admit *a, void **item, int *lane) {
     for (int l = ADMIT_LANES - 1; l >= 0; l--) {      /* calls first */
-        if (next_in(a, l, host_of, item) == 0) {
+        if (a->lane[l].max && a->lane[l].active >= a->lane[l].max) continue;
+        admit_host *h = next_host(a, l);
+        deadline_item it;
+        if (h && deadline_queue_pop(&h->queue[l], &it) == 0) {
+            *item = it.data;
             *lane = l;
             return 0;
         }
@@ -77,31 +92,30 @@ int admit_next(admit *a, const char *(*host_of)(void *), void **item, int *lane)
 
 int admit_drain(admit *a, void **item) {
     deadline_item it;
-    for (int l = 0; l < ADMIT_LANES; l++) {
-        if (deadline_queue_pop(&a->lane[l].queue, &it) == 0) {
-            *item = it.data;
-            return 0;
-        }
-    }
+    for (size_t i = 0; i < a->nhosts; i++)
+        for (int l = 0; l < ADMIT_LANES; l++)
+            if (deadline_queue_pop(&a->hosts[i]->queue[l], &it) == 0) {
+                *item = it.data;
+                return 0;
+            }
     return -1;
 }
 
 void admit_started(admit *a, int lane, const char *name) {
     a->lane[lane].active++;
-    admit_host *h = host(a, name, 1);
+    admit_host *h = host_or_new(a, name);
     if (h) h->n++;
 }
 
 void admit_ended(admit *a, int lane, const char *name) {
-    admit_host *h = name ? host(a, name, 0) : NULL;
+    admit_host *h = name ? host(a, name) : NULL;
     if (h && h->n) h->n--;
     if (a->lane[lane].active) a->lane[lane].active--;
 }
 
 void admit_stats(const admit *a, unsigned *active, unsigned *queued) {
     *active = *queued = 0;
-    for (int l = 0; l < ADMIT_LANES; l++) {
-        *active += a->lane[l].active;
-        *queued += (unsigned)deadline_queue_len(&a->lane[l].queue);
-    }
+    for (int l = 0; l < ADMIT_LANES; l++) *active += a->lane[l].active;
+    for (size_t i = 0; i < a->nhosts; i++)
+        for (int l = 0; l < ADMIT_LANES; l++) *queued += (unsigned)deadline_queue_len(&a->hosts[i]->queue[l]);
 }

@@ -373,13 +373,11 @@ failed:
     deliver(x);
 }
 
-static const char *host_of(void *item) { return ((fetch_xfer *)item)->host; }
-
 /* Start queued transfers while the limits allow (admit.c decides the order). */
 static void schedule(fetch_engine *e) {
     void *x;
     int lane;
-    while (admit_next(&e->adm, host_of, &x, &lane) == 0) start(e, x);
+    while (admit_next(&e->adm, &x, &lane) == 0) start(e, x);
 }
 
 /* Write the last block, validate, fsync, rename and fsync the directory: on the thread pool,
@@ -620,7 +618,7 @@ int fetch_submit(fetch_engine *e, fetch_xfer *x, fetch_done_cb done, fetch_progr
     x->done = done;
     x->progress = progress;
     x->ud = ud;
-    if (admit_push(&e->adm, lane_of(x), x->req.deadline, x) != 0) return UV_ENOMEM;
+    if (admit_push(&e->adm, lane_of(x), x->host, x->req.deadline, x) != 0) return UV_ENOMEM;
     x->state = X_QUEUED;
     kick(e);
     return 0;
@@ -630,7 +628,7 @@ void fetch_cancel(fetch_xfer *x) {
     if (x->cancel_requested || x->state == X_DONE) return;
     x->cancel_requested = 1;
     if (x->state == X_QUEUED) {
-        admit_remove(&x->engine->adm, lane_of(x), x);
+        admit_remove(&x->engine->adm, lane_of(x), x->host, x);
         fail(x, "canceled", "transfer canceled before it started");
         deliver(x);
         return;

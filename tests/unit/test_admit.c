@@ -1,5 +1,6 @@
 /* test_admit.c: unit tests for the start order: deadlines within a lane, the file lane's cap,
- * calls never behind files, a full host skipped without losing its place, the drain. */
+ * calls never behind files, a full host skipped without losing its place, however many of
+ * its transfers wait, the drain. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -21,7 +22,7 @@ static const char *host_of(void *p) { return ((item *)p)->host; }
 static int start_all(admit *a, int *order, int *lanes) {
     void *p;
     int lane, n = 0;
-    while (admit_next(a, host_of, &p, &lane) == 0) {
+    while (admit_next(a, &p, &lane) == 0) {
         admit_started(a, lane, host_of(p));
         lanes[n] = lane;
         order[n++] = ((item *)p)->id;
@@ -36,7 +37,7 @@ static void test_deadlines_and_file_cap(void **state) {
     a.lane[ADMIT_FILES].max = 2;
     item it[4] = {{"h", 1}, {"h", 2}, {"h", 3}, {"h", 4}};
     double deadline[4] = {40, 10, 30, 10};
-    for (int i = 0; i < 4; i++) assert_int_equal(admit_push(&a, ADMIT_FILES, deadline[i], &it[i]), 0);
+    for (int i = 0; i < 4; i++) assert_int_equal(admit_push(&a, ADMIT_FILES, it[i].host, deadline[i], &it[i]), 0);
     int order[8], lanes[8];
     assert_int_equal(start_all(&a, order, lanes), 2);
     assert_int_equal(order[0], 2);              /* earliest, then the same deadline by arrival */
@@ -57,10 +58,10 @@ static void test_calls_are_not_held_by_files(void **state) {
     admit_init(&a);
     a.lane[ADMIT_FILES].max = 1;
     item f1 = {"cdn", 1}, f2 = {"cdn", 2}, c1 = {"notion", 3}, c2 = {"api", 4};
-    admit_push(&a, ADMIT_FILES, 1, &f1);
-    admit_push(&a, ADMIT_FILES, 2, &f2);
-    admit_push(&a, ADMIT_CALLS, 1e9, &c1);
-    admit_push(&a, ADMIT_CALLS, 1e9, &c2);
+    admit_push(&a, ADMIT_FILES, f1.host, 1, &f1);
+    admit_push(&a, ADMIT_FILES, f2.host, 2, &f2);
+    admit_push(&a, ADMIT_CALLS, c1.host, 1e9, &c1);
+    admit_push(&a, ADMIT_CALLS, c2.host, 1e9, &c2);
     int order[8], lanes[8];
     assert_int_equal(start_all(&a, order, lanes), 3);    /* both calls and one file */
     assert_int_equal(order[0], 3);
@@ -77,10 +78,10 @@ static void test_full_host_keeps_its_place(void **state) {
     admit_init(&a);
     a.per_host = 1;
     item x1 = {"x", 1}, x2 = {"x", 2}, y1 = {"y", 3}, x3 = {"x", 4};
-    admit_push(&a, ADMIT_FILES, 1, &x1);
-    admit_push(&a, ADMIT_FILES, 2, &x2);
-    admit_push(&a, ADMIT_FILES, 3, &y1);
-    admit_push(&a, ADMIT_FILES, 2, &x3);
+    admit_push(&a, ADMIT_FILES, x1.host, 1, &x1);
+    admit_push(&a, ADMIT_FILES, x2.host, 2, &x2);
+    admit_push(&a, ADMIT_FILES, y1.host, 3, &y1);
+    admit_push(&a, ADMIT_FILES, x3.host, 2, &x3);
     int order[8], lanes[8];
     assert_int_equal(start_all(&a, order, lanes), 2);    /* x1, then y1 past the full host x */
     assert_int_equal(order[0], 1);
@@ -88,8 +89,8 @@ static void test_full_host_keeps_its_place(void **state) {
     admit_ended(&a, ADMIT_FILES, "x");
     assert_int_equal(start_all(&a, order, lanes), 1);
     assert_int_equal(order[0], 2);                       /* x2 before x3: same deadline, earlier */
-    assert_int_equal(admit_remove(&a, ADMIT_FILES, &x3), 0);
-    assert_int_equal(admit_remove(&a, ADMIT_FILES, &x3), -1);
+    assert_int_equal(admit_remove(&a, ADMIT_FILES, "x", &x3), 0);
+    assert_int_equal(admit_remove(&a, ADMIT_FILES, "x", &x3), -1);
     void *p;
     assert_int_equal(admit_drain(&a, &p), -1);
     admit_free(&a);
@@ -101,13 +102,38 @@ static void test_drain_takes_both_lanes(void **state) {
     admit_init(&a);
     a.lane[ADMIT_FILES].max = 1;
     item f = {"h", 1}, c = {"h", 2};
-    admit_push(&a, ADMIT_FILES, 1, &f);
-    admit_push(&a, ADMIT_CALLS, 1, &c);
+    admit_push(&a, ADMIT_FILES, f.host, 1, &f);
+    admit_push(&a, ADMIT_CALLS, c.host, 1, &c);
     admit_started(&a, ADMIT_FILES, "h");                 /* the file lane is full */
     void *p;
     int seen = 0;
     while (admit_drain(&a, &p) == 0) seen += ((item *)p)->id;
     assert_int_equal(seen, 3);
+    admit_free(&a);
+}
+
+/* However many transfers wait for a full host, one to another host starts at once (the old
+ * order looked at the first 64 queued items only). */
+static void test_full_host_never_blocks_others(void **state) {
+    (void)state;
+    admit a;
+    admit_init(&a);
+    a.per_host = 2;
+    item busy[500], other = {"other", 1000};
+    for (int i = 0; i < 500; i++) {
+        busy[i] = (item){"busy", i};
+        assert_int_equal(admit_push(&a, ADMIT_CALLS, "busy", i, &busy[i]), 0);
+    }
+    assert_int_equal(admit_push(&a, ADMIT_CALLS, "other", 1e9, &other), 0);
+    int order[8], lanes[8];
+    assert_int_equal(start_all(&a, order, lanes), 3);
+    assert_int_equal(order[0], 0);
+    assert_int_equal(order[1], 1);
+    assert_int_equal(order[2], 1000);
+    unsigned active, queued;
+    admit_stats(&a, &active, &queued);
+    assert_int_equal(active, 3);
+    assert_int_equal(queued, 498);
     admit_free(&a);
 }
 
@@ -117,6 +143,7 @@ int main(void) {
         cmocka_unit_test(test_calls_are_not_held_by_files),
         cmocka_unit_test(test_full_host_keeps_its_place),
         cmocka_unit_test(test_drain_takes_both_lanes),
+        cmocka_unit_test(test_full_host_never_blocks_others),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
