@@ -86,8 +86,11 @@ static void chunk_hook(lua_State *L, lua_Debug *ar) {
         s->interrupt = 0;
         luaL_error(L, "interrupted");
     }
+    /* Measured from the chunk's own resume: the loop's time (uv_now) is no base, since
+     * bindings the chunk calls may update it (assetd.timer does). */
     unsigned budget = repl_budget(0);
-    if (uv_hrtime() / 1000000 > uv_now(R.rt->loop) + budget)
+    rt_task *t = rt_current(L);
+    if (t && uv_hrtime() - rt_task_resumed(t) > (uint64_t)budget * 1000000)
         luaL_error(L, "interrupted: held the event loop for over %f s without yielding",
                    (double)budget / 1000);
 }

@@ -19,6 +19,7 @@ struct rt_task {
     int ref;         /* pins this userdata (and through its uservalue the thread) while alive */
     int on_error;    /* registry ref of the error handler, or LUA_NOREF */
     rt_wait *wait;
+    uint64_t resumed;  /* uv_hrtime() when its current run began */
     int done, canceled, is_main;
     char name[40];
 };
@@ -150,6 +151,8 @@ rt_task *rt_check_task(lua_State *L, const char *fn) {
 
 lua_State *rt_task_thread(rt_task *t) { return t->co; }
 
+uint64_t rt_task_resumed(const rt_task *t) { return t->resumed; }
+
 static void task_finish(rt_task *t) {
     lua_State *L = t->rt->L;
     t->done = 1;
@@ -186,6 +189,7 @@ static void resume_later(void *arg);
 static void task_resume_from(rt_task *t, lua_State *from, int nargs) {
     int nres;
     t->wait = NULL;
+    t->resumed = uv_hrtime();
     int st = lua_resume(t->co, from, nargs, &nres);
     if (st == LUA_YIELD) {
         lua_pop(t->co, nres);

@@ -51,6 +51,8 @@ rt_task *rt_check_task(lua_State *L, const char *fn);
 int rt_wait_yield(lua_State *L, rt_task *t, rt_wait *w);
 /* The task's thread, on which the waker pushes results before rt_resume. */
 lua_State *rt_task_thread(rt_task *t);
+/* When the task's current run began (uv_hrtime): its start, or its latest resume. */
+uint64_t rt_task_resumed(const rt_task *t);
 void rt_resume(rt_task *t, int nresults);
 void rt_task_cancel(rt_task *t);
 
