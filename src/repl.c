@@ -52,9 +52,10 @@ static void session_close(repl_session *s, const char *why);
 
 const char *repl_session_kind(const repl_session *s) { return s->is_term ? "terminal" : "attach"; }
 
+/* Closing sessions count until they are freed: a session that never finishes closing shows. */
 int repl_session_count(void) {
     int n = 0;
-    for (repl_session *s = R.sessions; s; s = s->next) n += !s->closing;
+    for (repl_session *s = R.sessions; s; s = s->next) n++;
     return n;
 }
 
@@ -263,7 +264,9 @@ static void session_close(repl_session *s, const char *why) {
     }
     log_event(LOG_INFO, "repl detached", NULL);
     uv_read_stop((uv_stream_t *)&s->pipe);
-    if (uv_shutdown(&s->shutdown, (uv_stream_t *)&s->pipe, on_shutdown) != 0)
+    /* A shutdown waits for the queued output to be written, which a doomed client (gone, or
+     * not reading) never takes: it is closed at once and its queued output dropped. */
+    if (s->doomed || uv_shutdown(&s->shutdown, (uv_stream_t *)&s->pipe, on_shutdown) != 0)
         uv_close((uv_handle_t *)&s->pipe, on_pipe_closed);
 }
 

@@ -305,6 +305,36 @@ return {
     stop_daemon(pid)
   end)
 
+  it("attach: a client that stops reading is closed at once and freed; the daemon goes on", function()
+    local pid = start_daemon()
+    -- sends a line whose output is far more than the daemon queues, never reads, and probes
+    -- with empty lines until a send finds the socket closed
+    write(dir .. "/mute.py", [[
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+s.sendall(sys.argv[2].encode() + b"\n")
+s.setblocking(False)
+t0 = time.monotonic()
+while time.monotonic() - t0 < 10:
+    time.sleep(0.1)
+    try:
+        s.send(b"\n")
+    except BlockingIOError:
+        pass
+    except (BrokenPipeError, ConnectionResetError):
+        sys.exit(print("closed"))
+sys.exit("still open after 10 s")
+]])
+    local out, rc = run(string.format("python3 %s/mute.py %s/data/assetd.sock %s", dir, dir,
+      q("for i = 1, 40 do print(('x'):rep(1 << 20)) end")))
+    assert.are.equal("closed\n", out)
+    assert.are.equal(0, rc)
+    assert.matches("not reading its output; dropping it", read(dir .. "/daemon.err"))
+    wait_for(function() return attach("assetd.repl.sessions()\n") == "1\n" end, 5, "the dropped session to be freed")
+    stop_daemon(pid)
+  end)
+
   it("two clients at once: each gets its own output and its own globals", function()
     local pid = start_daemon()
     write(dir .. "/a.txt", "who = 'A'\nwhile not _G.b_started do assetd.sleep(0.02) end\n" ..
