@@ -2,7 +2,8 @@
  * attach sessions come through the unix socket and speak the framing described in repl.h.
  * Each session hands its lines one at a time to its Lua session (lua/assetd/repl.lua), which
  * runs them as tasks and answers with output and a prompt. A count hook on the running
- * chunk stops REPL code that holds the loop: on Ctrl-C, or after REPL_BUDGET_MS. */
+ * chunk stops REPL code that holds the loop: on Ctrl-C, or after REPL_BUDGET_MS. A timer
+ * drops attach clients that leave their output unread. */
 #include "repl.h"
 #include "bytebuf.h"
 #include "lineio.h"
@@ -21,7 +22,9 @@
 #define REPL_BUDGET_MS 10000          /* by default, REPL code may hold the loop this long */
 #define REPL_HOOK_COUNT 1000
 #define REPL_MAX_INPUT (1u << 20)     /* a client's unread input, beyond which it is dropped */
-#define REPL_MAX_QUEUED (16u << 20)   /* output a client has not read yet */
+#define REPL_MAX_QUEUED (16u << 20)   /* unread output a client may leave untouched ... */
+#define REPL_STALL_MS 2000            /* ... for this long (one watch) before it is dropped */
+#define REPL_MAX_BACKLOG (4 * REPL_MAX_FRAME) /* unread output that drops it at once */
 
 struct repl_session {
     int is_term;
@@ -34,6 +37,7 @@ struct repl_session {
     uv_shutdown_t shutdown;
     bytebuf in;                /* attach input: complete lines up to `scanned`, then a tail */
     size_t scanned;
+    size_t watched;            /* unread output at the last watch, plus what was queued since */
     unsigned uid;
     struct repl_session *next;
 };
@@ -43,6 +47,7 @@ static struct {
     repl_session *sessions;
     repl_session term;
     uv_pipe_t server;
+    uv_timer_t watch;          /* drops attach clients that do not read their output */
     int listening, pump_scheduled;
     unsigned budget_ms;        /* 0: REPL_BUDGET_MS */
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
@@ -163,35 +168,65 @@ typedef struct frame_req {
     char data[];
 } frame_req;
 
+/* The session is closed from the loop, never from inside Lua, and its unsent output dropped. */
+static void session_doom(repl_session *s, const char *why) {
+    if (why) log_event(LOG_WARN, why, NULL);
+    s->doomed = 1;
+    schedule_pump();
+}
+
 static void on_written(uv_write_t *req, int status) {
     repl_session *s = req->data;
     free(req);
-    if (status < 0 && status != UV_ECANCELED && !s->closing) {
-        s->doomed = 1;
-        schedule_pump();
-    }
+    if (status < 0 && status != UV_ECANCELED && !s->closing) session_doom(s, NULL);
 }
 
-static void send_frame(repl_session *s, char kind, const char *p, size_t n) {
-    if (s->doomed || uv_is_closing((uv_handle_t *)&s->pipe)) return;
-    if (uv_stream_get_write_queue_size((uv_stream_t *)&s->pipe) > REPL_MAX_QUEUED) {
-        log_event(LOG_WARN, "repl client not reading its output; dropping it", NULL);
-        s->doomed = 1;                    /* closed from the loop, not from inside Lua */
-        schedule_pump();
-        return;
-    }
+/* One frame of at most REPL_MAX_FRAME bytes: the client refuses a larger one. */
+static int send_one_frame(repl_session *s, char kind, const char *p, size_t n) {
     char hdr[32];
     int h = snprintf(hdr, sizeof hdr, "%c %zu\n", kind, n);
     frame_req *f = malloc(sizeof *f + (size_t)h + n);
-    if (!f) return;
+    if (!f) return UV_ENOMEM;
     memcpy(f->data, hdr, (size_t)h);
     memcpy(f->data + h, p, n);
     f->req.data = s;
     uv_buf_t b = uv_buf_init(f->data, (unsigned)((size_t)h + n));
-    if (uv_write(&f->req, (uv_stream_t *)&s->pipe, &b, 1, on_written) != 0) {
-        free(f);
-        s->doomed = 1;
-        schedule_pump();
+    int rc = uv_write(&f->req, (uv_stream_t *)&s->pipe, &b, 1, on_written);
+    if (rc != 0) free(f);
+    else s->watched += (size_t)h + n;
+    return rc;
+}
+
+static void send_frame(repl_session *s, char kind, const char *p, size_t n) {
+    if (s->doomed || uv_is_closing((uv_handle_t *)&s->pipe)) return;
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&s->pipe) > REPL_MAX_BACKLOG) {
+        session_doom(s, "repl client has too much unread output; dropping it");
+        return;
+    }
+    /* Output larger than a frame goes in several: the client shows the payloads one after
+     * the other, so the split does not show. */
+    do {
+        size_t part = n < REPL_MAX_FRAME ? n : REPL_MAX_FRAME;
+        if (send_one_frame(s, kind, p, part) != 0) {
+            session_doom(s, NULL);
+            return;
+        }
+        p += part;
+        n -= part;
+    } while (n > 0);
+}
+
+/* A client with over REPL_MAX_QUEUED of output waiting that took none of it since the last
+ * watch does not read. The size alone says nothing: output queued in one turn of the loop
+ * (one large value, a burst of prints) waits there even for a client that reads well. */
+static void on_watch(uv_timer_t *t) {
+    (void)t;
+    for (repl_session *s = R.sessions; s; s = s->next) {
+        if (s->is_term || s->closing || s->doomed) continue;
+        size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&s->pipe);
+        if (queued > REPL_MAX_QUEUED && queued >= s->watched)
+            session_doom(s, "repl client not reading its output; dropping it");
+        s->watched = queued;
     }
 }
 
@@ -416,6 +451,27 @@ static int socket_answers(const char *path) {
     return answers;
 }
 
+/* Bind and listen at PATH and start the watch on the clients; on failure nothing stays open. */
+static int open_socket(uv_loop_t *loop, const char *path) {
+    int rc = uv_pipe_init(loop, &R.server, 0);
+    if (rc != 0) return rc;
+    mode_t old = umask(0177);             /* the socket is born 0600, never open to others */
+    rc = uv_pipe_bind(&R.server, path);
+    umask(old);
+    if (rc == 0) rc = uv_listen((uv_stream_t *)&R.server, 16, on_connection);
+    if (rc == 0 && (rc = uv_timer_init(loop, &R.watch)) == 0 &&
+        (rc = uv_timer_start(&R.watch, on_watch, REPL_STALL_MS, REPL_STALL_MS)) != 0)
+        uv_close((uv_handle_t *)&R.watch, NULL);
+    if (rc != 0) {
+        uv_close((uv_handle_t *)&R.server, NULL);
+        unlink(path);
+        return rc;
+    }
+    uv_unref((uv_handle_t *)&R.server);   /* attach alone does not keep the daemon running */
+    uv_unref((uv_handle_t *)&R.watch);
+    return 0;
+}
+
 int repl_listen(rt_runtime *rt, const char *path, char *err, size_t cap) {
     struct stat st;
     int rc;
@@ -430,18 +486,8 @@ int repl_listen(rt_runtime *rt, const char *path, char *err, size_t cap) {
             return snprintf(err, cap, "another daemon answers on %s", path), -1;
         unlink(path);                     /* left by a daemon that did not stop cleanly */
     }
-    if ((rc = uv_pipe_init(rt->loop, &R.server, 0)) != 0)
-        return snprintf(err, cap, "attach socket: %s", uv_strerror(rc)), -1;
-    mode_t old = umask(0177);             /* the socket is born 0600, never open to others */
-    rc = uv_pipe_bind(&R.server, path);
-    umask(old);
-    if (rc != 0 || (rc = uv_listen((uv_stream_t *)&R.server, 16, on_connection)) != 0) {
-        snprintf(err, cap, "attach socket %s: %s", path, uv_strerror(rc));
-        uv_close((uv_handle_t *)&R.server, NULL);
-        unlink(path);
-        return -1;
-    }
-    uv_unref((uv_handle_t *)&R.server);   /* attach alone does not keep the daemon running */
+    if ((rc = open_socket(rt->loop, path)) != 0)
+        return snprintf(err, cap, "attach socket %s: %s", path, uv_strerror(rc)), -1;
     snprintf(R.path, sizeof R.path, "%s", path);
     R.listening = 1;
     return 0;
@@ -468,6 +514,7 @@ void repl_shutdown(void) {
     lineio_stop();
     if (R.listening) {
         uv_close((uv_handle_t *)&R.server, NULL);
+        uv_close((uv_handle_t *)&R.watch, NULL);
         unlink(R.path);
         R.listening = 0;
     }

@@ -16,6 +16,10 @@
  *                     p  prompt: the daemon waits for the next line; the payload ("> " or
  *                        ">> ") is the prompt to show
  *                     x  the session is refused or ends with this error (the client exits 1)
+ *                     LEN is at most REPL_MAX_FRAME, which the client enforces; longer output
+ *                     comes as several frames of its kind, meant to be shown back to back.
+ *                     A client that takes none of its output for 2 s while more than 16 MiB
+ *                     waits, or that leaves over 4 frames' worth unread, is dropped.
  *   The daemon reads a client's lines ahead, but runs them one at a time: the next line is
  *   taken after the prompt for it is sent. */
 #ifndef ASSETD_REPL_H
@@ -26,7 +30,7 @@
 #include <stddef.h>
 
 #define REPL_SOCKET_NAME "assetd.sock"
-#define REPL_MAX_FRAME (64u << 20)
+#define REPL_MAX_FRAME (64u << 20)   /* payload bytes in one frame, on both ends */
 
 typedef struct repl_session repl_session;
 

@@ -305,7 +305,18 @@ return {
     stop_daemon(pid)
   end)
 
-  it("attach: a client that stops reading is closed at once and freed; the daemon goes on", function()
+  it("attach: a value larger than the client's frame limit arrives whole, the session goes on", function()
+    local pid = start_daemon()
+    local n = 70 << 20                        -- over REPL_MAX_FRAME (64 MiB)
+    local out, rc = attach(string.format("print(('x'):rep(%d))\n'next'\n", n))
+    assert.are.equal(0, rc, out:sub(1, 200))
+    assert.are.equal(n + #'\n"next"\n', #out)
+    assert.is_true(out:sub(1, n) == ("x"):rep(n), "the value arrived whole")
+    assert.are.equal('\n"next"\n', out:sub(n + 1))
+    stop_daemon(pid)
+  end)
+
+  it("attach: a client that stops reading is dropped: closed and freed; the daemon goes on", function()
     local pid = start_daemon()
     -- sends a line whose output is far more than the daemon queues, never reads, and probes
     -- with empty lines until a send finds the socket closed
