@@ -16,6 +16,8 @@ struct httpd {
     uv_poll_t poll;
     uv_timer_t timer;
     int open_handles;            /* freed when both handles have closed */
+    int closed;                  /* httpd_close was called: no handler call, no new timer */
+    int in_run;                  /* inside MHD_run: MHD_stop_daemon must wait for its return */
     int port;
     struct httpd_config cfg;
 };
@@ -31,6 +33,13 @@ struct httpd_req {
 
 static void httpd_pump(httpd *h);
 
+/* MHD closes its connections (on_completed frees their requests) and its epoll fd, which the
+ * poll must no longer be watching. */
+static void stop_mhd(httpd *h) {
+    if (h->mhd) MHD_stop_daemon(h->mhd);
+    h->mhd = NULL;
+}
+
 static void on_timer(uv_timer_t *t) {
     httpd_pump(t->data);
 }
@@ -44,8 +53,13 @@ static void on_poll(uv_poll_t *p, int status, int events) {
 /* Run MHD, then arm the timer for the next time it must run even without socket activity. */
 static void httpd_pump(httpd *h) {
     MHD_UNSIGNED_LONG_LONG ms = 0;
+    h->in_run = 1;
     MHD_run(h->mhd);
-    if (uv_is_closing((uv_handle_t *)&h->timer)) return;
+    h->in_run = 0;
+    if (h->closed) {
+        stop_mhd(h);                 /* a handler closed the server, too early for MHD */
+        return;
+    }
     if (MHD_get_timeout(h->mhd, &ms) == MHD_YES) uv_timer_start(&h->timer, on_timer, ms, 0);
     else uv_timer_stop(&h->timer);
 }
@@ -105,6 +119,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     }
     if (r->answered) return MHD_YES;
     if (r->too_large) return respond_error(r, 413, "payload_too_large", "request body over the limit");
+    /* closed earlier in this MHD_run: the handler's owner may be gone */
+    if (h->closed) return respond_error(r, 503, "unavailable", "the server is closing");
     h->cfg.handler(r, h->cfg.ud);
     if (!r->answered) return respond_error(r, 500, "internal", "no answer");
     return MHD_YES;
@@ -252,19 +268,14 @@ int httpd_start(uv_loop_t *loop, const struct httpd_config *cfg, httpd **out, ch
 
 int httpd_port(const httpd *h) { return h->port; }
 
+/* Both handles are ours alone (the owner closes us before the loop's stop closes what is left),
+ * so each is closed here once and H is freed by the second close callback. Inside MHD_run (a
+ * handler closing its own server) MHD cannot be stopped: that would free the connection the
+ * handler is answering; httpd_pump stops it when MHD_run returns. */
 void httpd_close(httpd *h) {
     if (!h) return;
-    uv_handle_t *p = (uv_handle_t *)&h->poll, *t = (uv_handle_t *)&h->timer;
-    if (!uv_is_closing(p)) uv_poll_stop(&h->poll);      /* before MHD closes the epoll fd */
-    if (h->mhd) MHD_stop_daemon(h->mhd);
-    h->mhd = NULL;
-    /* At the orderly stop the loop already closed both handles (without our callback). */
-    if (uv_is_closing(p) && uv_is_closing(t)) {
-        free(h);
-        return;
-    }
-    if (!uv_is_closing(p)) uv_close(p, handle_closed);
-    else h->open_handles--;
-    if (!uv_is_closing(t)) uv_close(t, handle_closed);
-    else h->open_handles--;
+    h->closed = 1;
+    uv_close((uv_handle_t *)&h->poll, handle_closed);   /* stops watching the epoll fd */
+    uv_close((uv_handle_t *)&h->timer, handle_closed);
+    if (!h->in_run) stop_mhd(h);
 }

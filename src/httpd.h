@@ -24,7 +24,9 @@ struct httpd_config {
 
 int httpd_start(uv_loop_t *loop, const struct httpd_config *cfg, httpd **out, char *err, size_t errlen);
 int httpd_port(const httpd *h);
-/* Stop listening and free the server (at once, or from the close callback while running). */
+/* Stop listening and free the server; once, by its one owner, while the loop still runs (the
+ * memory is freed from the handles' close callbacks). A handler may close its own server. The
+ * handler is not called again: a request read in the same pass gets 503. */
 void httpd_close(httpd *h);
 
 enum httpd_kind { HTTPD_HEADER, HTTPD_QUERY };

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <lauxlib.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -21,9 +22,10 @@
 #define MAX_HEADERS 32
 
 typedef struct lserver {
-    httpd *h;
+    httpd *h;                    /* owned; NULL once closed */
     lua_State *L;
     int fn, ref;                 /* handler; pin of the userdata while listening */
+    rt_closer closer;            /* the daemon's stop closes it through here */
 } lserver;
 
 static void set_pair(const char *k, const char *v, void *ud) {
@@ -181,14 +183,24 @@ static lserver *check_server(lua_State *L) {
     return luaL_checkudata(L, 1, SERVER_MT);
 }
 
-static int server_close(lua_State *L) {
-    lserver *s = check_server(L);
-    if (!s->h) return 0;
+/* The one release, whichever comes first: close, __gc or the daemon's stop (which
+ * must come before the loop closes the server's handles behind its back). */
+static void server_release(lserver *s) {
+    if (!s->h) return;
+    rt_closer_remove(&s->closer);
     httpd_close(s->h);
     s->h = NULL;
-    luaL_unref(L, LUA_REGISTRYINDEX, s->fn);
-    luaL_unref(L, LUA_REGISTRYINDEX, s->ref);
+    luaL_unref(s->L, LUA_REGISTRYINDEX, s->fn);
+    luaL_unref(s->L, LUA_REGISTRYINDEX, s->ref);
     s->fn = s->ref = LUA_NOREF;
+}
+
+static void server_stop(rt_closer *c) {
+    server_release((lserver *)((char *)c - offsetof(lserver, closer)));
+}
+
+static int server_close(lua_State *L) {
+    server_release(check_server(L));
     return 0;
 }
 
@@ -226,6 +238,7 @@ static int l_http_listen(lua_State *L) {
     s->fn = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pushvalue(L, -1);
     s->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    rt_closer_add(rt, &s->closer, server_stop);
     return 1;
 }
 

@@ -83,6 +83,9 @@ static void on_signal(uv_signal_t *h, int signum) {
     rt_stop(rt, 0);
 }
 
+/* With no callback: right only for handles whose memory outlives the loop (statics, userdata
+ * that lua_close frees). An owner that frees its handles' memory from their close callbacks
+ * registers an rt_closer instead, which rt_stop has closed before this walk. */
 static void close_any(uv_handle_t *h, void *arg) {
     (void)arg;
     if (!uv_is_closing(h)) uv_close(h, NULL);

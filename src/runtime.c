@@ -342,10 +342,31 @@ void rt_close(rt_runtime *rt) {
     rt->L = NULL;
 }
 
+void rt_closer_add(rt_runtime *rt, rt_closer *c, void (*close)(rt_closer *c)) {
+    c->close = close;
+    c->next = rt->closers;
+    if (c->next) c->next->pprev = &c->next;
+    c->pprev = &rt->closers;
+    rt->closers = c;
+}
+
+void rt_closer_remove(rt_closer *c) {
+    if (!c->pprev) return;
+    *c->pprev = c->next;
+    if (c->next) c->next->pprev = c->pprev;
+    c->next = NULL;
+    c->pprev = NULL;
+}
+
 void rt_stop(rt_runtime *rt, int code) {
     if (rt->stopping) return;
     rt->stopping = 1;
     rt->exit_code = code;
+    while (rt->closers) {
+        rt_closer *c = rt->closers;
+        rt_closer_remove(c);           /* before the call, which may free C */
+        c->close(c);
+    }
     if (rt->on_stop) rt->on_stop(rt);
 }
 

@@ -16,6 +16,15 @@ typedef struct rt_wait {
 
 typedef struct rt_task rt_task;
 
+/* An owner of libuv handles that frees its memory from their close callbacks. At the orderly
+ * stop the embedder closes whatever handles are left with no callback, so such an owner would
+ * never learn its handles were gone: it registers here while open instead, and rt_stop
+ * unregisters and closes it first. Embed one in the owner; zeroed means "not registered". */
+typedef struct rt_closer {
+    void (*close)(struct rt_closer *c);
+    struct rt_closer *next, **pprev;
+} rt_closer;
+
 typedef struct rt_runtime {
     uv_loop_t *loop;
     lua_State *L;            /* main state; tasks are threads of it */
@@ -25,6 +34,7 @@ typedef struct rt_runtime {
     uv_idle_t defer_idle;    /* runs deferred calls on the next loop iteration */
     struct rt_deferred *defer_head, *defer_tail;
     void (*on_stop)(struct rt_runtime *rt); /* asks the embedder to wind down */
+    rt_closer *closers;                      /* closed by rt_stop before on_stop */
     struct fetch_engine *fetch;              /* the download engine, owned by main */
     struct rt_options {                      /* daemon options from the command line */
         const char *listen, *data, *log_level, *log_format;
@@ -38,8 +48,13 @@ rt_runtime *rt_get(lua_State *L);
 
 /* Load SCRIPT ("@path" chunk name) and start it as the main task with ARGS as its varargs. */
 int rt_run_main(rt_runtime *rt, const char *script, int argc, char **argv, int script_index);
-/* Ask the loop to wind down with CODE (first caller wins). */
+/* Ask the loop to wind down with CODE (first caller wins): close the registered owners, then
+ * call on_stop. */
 void rt_stop(rt_runtime *rt, int code);
+/* Register C, whose CLOSE rt_stop will call; remove it when the owner closes first (removing
+ * one that is not registered does nothing). */
+void rt_closer_add(rt_runtime *rt, rt_closer *c, void (*close)(rt_closer *c));
+void rt_closer_remove(rt_closer *c);
 
 /* Tasks. rt_spawn pops a function and NARGS arguments from L and starts it; ON_ERROR
  * (a stack index or 0) receives (message_with_traceback) instead of the log. */
