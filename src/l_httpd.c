@@ -225,6 +225,9 @@ static int l_http_listen(lua_State *L) {
         .handler = on_request,
     };
     luaL_argcheck(L, lua_getfield(L, 1, "handler") == LUA_TFUNCTION, 1, "handler must be a function");
+    /* its handles would outlive the stop's close of the loop's handles, and the loop would
+     * never end */
+    if (rt->stopping) return rt_fail(L, "canceled", "http_listen: the daemon is stopping");
     lserver *s = lua_newuserdatauv(L, sizeof *s, 0);
     memset(s, 0, sizeof *s);
     s->fn = s->ref = LUA_NOREF;

@@ -132,4 +132,12 @@ describe("a server", function()
       assetd.spawn(get)
     ]])
   end)
+
+  it("cannot be opened once the daemon stops, and the daemon still exits", function()
+    clean([[
+      assetd.stop()
+      local again, err = assetd.http_listen{listen = "127.0.0.1:0", handler = print}
+      assert(again == nil and err.category == "canceled", tostring(err))
+    ]])
+  end)
 end)
