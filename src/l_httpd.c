@@ -2,7 +2,9 @@
  * is a Lua function called with a request table {method, path, query, headers, body, remote}
  * that returns a response table {status, headers, body} or {status, headers, root, file,
  * offset, length} (FILE relative to ROOT, opened without following symlinks, streamed); it
- * runs on the loop and must not wait. A raised error becomes a bare 500. */
+ * runs on the loop and must not wait. A raised error becomes a bare 500. The server returned
+ * is closed by :close(), a <close> variable, the collector or the daemon's stop, whichever
+ * comes first. */
 #include "httpd.h"
 #include "lbind.h"
 #include "log.h"
@@ -183,7 +185,7 @@ static lserver *check_server(lua_State *L) {
     return luaL_checkudata(L, 1, SERVER_MT);
 }
 
-/* The one release, whichever comes first: close, __gc or the daemon's stop (which
+/* The one release, whichever comes first: close, __close, __gc or the daemon's stop (which
  * must come before the loop closes the server's handles behind its back). */
 static void server_release(lserver *s) {
     if (!s->h) return;
@@ -265,7 +267,7 @@ static int l_file_info(lua_State *L) {
 
 void l_httpd_open(lua_State *L) {
     static const luaL_Reg methods[] = {{"close", server_close}, {"port", server_port}, {NULL, NULL}};
-    static const luaL_Reg meta[] = {{"__gc", server_close}, {NULL, NULL}};
+    static const luaL_Reg meta[] = {{"__gc", server_close}, {"__close", server_close}, {NULL, NULL}};
     static const luaL_Reg fns[] = {{"http_listen", l_http_listen}, {"file_info", l_file_info}, {NULL, NULL}};
     l_newclass(L, SERVER_MT, methods, meta);
     luaL_setfuncs(L, fns, 0);

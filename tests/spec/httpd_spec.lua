@@ -101,6 +101,9 @@ describe("a server", function()
   it("closed before the stop", function() clean("server:close() assetd.stop()") end)
   it("left to the collector at exit, after the stop", function() clean("assetd.stop()") end)
   it("closed twice, around the stop", function() clean("server:close() assetd.stop() server:close()") end)
+  it("closed as a to-be-closed variable, after the stop", function()
+    clean("local s <close> = server assetd.stop()")
+  end)
 
   it("closed by its own handler while it answers", function()
     clean([[
