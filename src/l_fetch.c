@@ -234,7 +234,8 @@ static int l_fetch(lua_State *L) {
     f->x = x;
     f->progress_ref = ty == LUA_TNIL ? (lua_pop(L, 1), LUA_NOREF) : luaL_ref(L, LUA_REGISTRYINDEX);
     f->wait.cancel = lfetch_cancel;
-    int err = fetch_submit(rt->fetch, x, on_done, on_progress, f);
+    /* the stop frees the engine (rt->fetch is NULL from then on) */
+    int err = rt->fetch ? fetch_submit(rt->fetch, x, on_done, on_progress, f) : UV_ECANCELED;
     if (err) {
         luaL_unref(L, LUA_REGISTRYINDEX, f->progress_ref);
         free(f);
@@ -248,6 +249,7 @@ static int l_fetch(lua_State *L) {
 
 static int l_fetch_limits(lua_State *L) {
     rt_runtime *rt = rt_get(L);
+    if (!rt->fetch) return rt_fail(L, "canceled", "fetch_limits: the daemon is stopping");
     fetch_limits lim = fetch_get_limits(rt->fetch);
     if (lua_istable(L, 1)) {
         double a = l_optnumfield(L, 1, "max_active", lim.max_active);
