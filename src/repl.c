@@ -80,22 +80,21 @@ static void call_input(repl_session *s, const char *what, const char *line, size
     }
 }
 
+/* On a chunk's thread and on every thread it creates (tasks and coroutines inherit the hook
+ * from the thread that makes them), so nothing typed at the REPL holds the loop past the
+ * budget, now or when a task it spawned runs later. */
 static void chunk_hook(lua_State *L, lua_Debug *ar) {
     (void)ar;
     repl_session *s = R.sessions;
     while (s && s->chunk != L) s = s->next;
-    if (!s) {                            /* a task the chunk started: not guarded */
-        lua_sethook(L, NULL, 0, 0);
-        return;
-    }
-    if (s->interrupt || (s->is_term && lineio_take_interrupt())) {
+    if (s && (s->interrupt || (s->is_term && lineio_take_interrupt()))) {
         s->interrupt = 0;
         luaL_error(L, "interrupted");
     }
-    /* Measured from the chunk's own resume: the loop's time (uv_now) is no base, since
-     * bindings the chunk calls may update it (assetd.timer does). */
+    /* Measured from the resume of the task running now (a coroutine runs inside one): the
+     * loop's time (uv_now) is no base, since bindings may update it (assetd.timer does). */
     unsigned budget = repl_budget(0);
-    rt_task *t = rt_current(L);
+    rt_task *t = R.rt->running;
     if (t && uv_hrtime() - rt_task_resumed(t) > (uint64_t)budget * 1000000)
         luaL_error(L, "interrupted: held the event loop for over %f s without yielding",
                    (double)budget / 1000);

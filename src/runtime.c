@@ -188,9 +188,12 @@ static void resume_later(void *arg);
 
 static void task_resume_from(rt_task *t, lua_State *from, int nargs) {
     int nres;
+    rt_task *outer = t->rt->running;     /* a task spawned by a running one runs inside it */
     t->wait = NULL;
     t->resumed = uv_hrtime();
+    t->rt->running = t;
     int st = lua_resume(t->co, from, nargs, &nres);
+    t->rt->running = outer;
     if (st == LUA_YIELD) {
         lua_pop(t->co, nres);
         /* a bare coroutine.yield() in a task means "let the loop run, then continue" */

@@ -35,6 +35,7 @@ typedef struct rt_runtime {
     struct rt_deferred *defer_head, *defer_tail;
     void (*on_stop)(struct rt_runtime *rt); /* asks the embedder to wind down */
     rt_closer *closers;                      /* closed by rt_stop before on_stop */
+    struct rt_task *running;                 /* the task being resumed now, NULL on the loop */
     struct fetch_engine *fetch;              /* the download engine, owned by main */
     struct rt_options {                      /* daemon options from the command line */
         const char *listen, *data, *log_level, *log_format;

@@ -630,4 +630,22 @@ describe("assetd.repl.budget", function()
     assert.matches('"next"', out)
     assert.is_true(assetd.monotonic() - t0 < 3)
   end)
+
+  -- Each busy loop ends by itself after 5 s, so that a daemon that fails this still answers.
+  local busy = "local t = assetd.monotonic() while assetd.monotonic() - t < 5 do end print('ran ' .. 'out')"
+  for what, chunk in pairs{
+    ["a plain coroutine the REPL code starts"] = "coroutine.wrap(function() " .. busy .. " end)()\n",
+    ["a task the REPL code spawns"] = "assetd.spawn(function() " .. busy .. " end)\n",
+    ["a task the REPL code spawns, when it runs again later"] = "assetd.spawn(function() assetd.sleep(0.2) " .. busy .. " end)\n" ..
+      "assetd.sleep(0.4)\n",
+  } do
+    it("holds " .. what .. " to the same budget", function()
+      local t0 = assetd.monotonic()
+      local out, rc = attach_budget(chunk .. "'next'\n")
+      assert.are.equal(0, rc)
+      assert.is_nil(out:find("ran out", 1, true))
+      assert.matches('"next"', out)
+      assert.is_true(assetd.monotonic() - t0 < 3, out)
+    end)
+  end
 end)
