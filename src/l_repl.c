@@ -92,6 +92,8 @@ void l_repl_session_detach(lua_State *L, int ud_ref) {
 static int l_listen(lua_State *L) {
     rt_runtime *rt = rt_get(L);
     const char *path = luaL_optstring(L, 1, NULL);
+    /* a listener opened now would outlive the stop's close of the loop's handles */
+    if (rt->stopping) return rt_fail(L, "canceled", "repl.listen: the daemon is stopping");
     if (!path) path = lua_pushfstring(L, "%s/" REPL_SOCKET_NAME, rt->opts.data);
     char err[512];
     if (repl_listen(rt, path, err, sizeof err) != 0) return rt_fail(L, "io", "%s", err);

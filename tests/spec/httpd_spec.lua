@@ -143,4 +143,14 @@ describe("a server", function()
       assert(again == nil and err.category == "canceled", tostring(err))
     ]])
   end)
+
+  it("nor the REPL's listener (a listener opened then would keep the daemon spinning)", function()
+    local sock = sim.tmpdir() .. "/sock"
+    clean(string.format([[
+      assetd.stop()
+      local path, err = assetd.repl.listen(%q)
+      assert(path == nil and err.category == "canceled", tostring(err))
+    ]], sock))
+    os.execute("rm -rf " .. sock:match("(.*)/"))
+  end)
 end)
