@@ -104,6 +104,14 @@ static ltimer *ltimer_new(lua_State *L, const char *mt) {
     return t;
 }
 
+/* Once the daemon stops nothing new may keep the loop alive or run Lua: a timer made then is
+ * closed at once (it never fires; its handle says "done"), and a sleep never ends (its task
+ * is left waiting, as every waiting task is at the stop). */
+static void arm(lua_State *L, ltimer *t, uv_timer_cb cb, uint64_t ms) {
+    if (rt_get(L)->stopping) ltimer_close(t);
+    else uv_timer_start(&t->h, cb, ms, 0);
+}
+
 /* The end of a sleep, plain or on an alarm: true (rung, or a plain sleep's time is up), false
  * (an alarm's time ran out), or a `canceled` error. */
 static void sleep_fired(uv_timer_t *h) {
@@ -132,7 +140,7 @@ static ltimer *sleep_start(lua_State *L, rt_task *task, double secs, struct lala
     t->alarm = alarm;
     t->rang = alarm == NULL;
     t->wait.cancel = sleep_cancel;
-    uv_timer_start(&t->h, sleep_fired, delay_ms(L, secs), 0);
+    arm(L, t, sleep_fired, delay_ms(L, secs));
     return t;
 }
 
@@ -203,7 +211,7 @@ static int start_timer(lua_State *L, double secs) {
     ltimer *t = ltimer_new(L, TIMER_MT);
     lua_pushvalue(L, 2);
     t->fn = luaL_ref(L, LUA_REGISTRYINDEX);
-    uv_timer_start(&t->h, timer_fired, delay_ms(L, secs), 0);
+    arm(L, t, timer_fired, delay_ms(L, secs));
     return 1;
 }
 

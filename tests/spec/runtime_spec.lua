@@ -104,6 +104,26 @@ describe("assetd runtime", function()
     assert.are.equal("canceled", result[2].category)
   end)
 
+  -- A child daemon stops, then asks for a timer, an at() and a sleep: none may run Lua after
+  -- the stop or keep the daemon from exiting (it waited for each, then ran the callback).
+  it("after assetd.stop(), timers never fire and a sleep never ends; the daemon exits at once", function()
+    local sim = require "sim"
+    local script = sim.script([[
+      assetd.stop()
+      local t = assetd.timer(3, function() print("timer ran") end)
+      assetd.at(assetd.now() + 3, function() print("at ran") end)
+      print(tostring(t), t:cancel())
+      assetd.spawn(function() assetd.sleep(3) print("sleep ended") end)
+      print("done")
+    ]])
+    local t0 = assetd.monotonic()
+    local out, rc = sim.run("timeout 10 " .. (os.getenv("ASSETD_BIN") or "./assetd") .. " " .. script)
+    os.remove(script)
+    assert.are.equal("assetd.timer(done)\tfalse\ndone\n", out)
+    assert.are.equal(0, rc)
+    assert.is_true(assetd.monotonic() - t0 < 2)
+  end)
+
   it("preloads cjson from the binary", function()
     local cjson = require "cjson"
     assert.are.same({a = {1, 2}}, cjson.decode(cjson.encode({a = {1, 2}})))
