@@ -24,18 +24,22 @@ end
 -- new{secret=, tolerance = 300, now = assetd.now}
 function M.new(opts)
   return setmetatable({keys = keys_of(opts.secret), tolerance = opts.tolerance or 300,
-                       now = opts.now or assetd.now, seen = {}, seen_count = 0}, Verifier)
+                       now = opts.now or assetd.now, seen = {}, seen_count = 0, prune_at = 1024}, Verifier)
 end
 
 function Verifier:configured() return #self.keys > 0 end
 
+-- Ids older than twice the tolerance cannot come back (their timestamp is refused), so they
+-- are dropped; the next sweep waits until the table has doubled, so that a busy window (every
+-- id still young) costs one sweep per doubling rather than one per delivery.
 function Verifier:forget_old(now)
-  if self.seen_count < 1024 then return end
+  if self.seen_count < self.prune_at then return end
   local n = 0
   for id, t in pairs(self.seen) do
     if now - t > 2 * self.tolerance then self.seen[id] = nil else n = n + 1 end
   end
   self.seen_count = n
+  self.prune_at = math.max(1024, 2 * n)
 end
 
 local function fail(status, code, message) return nil, {status = status, code = code, message = message} end

@@ -181,3 +181,30 @@ print(json.dumps(out))" 2>&1]], d.dir))
     assert.is_nil(body:find("sk-wh", 1, true))
   end)
 end)
+
+-- The replay table on its own, with a clock the test moves: ids are remembered for as long as
+-- their timestamp can pass, through the sweeps that drop older ones, and no longer.
+describe("webhook replay table", function()
+  local webhooks = require "assetd.webhooks"
+  local secret = "whsec_" .. assetd.base64_encode(KEY1)
+  local now = 1e9
+  local v = webhooks.new{secret = secret, now = function() return now end}
+  local function deliver(id)
+    local ts = tostring(math.floor(now))
+    return v:verify({["webhook-id"] = id, ["webhook-timestamp"] = ts,
+                     ["webhook-signature"] = webhooks.sign(secret, id, ts, "{}")}, "{}")
+  end
+
+  it("knows every id in the window as a replay, through its sweeps, and forgets the old ones", function()
+    for i = 1, 5000 do assert.is_true(deliver("a" .. i)) end
+    for _, i in ipairs{1, 1024, 2048, 5000} do assert.is_false(deliver("a" .. i)) end
+    assert.are.equal(5000, v.seen_count)
+    now = now + 2 * v.tolerance + 1                  -- every "a" id is too old to pass now
+    for i = 1, 6000 do assert.is_true(deliver("b" .. i)) end
+    assert.is_true(v.seen_count <= 6000, v.seen_count)
+    local left = 0
+    for id in pairs(v.seen) do if id:sub(1, 1) == "a" then left = left + 1 end end
+    assert.are.equal(0, left)
+    assert.is_false(deliver("b1"))
+  end)
+end)
