@@ -167,7 +167,8 @@ static int alarm_sleep(lua_State *L) {
         return 1;
     }
     ltimer *t = sleep_start(L, task, secs, a);
-    a->sleeping = t;
+    /* after the stop the timer is already closing and will be freed: a ring must not reach it */
+    if (!rt_get(L)->stopping) a->sleeping = t;
     return rt_wait_yield(L, task, &t->wait);
 }
 

@@ -125,18 +125,42 @@ static int l_list(lua_State *L) {
 }
 
 /* store:remove(batchId, name): unlink one file of a batch (never a directory or a link target). */
-static int l_remove(lua_State *L) {
+/* For store:f(batchId, name): the checked name, and the batch directory opened in *FD (0) or
+ * the errno of opening it. */
+static const char *batch_file(lua_State *L, int *fd, int *err) {
     lstore *s = check_store(L);
     const char *batch = check_id(L, 2, "batchId");
     size_t len;
     const char *name = luaL_checklstring(L, 3, &len);
-    if (!path_is_component(name, len)) return luaL_error(L, "store: unsafe file name");
-    int fd, err = store_open_batch(s->rootfd, batch, 0, &fd);
-    if (err) return fail_errno(L, "cannot open batch directory", batch, err);
+    if (!path_is_component(name, len)) luaL_error(L, "store: unsafe file name");
+    *err = store_open_batch(s->rootfd, batch, 0, fd);
+    return name;
+}
+
+/* store:remove(batchId, name) -> true, or nil, err */
+static int l_remove(lua_State *L) {
+    int fd, err;
+    const char *name = batch_file(L, &fd, &err);
+    if (err) return fail_errno(L, "cannot open batch directory", lua_tostring(L, 2), err);
     err = unlinkat(fd, name, 0) != 0 ? errno : 0;
     close(fd);
     if (err) return fail_errno(L, "cannot remove", name, err);
     lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* store:exists(batchId, name) -> whether anything (a link too) has that name; nil, err when
+ * it cannot be told */
+static int l_exists(lua_State *L) {
+    int fd, err;
+    const char *name = batch_file(L, &fd, &err);
+    if (err == ENOENT) { lua_pushboolean(L, 0); return 1; }
+    if (err) return fail_errno(L, "cannot open batch directory", lua_tostring(L, 2), err);
+    struct stat st;
+    err = fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 ? errno : 0;
+    close(fd);
+    if (err && err != ENOENT) return fail_errno(L, "cannot stat", name, err);
+    lua_pushboolean(L, err == 0);
     return 1;
 }
 
@@ -204,7 +228,7 @@ static int l_valid_name(lua_State *L) {
 void l_store_open(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"batch_dir", l_batch_dir}, {"scan_versions", l_scan_versions}, {"root", l_root},
-        {"list", l_list}, {"remove", l_remove},
+        {"list", l_list}, {"remove", l_remove}, {"exists", l_exists},
         {"close", l_close}, {NULL, NULL}};
     static const luaL_Reg fns[] = {
         {"open", l_open}, {"valid_id", l_valid_id}, {"valid_name", l_valid_name},

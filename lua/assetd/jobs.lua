@@ -182,8 +182,6 @@ function Runner:download_variant(job, asset)
   local path, name = self.versions:path{batchId = job.batchId, videoId = job.soraVideoId,
                                         version = job.version, variant = asset.variant, ext = asset.ext}
   if not path then return nil, name end
-  local f = io.open(path)
-  if f then f:close() return self:record(job, asset.variant, path, name) end   -- committed earlier
   local attempt = 0
   local progress = self.progress[job.id]
   local function on_progress(bytes, total)
@@ -191,6 +189,11 @@ function Runner:download_variant(job, asset)
   end
   while true do
     attempt = attempt + 1
+    -- Committed earlier: before a crash, or by a run canceled during its commit (whose
+    -- .part this run resumed). Reservation skipped every version whose files existed, so
+    -- the file is this job's; and the commit never renames over it.
+    local there = io.open(path)
+    if there then there:close() return self:record(job, asset.variant, path, name) end
     local res, err = assetd.fetch{url = asset.url, headers = asset.headers, to = path, resume = true,
                                   direct = self.direct_io, check = asset.variant, deadline = job.expiresAt, low_speed = {1024, 60},
                                   on_progress = on_progress}
@@ -248,9 +251,9 @@ function Runner:download_in_slot(job)
     return self:expire(job, "the video had already expired")
   end
   local fields = {}
-  if job.version == 0 then fields.version = assert(self.versions:reserve(job.batchId, job.soraVideoId)) end
-  job = assert(self.jobs:transition(job, "downloading", fields))
   local assets = self:provider(job):assets(self:job_view(job))
+  if job.version == 0 then fields.version = assert(self.versions:reserve(job.batchId, job.soraVideoId, assets)) end
+  job = assert(self.jobs:transition(job, "downloading", fields))
   local progress = setmetatable({parts = {}, bytes = 0, total = 0, video = job.soraVideoId}, Progress)
   self.progress[job.id] = progress
   local function drop_progress()                  -- not a newer run's (a retry right after a cancel)

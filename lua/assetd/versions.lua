@@ -3,8 +3,9 @@
 -- files on disk, recorded before it is handed out, so it is never reused (not after a
 -- prune, not by two downloads at once: reserve runs without yielding). A batch directory is
 -- read once, at its first reservation, and then kept up to date by reserve itself: one that
--- grows for months is not read again for every video (bench/reserve.lua). A file another
--- program puts there later is not seen, but the commit never replaces a file.
+-- grows for months is not read again for every video (bench/reserve.lua). A file put there
+-- later by another program is caught by name: reserve skips a version whose files (or their
+-- .part files) already exist, and the commit never renames over a file.
 local assetd = require "assetd"
 local naming = require "assetd.naming"
 
@@ -19,24 +20,45 @@ function M.open(opts)
   local files, err = assetd.store.open(opts.root)
   if not files then return nil, err end
   return setmetatable({files = files, jobs = opts.jobs, naming = opts.naming or naming.default,
-                       on_disk = {}, batches = 0}, Versions)
+                       on_disk = {}, videos = 0}, Versions)
 end
 
-local MAX_BATCHES = 64      -- batch directories whose versions are kept (then read again)
+local MAX_VIDEOS = 100000   -- videos whose highest version is kept, all batches together
 
--- {[videoId] = highest version on disk} for a batch: read once, then kept by reserve.
+-- {[videoId] = highest version on disk} for a batch: read once, then kept by reserve. Past
+-- MAX_VIDEOS (about 9 MiB of Lua heap) the cache starts over.
 function Versions:disk_versions(batchId)
   local seen = self.on_disk[batchId]
   if seen then return seen end
   local err
   seen, err = self.files:scan_versions(batchId)
   if not seen then return nil, err end
-  if self.batches >= MAX_BATCHES then self.on_disk, self.batches = {}, 0 end
-  self.on_disk[batchId], self.batches = seen, self.batches + 1
+  local n = 0
+  for _ in pairs(seen) do n = n + 1 end
+  if self.videos + n > MAX_VIDEOS then self.on_disk, self.videos = {}, 0 end
+  self.on_disk[batchId], self.videos = seen, self.videos + n + 1
   return seen
 end
 
-function Versions:reserve(batchId, videoId)
+-- Whether any file of version V of the video, or its .part, is on disk already (put there
+-- after the batch was read); ASSETS are {variant, ext} as the provider gives them.
+function Versions:taken(batchId, videoId, v, assets)
+  for _, a in ipairs(assets) do
+    local name, err = self:name{batchId = batchId, videoId = videoId, version = v, variant = a.variant, ext = a.ext}
+    if not name then return nil, err end
+    for _, n in ipairs{name, "." .. name .. ".part"} do
+      local there
+      there, err = self.files:exists(batchId, n)
+      if there == nil then return nil, err end
+      if there then return true end
+    end
+  end
+  return false
+end
+
+-- reserve(batchId, videoId[, assets]): the next version, recorded before it is returned. With
+-- ASSETS, a version whose files someone else has put there since is skipped.
+function Versions:reserve(batchId, videoId, assets)
   assert(assetd.store.valid_id(videoId), "store: videoId must match ^[A-Za-z0-9_-]{1,128}$")
   local seen, err = self:disk_versions(batchId)
   if not seen then return nil, err end
@@ -44,6 +66,13 @@ function Versions:reserve(batchId, videoId)
   known, err = self.jobs:max_version(batchId, videoId)
   if not known then return nil, err end
   local v = math.max(seen[videoId] or 0, known) + 1
+  while assets do
+    local taken
+    taken, err = self:taken(batchId, videoId, v, assets)
+    if taken == nil then return nil, err end
+    if not taken then break end
+    v = v + 1
+  end
   local ok
   ok, err = self.jobs:note_version(batchId, videoId, v)
   if not ok then return nil, err end

@@ -83,6 +83,45 @@ describe("job runner", function()
     assert.are.equal(0, #content_requests())
   end)
 
+  it("does not take over a file put under a version's name after its batch was read", function()
+    s:video{id = "video_r", sizes = {video = 2000, thumbnail = 100, spritesheet = 100}}
+    r:enqueue{notionPageId = "page-r1", soraVideoId = "video_r", batchId = "br"}
+    wait_for(function() return status("page-r1") == "completed" end)
+    local v2 = dir .. "/root/br/video_r_V2.mp4"            -- restored from a backup, say
+    local f = assert(io.open(v2, "wb"))
+    f:write("an older generation")
+    f:close()
+    r:enqueue{notionPageId = "page-r2", soraVideoId = "video_r", batchId = "br"}
+    wait_for(function() return status("page-r2") == "completed" end)
+    local job = jobs:get("page-r2")
+    assert.are.equal(3, job.version)
+    for _, a in ipairs(jobs:assets(job)) do assert.are.equal(s:info("video_r").sha256[a.type], a.sha256) end
+    assert.are.equal("an older generation", sim.read(v2))
+  end)
+
+  it("a file that appears under its name during the download is recorded, not fought over", function()
+    -- as when a run canceled in its commit renames the .part this run resumed
+    s:video{id = "video_e", sizes = {video = 200000, thumbnail = 100, spritesheet = 100}}
+    s:fault{path = "video_e/content", kind = "slow", rate = 100000, count = 1}
+    local job = assert(jobs:create{notionPageId = "page-e", soraVideoId = "video_e", batchId = "be",
+                                   provider = "openai", status = "waiting"})
+    job = assert(jobs:transition(job.id, "pending", {version = 1, expiresAt = assetd.now() + 30}))
+    local path = assert(r.versions:path{batchId = "be", videoId = "video_e", version = 1, variant = "video"})
+    local done
+    assetd.spawn(function()
+      done = {r:download_variant(job, {variant = "video", url = s.openai .. "/videos/video_e/content?variant=video",
+                                       headers = {Authorization = "Bearer sk-test"}})}
+    end)
+    assetd.sleep(0.5)
+    local f = assert(io.open(path, "wb"))
+    f:write("committed by the other run")
+    f:close()
+    wait_for(function() return done end, 10)
+    assert.is_truthy(done[1], tostring(done[2]))
+    assert.are.equal("committed by the other run", sim.read(path))
+    assert.are.equal(1, #jobs:assets(job))
+  end)
+
   it("polls a waiting video until it completes", function()
     s:video{id = "video_w", completes_in = 1, sizes = {video = 1000, thumbnail = 100, spritesheet = 100}}
     r:enqueue{notionPageId = "page-w", soraVideoId = "video_w", batchId = "b"}

@@ -66,6 +66,16 @@ describe("versioned file store", function()
     assert.are.equal(2, scans)
   end)
 
+  it("skips a version whose files appeared after the batch was read", function()
+    local assets = {{variant = "video", ext = "mp4"}, {variant = "thumbnail", ext = "webp"}}
+    os.execute("mkdir -p " .. dir .. "/root/b")
+    assert.are.equal(1, v:reserve("b", "vid", assets))
+    touch(dir .. "/root/b/vid_V2.mp4")
+    touch(dir .. "/root/b/.vid_V3_thumbnail.webp.part")
+    assert.are.equal(4, v:reserve("b", "vid", assets))
+    assert.are.equal(5, v:reserve("b", "vid", assets))
+  end)
+
   it("hands out distinct versions to concurrent reservations", function()
     local got, seen = {}, {}
     for i = 1, 20 do
