@@ -24,13 +24,14 @@
 #define REPL_MAX_INPUT (1u << 20)     /* a client's unread input, beyond which it is dropped */
 #define REPL_MAX_QUEUED (16u << 20)   /* unread output a client may leave untouched ... */
 #define REPL_STALL_MS 2000            /* ... for this long (one watch) before it is dropped */
-#define REPL_MAX_BACKLOG (4 * REPL_MAX_FRAME) /* unread output that drops it at once */
+#define REPL_MAX_BACKLOG (4 * REPL_MAX_FRAME) /* unread output beyond which output is refused */
 
 struct repl_session {
     int is_term;
     int fn_ref, ud_ref;        /* the Lua session's input function, the handle */
     int ready;                 /* a prompt was given and no line taken since */
     int eof, closing, doomed;
+    int refusing;              /* output is being refused (over REPL_MAX_BACKLOG): said once */
     int interrupt;             /* an interrupt was asked while a chunk ran */
     lua_State *chunk;          /* the running chunk's thread, for the hook */
     uv_pipe_t pipe;            /* attach sessions */
@@ -54,6 +55,7 @@ static struct {
 } R;
 
 static void session_close(repl_session *s, const char *why);
+static void on_pipe_closed(uv_handle_t *h);
 
 const char *repl_session_kind(const repl_session *s) { return s->is_term ? "terminal" : "attach"; }
 
@@ -196,12 +198,28 @@ static int send_one_frame(repl_session *s, char kind, const char *p, size_t n) {
     return rc;
 }
 
+/* Output that would leave more than REPL_MAX_BACKLOG unread is refused, with one notice
+ * until output fits again, so that one turn of the loop (a huge value, a printing loop that
+ * never yields) cannot make the daemon hold gigabytes for a client however fast it reads. */
+static int refuse_output(repl_session *s, size_t n) {
+    size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&s->pipe);
+    if (queued + n <= REPL_MAX_BACKLOG) {
+        s->refusing = 0;
+        return 0;
+    }
+    if (!s->refusing) {
+        char msg[160];
+        int m = snprintf(msg, sizeof msg, "assetd: %zu bytes of output not sent: over %u MiB would wait "
+                         "for this client (write large values to a file)\n", n, REPL_MAX_BACKLOG >> 20);
+        s->refusing = 1;
+        send_one_frame(s, 'e', msg, (size_t)m);
+    }
+    return 1;
+}
+
 static void send_frame(repl_session *s, char kind, const char *p, size_t n) {
     if (s->doomed || uv_is_closing((uv_handle_t *)&s->pipe)) return;
-    if (uv_stream_get_write_queue_size((uv_stream_t *)&s->pipe) > REPL_MAX_BACKLOG) {
-        session_doom(s, "repl client has too much unread output; dropping it");
-        return;
-    }
+    if (kind != 'x' && refuse_output(s, n)) return;
     /* Output larger than a frame goes in several: the client shows the payloads one after
      * the other, so the split does not show. */
     do {
@@ -217,13 +235,17 @@ static void send_frame(repl_session *s, char kind, const char *p, size_t n) {
 
 /* A client with over REPL_MAX_QUEUED of output waiting that took none of it since the last
  * watch does not read. The size alone says nothing: output queued in one turn of the loop
- * (one large value, a burst of prints) waits there even for a client that reads well. */
+ * (one large value, a burst of prints) waits there even for a client that reads well. A
+ * closing session waits in its shutdown for its output to be taken: one that took none of it
+ * since the last watch is closed, its output dropped (a client that half-closed and left). */
 static void on_watch(uv_timer_t *t) {
     (void)t;
     for (repl_session *s = R.sessions; s; s = s->next) {
-        if (s->is_term || s->closing || s->doomed) continue;
+        if (s->is_term || s->doomed || uv_is_closing((uv_handle_t *)&s->pipe)) continue;
         size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&s->pipe);
-        if (queued > REPL_MAX_QUEUED && queued >= s->watched)
+        int stalled = queued > 0 && queued >= s->watched;
+        if (s->closing && stalled) uv_close((uv_handle_t *)&s->pipe, on_pipe_closed);
+        else if (!s->closing && stalled && queued > REPL_MAX_QUEUED)
             session_doom(s, "repl client not reading its output; dropping it");
         s->watched = queued;
     }

@@ -19,7 +19,8 @@
  *                     LEN is at most REPL_MAX_FRAME, which the client enforces; longer output
  *                     comes as several frames of its kind, meant to be shown back to back.
  *                     A client that takes none of its output for 2 s while more than 16 MiB
- *                     waits, or that leaves over 4 frames' worth unread, is dropped.
+ *                     waits is dropped. Output that would leave over 4 frames' worth unread
+ *                     is not sent; an `e` frame says so once.
  *   The daemon reads a client's lines ahead, but runs them one at a time: the next line is
  *   taken after the prompt for it is sent. */
 #ifndef ASSETD_REPL_H

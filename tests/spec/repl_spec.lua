@@ -316,6 +316,34 @@ return {
     stop_daemon(pid)
   end)
 
+  it("attach: output over what may wait for a client is refused with a notice; the session goes on", function()
+    local pid = start_daemon()
+    local out, rc = attach(string.format("print(('x'):rep(%d))\n'next'\n", 300 << 20))
+    assert.are.equal(0, rc, out:sub(1, 200))
+    assert.matches("^assetd: 314572801 bytes of output not sent: over 256 MiB would wait for this client", out)
+    assert.matches('\n"next"\n$', out)
+    assert.is_true(#out < 1000)
+    stop_daemon(pid)
+  end)
+
+  it("attach: a client that sends its input, half-closes and never reads is closed", function()
+    local pid = start_daemon()
+    write(dir .. "/half.py", [[
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+s.sendall(sys.argv[2].encode() + b"\n")
+s.shutdown(socket.SHUT_WR)
+time.sleep(30)
+]])
+    local client = spawn(dir, "half", string.format("python3 %s/half.py %s/data/assetd.sock %s", dir, dir,
+      q("for i = 1, 40 do print(('x'):rep(1 << 20)) end")))
+    wait_for(function() return (read(dir .. "/daemon.err") or ""):find("repl detached") end, 5, "the input to end")
+    wait_for(function() return attach("assetd.repl.sessions()\n") == "1\n" end, 10, "the half-closed session to be freed")
+    sh("kill " .. client)
+    stop_daemon(pid)
+  end)
+
   it("attach: a client that stops reading is dropped: closed and freed; the daemon goes on", function()
     local pid = start_daemon()
     -- sends a line whose output is far more than the daemon queues, never reads, and probes
