@@ -10,12 +10,28 @@
 
 void admit_init(admit *a) { memset(a, 0, sizeof *a); }
 
+static void free_host(admit_host *h) {
+    for (int l = 0; l < ADMIT_LANES; l++) deadline_queue_free(&h->queue[l]);
+    free(h->name);
+    free(h);
+}
+
+/* A host with nothing running or waiting is forgotten: signed URLs may name a new host for
+ * every asset, and each admit_next looks at every host kept. */
+static void forget_if_idle(admit *a, admit_host *h) {
+    if (h->n) return;
+    for (int l = 0; l < ADMIT_LANES; l++)
+        if (deadline_queue_len(&h->queue[l])) return;
+    for (size_t i = 0; i < a->nhosts; i++)
+        if (a->hosts[i] == h) {
+            a->hosts[i] = a->hosts[--a->nhosts];
+            free_host(h);
+            return;
+        }
+}
+
 void admit_free(admit *a) {
-    for (size_t i = 0; i < a->nhosts; i++) {
-        for (int l = 0; l < ADMIT_LANES; l++) deadline_queue_free(&a->hosts[i]->queue[l]);
-        free(a->hosts[i]->name);
-        free(a->hosts[i]);
-    }
+    for (size_t i = 0; i < a->nhosts; i++) free_host(a->hosts[i]);
     free(a->hosts);
     a->hosts = NULL;
     a->nhosts = 0;
@@ -57,7 +73,9 @@ int admit_push(admit *a, int lane, const char *name, double deadline, void *item
 
 int admit_remove(admit *a, int lane, const char *name, void *item) {
     admit_host *h = host(a, name);
-    return h ? deadline_queue_remove(&h->queue[lane], item) : -1;
+    if (!h || deadline_queue_remove(&h->queue[lane], item) != 0) return -1;
+    forget_if_idle(a, h);
+    return 0;
 }
 
 static int earlier(const deadline_item *x, const deadline_item *y) {
@@ -109,8 +127,10 @@ void admit_started(admit *a, int lane, const char *name) {
 
 void admit_ended(admit *a, int lane, const char *name) {
     admit_host *h = name ? host(a, name) : NULL;
-    if (h && h->n) h->n--;
     if (a->lane[lane].active) a->lane[lane].active--;
+    if (!h) return;
+    if (h->n) h->n--;
+    forget_if_idle(a, h);
 }
 
 void admit_stats(const admit *a, unsigned *active, unsigned *queued) {

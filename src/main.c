@@ -85,7 +85,8 @@ static void on_signal(uv_signal_t *h, int signum) {
 
 /* With no callback: right only for handles whose memory outlives the loop (statics, userdata
  * that lua_close frees). An owner that frees its handles' memory from their close callbacks
- * registers an rt_closer instead, which rt_stop has closed before this walk. */
+ * closes them before this walk: the engine and the REPL here in wind_down, the others (HTTP
+ * servers) through an rt_closer, which rt_stop runs. */
 static void close_any(uv_handle_t *h, void *arg) {
     (void)arg;
     if (!uv_is_closing(h)) uv_close(h, NULL);

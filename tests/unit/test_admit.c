@@ -1,12 +1,13 @@
 /* test_admit.c: unit tests for the start order: deadlines within a lane, the file lane's cap,
  * calls never behind files, a full host skipped without losing its place, however many of
- * its transfers wait, the drain. */
+ * its transfers wait, idle hosts forgotten, the drain. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <string.h>
 
 #include "admit.h"
@@ -137,6 +138,32 @@ static void test_full_host_never_blocks_others(void **state) {
     admit_free(&a);
 }
 
+/* Hosts with nothing running or waiting are forgotten (signed URLs: a host per asset). */
+static void test_idle_hosts_are_forgotten(void **state) {
+    (void)state;
+    admit a;
+    admit_init(&a);
+    char names[100][16];
+    item it[100];
+    for (int i = 0; i < 100; i++) {
+        snprintf(names[i], sizeof names[i], "h%d", i);
+        it[i] = (item){names[i], i};
+        assert_int_equal(admit_push(&a, ADMIT_FILES, names[i], i, &it[i]), 0);
+    }
+    int order[100], lanes[100];
+    assert_int_equal(start_all(&a, order, lanes), 100);
+    assert_int_equal(a.nhosts, 100);
+    for (int i = 0; i < 99; i++) admit_ended(&a, ADMIT_FILES, names[i]);
+    assert_int_equal(a.nhosts, 1);
+    item late = {"h99", 200};
+    assert_int_equal(admit_push(&a, ADMIT_CALLS, "h99", 1, &late), 0);
+    admit_ended(&a, ADMIT_FILES, "h99");
+    assert_int_equal(a.nhosts, 1);                        /* still has a call waiting */
+    assert_int_equal(admit_remove(&a, ADMIT_CALLS, "h99", &late), 0);
+    assert_int_equal(a.nhosts, 0);
+    admit_free(&a);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_deadlines_and_file_cap),
@@ -144,6 +171,7 @@ int main(void) {
         cmocka_unit_test(test_full_host_keeps_its_place),
         cmocka_unit_test(test_drain_takes_both_lanes),
         cmocka_unit_test(test_full_host_never_blocks_others),
+        cmocka_unit_test(test_idle_hosts_are_forgotten),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
