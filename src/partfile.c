@@ -191,13 +191,15 @@ int partfile_finish(partfile *p) {
 
 /* Rename the .part to its final name unless that name is taken (EEXIST): a file is never
  * replaced, whoever put it there. Filesystems without RENAME_NOREPLACE get a link and an
- * unlink, which refuse the same way; only one without hard links falls back to a rename. */
+ * unlink, which refuse the same way (a crash between the two leaves the .part, which the
+ * runner removes when it records the file); only one with neither (some FUSE and network
+ * filesystems) falls back to a plain rename, which would replace. */
 static int publish(partfile *p) {
     if (renameat2(p->dirfd, p->part, p->dirfd, p->base, RENAME_NOREPLACE) == 0) return 0;
     if (errno != EINVAL && errno != ENOSYS) return errno;
     if (linkat(p->dirfd, p->part, p->dirfd, p->base, 0) == 0)
         return unlinkat(p->dirfd, p->part, 0) == 0 ? 0 : errno;
-    if (errno != EPERM && errno != EOPNOTSUPP) return errno;
+    if (errno != EPERM && errno != EOPNOTSUPP && errno != ENOSYS) return errno;
     return renameat(p->dirfd, p->part, p->dirfd, p->base) == 0 ? 0 : errno;
 }
 

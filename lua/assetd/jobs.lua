@@ -193,7 +193,11 @@ function Runner:download_variant(job, asset)
     -- .part this run resumed). Reservation skipped every version whose files existed, so
     -- the file is this job's; and the commit never renames over it.
     local there = io.open(path)
-    if there then there:close() return self:record(job, asset.variant, path, name) end
+    if there then
+      there:close()
+      self.versions.files:remove(job.batchId, "." .. name .. ".part")    -- a resume's leftover, if any
+      return self:record(job, asset.variant, path, name)
+    end
     local res, err = assetd.fetch{url = asset.url, headers = asset.headers, to = path, resume = true,
                                   direct = self.direct_io, check = asset.variant, deadline = job.expiresAt, low_speed = {1024, 60},
                                   on_progress = on_progress}
