@@ -109,7 +109,7 @@ describe("a server", function()
     clean([[
       HANDLER = function(s) s:close() return {status = 200, body = "bye"} end
       local res, err = get()
-      assert(not res or res.status == 200, tostring(err))
+      assert(res and res.status == 200 and res.body == "bye", tostring(err))
       assetd.stop()
     ]])
   end)
