@@ -326,33 +326,19 @@ return {
     stop_daemon(pid)
   end)
 
-  it("attach: a client that sends its input, half-closes and never reads is closed", function()
-    local pid = start_daemon()
-    write(dir .. "/half.py", [[
-import socket, sys, time
-s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-s.connect(sys.argv[1])
-s.sendall(sys.argv[2].encode() + b"\n")
-s.shutdown(socket.SHUT_WR)
-time.sleep(30)
-]])
-    local client = spawn(dir, "half", string.format("python3 %s/half.py %s/data/assetd.sock %s", dir, dir,
-      q("for i = 1, 40 do print(('x'):rep(1 << 20)) end")))
-    wait_for(function() return (read(dir .. "/daemon.err") or ""):find("repl detached") end, 5, "the input to end")
-    wait_for(function() return attach("assetd.repl.sessions()\n") == "1\n" end, 10, "the half-closed session to be freed")
-    sh("kill " .. client)
-    stop_daemon(pid)
-  end)
-
-  it("attach: a client that stops reading is dropped: closed and freed; the daemon goes on", function()
-    local pid = start_daemon()
-    -- sends a line whose output is far more than the daemon queues, never reads, and probes
-    -- with empty lines until a send finds the socket closed
+  -- A client that sends a line whose output is far more than the daemon queues and never
+  -- reads; then, "probe": sends empty lines until one finds the socket closed; "half":
+  -- half-closes and waits.
+  local function mute_client(mode)
     write(dir .. "/mute.py", [[
 import socket, sys, time
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.connect(sys.argv[1])
 s.sendall(sys.argv[2].encode() + b"\n")
+if sys.argv[3] == "half":
+    s.shutdown(socket.SHUT_WR)
+    time.sleep(30)
+    sys.exit()
 s.setblocking(False)
 t0 = time.monotonic()
 while time.monotonic() - t0 < 10:
@@ -365,8 +351,22 @@ while time.monotonic() - t0 < 10:
         sys.exit(print("closed"))
 sys.exit("still open after 10 s")
 ]])
-    local out, rc = run(string.format("python3 %s/mute.py %s/data/assetd.sock %s", dir, dir,
-      q("for i = 1, 40 do print(('x'):rep(1 << 20)) end")))
+    return string.format("python3 %s/mute.py %s/data/assetd.sock %s %s", dir, dir,
+      q("for i = 1, 40 do print(('x'):rep(1 << 20)) end"), mode)
+  end
+
+  it("attach: a client that sends its input, half-closes and never reads is closed", function()
+    local pid = start_daemon()
+    local client = spawn(dir, "half", mute_client("half"))
+    wait_for(function() return (read(dir .. "/daemon.err") or ""):find("repl detached") end, 5, "the input to end")
+    wait_for(function() return attach("assetd.repl.sessions()\n") == "1\n" end, 10, "the half-closed session to be freed")
+    sh("kill " .. client)
+    stop_daemon(pid)
+  end)
+
+  it("attach: a client that stops reading is dropped: closed and freed; the daemon goes on", function()
+    local pid = start_daemon()
+    local out, rc = run(mute_client("probe"))
     assert.are.equal("closed\n", out)
     assert.are.equal(0, rc)
     assert.matches("not reading its output; dropping it", read(dir .. "/daemon.err"))

@@ -31,6 +31,13 @@ static int start_all(admit *a, int *order, int *lanes) {
     return n;
 }
 
+static void expect_stats(const admit *a, unsigned want_active, unsigned want_queued) {
+    unsigned active, queued;
+    admit_stats(a, &active, &queued);
+    assert_int_equal(active, want_active);
+    assert_int_equal(queued, want_queued);
+}
+
 static void test_deadlines_and_file_cap(void **state) {
     (void)state;
     admit a;
@@ -46,10 +53,7 @@ static void test_deadlines_and_file_cap(void **state) {
     admit_ended(&a, ADMIT_FILES, "h");
     assert_int_equal(start_all(&a, order, lanes), 1);
     assert_int_equal(order[0], 3);
-    unsigned active, queued;
-    admit_stats(&a, &active, &queued);
-    assert_int_equal(active, 2);
-    assert_int_equal(queued, 1);
+    expect_stats(&a, 2, 1);
     admit_free(&a);
 }
 
@@ -131,10 +135,7 @@ static void test_full_host_never_blocks_others(void **state) {
     assert_int_equal(order[0], 0);
     assert_int_equal(order[1], 1);
     assert_int_equal(order[2], 1000);
-    unsigned active, queued;
-    admit_stats(&a, &active, &queued);
-    assert_int_equal(active, 3);
-    assert_int_equal(queued, 498);
+    expect_stats(&a, 3, 498);
     admit_free(&a);
 }
 
