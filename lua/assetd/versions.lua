@@ -76,6 +76,7 @@ function Versions:reserve(batchId, videoId, assets)
   local ok
   ok, err = self.jobs:note_version(batchId, videoId, v)
   if not ok then return nil, err end
+  if not seen[videoId] then self.videos = self.videos + 1 end
   seen[videoId] = v
   return v
 end
