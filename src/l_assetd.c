@@ -203,7 +203,7 @@ static void timer_fired(uv_timer_t *h) {
     lua_State *L = rt->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->fn);
     ltimer_close(t);
-    rt_spawn(L, 0, 0, "timer");
+    rt_spawn(L, 0, 0, "timer", 0);
     lua_pop(L, 1);
 }
 
@@ -236,12 +236,14 @@ static int timer_tostring(lua_State *L) {
 
 /* ---- tasks ----------------------------------------------------------------------------- */
 
-/* assetd.spawn([opts,] fn, ...): opts = {on_error = fn(msg), name = "..."} */
+/* assetd.spawn([opts,] fn, ...): opts = {on_error = fn(msg), name = "...", detached = bool} */
 static int l_spawn(lua_State *L) {
-    int top = lua_gettop(L), base = lua_istable(L, 1) ? 2 : 1, handler = 0;
+    int top = lua_gettop(L), base = lua_istable(L, 1) ? 2 : 1, handler = 0, flags = 0;
     const char *name = "task";
     if (base == 2) {
         name = l_optstrfield(L, 1, "name", name);
+        if (lua_getfield(L, 1, "detached") != LUA_TNIL && lua_toboolean(L, -1)) flags |= RT_DETACHED;
+        lua_pop(L, 1);
         if (lua_getfield(L, 1, "on_error") != LUA_TNIL) {
             luaL_argcheck(L, lua_isfunction(L, -1), 1, "on_error must be a function");
             handler = lua_gettop(L);
@@ -252,7 +254,7 @@ static int l_spawn(lua_State *L) {
     luaL_checktype(L, base, LUA_TFUNCTION);
     luaL_checkstack(L, top - base + 4, "too many arguments");
     for (int i = base; i <= top; i++) lua_pushvalue(L, i);
-    rt_spawn(L, top - base, handler, name);
+    rt_spawn(L, top - base, handler, name, flags);
     return 1;
 }
 

@@ -245,9 +245,10 @@ static rt_task *task_new(lua_State *L, const char *name) {
     return t;
 }
 
-rt_task *rt_spawn(lua_State *L, int nargs, int on_error, const char *name) {
+rt_task *rt_spawn(lua_State *L, int nargs, int on_error, const char *name, int flags) {
     if (on_error) on_error = lua_absindex(L, on_error);
     rt_task *t = task_new(L, name);               /* fn args... task */
+    if (flags & RT_DETACHED) lua_sethook(t->co, NULL, 0, 0);
     lua_pushvalue(L, -1);
     t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
     if (on_error) {

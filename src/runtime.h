@@ -58,8 +58,11 @@ void rt_closer_add(rt_runtime *rt, rt_closer *c, void (*close)(rt_closer *c));
 void rt_closer_remove(rt_closer *c);
 
 /* Tasks. rt_spawn pops a function and NARGS arguments from L and starts it; ON_ERROR
- * (a stack index or 0) receives (message_with_traceback) instead of the log. */
-rt_task *rt_spawn(lua_State *L, int nargs, int on_error, const char *name);
+ * (a stack index or 0) receives (message_with_traceback) instead of the log. A new task's
+ * thread inherits the debug hook of the thread that spawns it (the REPL's time budget), unless
+ * FLAGS has RT_DETACHED: a task of the daemon's own that outlives whoever started it. */
+enum { RT_DETACHED = 1 };
+rt_task *rt_spawn(lua_State *L, int nargs, int on_error, const char *name, int flags);
 rt_task *rt_current(lua_State *L);
 /* For a waiting binding: the running task, or a raised error naming FN. */
 rt_task *rt_check_task(lua_State *L, const char *fn);

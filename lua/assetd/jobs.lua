@@ -116,7 +116,7 @@ end
 -- task of its own so a slow or failing Notion never holds the job's steps up.
 function Runner:report_error(job, reason)
   if not (self.notion and self.on_error) then return end
-  assetd.spawn({name = "notion error " .. job.notionPageId}, function()
+  assetd.spawn({name = "notion error " .. job.notionPageId, detached = true}, function()
     local ok, props = xpcall(self.on_error, debug.traceback, self:job_view(job), reason)
     if not ok then return self:event(job, "hook_error", "notion.on_error: " .. tostring(props)) end
     if not props then return end
@@ -335,7 +335,9 @@ function Runner:run(job)
   if self.running[id] then return end
   local me = {}                                   -- this run; a later run has its own entry
   self.running[id] = me
-  me.task = assetd.spawn({name = "job " .. job.notionPageId, on_error = function(msg)
+  -- detached: a job started from the REPL (retry, enqueue) is the daemon's, not held to the
+  -- REPL's time budget for the hours it may run
+  me.task = assetd.spawn({name = "job " .. job.notionPageId, detached = true, on_error = function(msg)
     if self.running[id] == me then self.running[id] = nil end
     local ok, err = pcall(self.crashed, self, id, msg)
     if not ok then assetd.log.error("job error not recorded", {job = id, error = tostring(err), cause = msg}) end

@@ -676,4 +676,11 @@ describe("assetd.repl.budget", function()
       assert.is_true(assetd.monotonic() - t0 < 3, out)
     end)
   end
+
+  it("leaves a detached task (the runner's jobs) to run, whoever started it", function()
+    local out, rc = attach_budget("assetd.spawn({detached = true}, function() local t = assetd.monotonic() " ..
+      "while assetd.monotonic() - t < 1 do end print('ran ' .. 'out') end)\n'next'\n")
+    assert.are.equal(0, rc)
+    assert.matches('^ran out\n.*"next"\n$', out)
+  end)
 end)
