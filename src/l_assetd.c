@@ -32,6 +32,16 @@ double l_optnumfield(lua_State *L, int t, const char *k, double def) {
     return v;
 }
 
+lua_Integer l_optintfield(lua_State *L, int t, const char *k, lua_Integer def) {
+    int ty = lua_getfield(L, t, k), exact = 1;
+    lua_Integer v = def;
+    if (ty == LUA_TNUMBER) v = lua_tointegerx(L, -1, &exact);
+    if ((ty != LUA_TNUMBER && ty != LUA_TNIL) || !exact)
+        luaL_error(L, "option '%s' must be an integer, got %s", k, lua_typename(L, ty));
+    lua_pop(L, 1);
+    return v;
+}
+
 const char *l_optstrfield(lua_State *L, int t, const char *k, const char *def) {
     int ty = lua_getfield(L, t, k);
     const char *v = def;

@@ -51,7 +51,7 @@ static void read_headers(lua_State *L, fetch_xfer *x) {
 static long ms_field(lua_State *L, const char *k) {
     double v = l_optnumfield(L, 1, k, 0);
     if (v < 0 || v != v) luaL_error(L, "fetch: option '%s' must be >= 0 seconds", k);
-    return (long)ceil(v * 1000.0);
+    return (long)ceil((v < 1e9 ? v : 1e9) * 1000.0);     /* no overflow in the cast */
 }
 
 static void read_low_speed(lua_State *L, fetch_xfer *x) {
@@ -95,11 +95,11 @@ static void read_request(lua_State *L, fetch_xfer *x) {
     if (to && sink) luaL_error(L, "fetch: give either 'to' or 'sink', not both");
     r->to_memory = to == NULL;
     if (to) r->path = dup_field(L, to, strlen(to));
-    r->max_bytes = (int64_t)l_optnumfield(L, 1, "max_bytes", 0);
+    r->max_bytes = (int64_t)l_optintfield(L, 1, "max_bytes", 0);
     const char *check = l_optstrfield(L, 1, "check", NULL);
     if (check && !to) luaL_error(L, "fetch: option 'check' needs 'to'");
     if (check) r->check = dup_field(L, check, strlen(check));
-    r->expect_size = (int64_t)l_optnumfield(L, 1, "expect_size", -1);
+    r->expect_size = (int64_t)l_optintfield(L, 1, "expect_size", -1);
     lua_getfield(L, 1, "resume");
     r->resume = lua_toboolean(L, -1);
     lua_getfield(L, 1, "direct");

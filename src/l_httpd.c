@@ -123,14 +123,14 @@ static int answer_file(lua_State *L, httpd_req *r, int resp, int status, const c
     struct stat st;
     const char *rel = lua_tostring(L, -1);
     /* read (and check the types of) every field before a descriptor is open */
-    double want_off = l_optnumfield(L, resp, "offset", 0), want_len = l_optnumfield(L, resp, "length", -1);
+    lua_Integer want_off = l_optintfield(L, resp, "offset", 0), want_len = l_optintfield(L, resp, "length", -1);
     lua_getfield(L, resp, "root");
     const char *root = lua_tostring(L, -1);
     int fd = root ? open_regular(root, rel, &st) : -1;
     lua_pop(L, 1);
     if (fd < 0) return -1;
     uint64_t size = (uint64_t)st.st_size;
-    uint64_t off = (uint64_t)want_off;
+    uint64_t off = want_off < 0 ? UINT64_MAX : (uint64_t)want_off;
     uint64_t len = want_len < 0 ? size - (off < size ? off : size) : (uint64_t)want_len;
     if (off > size || len > size - off) {
         close(fd);
@@ -152,7 +152,8 @@ static int answer(lua_State *L) {
         httpd_respond(r, 500, fallback, internal, sizeof internal - 1);
         return 0;
     }
-    int status = (int)l_optnumfield(L, resp, "status", 200);
+    lua_Integer code = l_optintfield(L, resp, "status", 200);
+    int status = code >= 100 && code <= 999 ? (int)code : 0;     /* 0: answered 500 below */
     collect_headers(L, resp, hdrs);
     if (lua_getfield(L, resp, "file") == LUA_TSTRING) {
         static const char gone[] = "{\"error\":{\"code\":\"not_found\",\"message\":\"no such file\"}}";
@@ -214,16 +215,23 @@ static int server_port(lua_State *L) {
 }
 
 /* http_listen{listen=, handler=, max_body=, max_conns=, per_ip=, timeout=, header_limit=} */
+/* A whole number in 1..MAX, or an error naming the option. */
+static lua_Integer limit_field(lua_State *L, const char *k, lua_Integer def, lua_Integer max) {
+    lua_Integer v = l_optintfield(L, 1, k, def);
+    if (v < 1 || v > max) luaL_error(L, "option '%s' must be 1..%I", k, max);
+    return v;
+}
+
 static int l_http_listen(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     rt_runtime *rt = rt_get(L);
     struct httpd_config cfg = {
         .listen = l_optstrfield(L, 1, "listen", rt->opts.listen ? rt->opts.listen : "127.0.0.1:8787"),
-        .max_body = (size_t)l_optnumfield(L, 1, "max_body", 1 << 20),
-        .max_conns = (unsigned)l_optnumfield(L, 1, "max_conns", 256),
-        .per_ip = (unsigned)l_optnumfield(L, 1, "per_ip", 64),
-        .timeout_s = (unsigned)l_optnumfield(L, 1, "timeout", 30),
-        .conn_memory = (size_t)l_optnumfield(L, 1, "header_limit", 32 * 1024),
+        .max_body = (size_t)limit_field(L, "max_body", 1 << 20, (lua_Integer)1 << 40),
+        .max_conns = (unsigned)limit_field(L, "max_conns", 256, 65536),
+        .per_ip = (unsigned)limit_field(L, "per_ip", 64, 65536),
+        .timeout_s = (unsigned)limit_field(L, "timeout", 30, 86400),
+        .conn_memory = (size_t)limit_field(L, "header_limit", 32 * 1024, (lua_Integer)1 << 30),
         .handler = on_request,
     };
     luaL_argcheck(L, lua_getfield(L, 1, "handler") == LUA_TFUNCTION, 1, "handler must be a function");

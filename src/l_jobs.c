@@ -170,8 +170,10 @@ static int l_list(lua_State *L) {
     if (lua_istable(L, 2)) {
         status = l_optstrfield(L, 2, "status", NULL);
         q.batch_id = l_optstrfield(L, 2, "batchId", NULL);
-        q.limit = (int)l_optnumfield(L, 2, "limit", 50);
-        q.after = (int64_t)l_optnumfield(L, 2, "cursor", 0);
+        lua_Integer limit = l_optintfield(L, 2, "limit", 50);
+        luaL_argcheck(L, limit >= 1 && limit <= 1000, 2, "limit must be 1..1000");
+        q.limit = (int)limit;
+        q.after = (int64_t)l_optintfield(L, 2, "cursor", 0);
         lua_getfield(L, 2, "newest_first");
         q.newest_first = lua_toboolean(L, -1);
         lua_pop(L, 1);
@@ -179,7 +181,6 @@ static int l_list(lua_State *L) {
     enum jobdb_state st;
     if (status && jobdb_state_parse(status, &st) != 0) return luaL_error(L, "jobs: unknown status '%s'", status);
     if (status) q.state = (int)st;
-    luaL_argcheck(L, q.limit >= 1 && q.limit <= 1000, 2, "limit must be 1..1000");
     lua_newtable(L);
     int rc = jobdb_list(s->db, &q, list_cb, L);
     if (rc) return fail_db(L, s, rc);

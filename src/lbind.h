@@ -20,6 +20,8 @@ void l_newclass(lua_State *L, const char *name, const luaL_Reg *methods, const l
 
 /* Option readers shared by the bindings: field K of the table at index T. */
 double l_optnumfield(lua_State *L, int t, const char *k, double def);
+/* An integer, or a float with an exact integer value (not 1e300). */
+lua_Integer l_optintfield(lua_State *L, int t, const char *k, lua_Integer def);
 const char *l_optstrfield(lua_State *L, int t, const char *k, const char *def);
 
 #endif

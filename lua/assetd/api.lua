@@ -4,6 +4,7 @@
 local assetd = require "assetd"
 local cjson = require "cjson.safe"
 local timefmt = require "assetd.timefmt"
+local urls = require "assetd.providers.urls"
 local webhooks = require "assetd.webhooks"
 
 local M = {}
@@ -88,18 +89,19 @@ local function time_field(body, field)
   return t
 end
 
+-- A body's assets (the `urls` provider's), checked as that provider checks a job's: an
+-- explicit null ext is no ext.
 local function check_assets(body)
   local a = body.assets
-  if a == nil or a == cjson.null then return end
-  if type(a) ~= "table" or (next(a) ~= nil and a[1] == nil) then return bad("assets", "must be an array of {variant, url}") end
-  for i, x in ipairs(a) do
-    if type(x) ~= "table" or type(x.variant) ~= "string" or not x.variant:match("^[a-z0-9_]+$") then
-      return bad(string.format("assets[%d].variant", i), "must be a lowercase name")
-    end
-    if type(x.url) ~= "string" or not x.url:match("^https?://") then
-      return bad(string.format("assets[%d].url", i), "must be an http(s) URL")
-    end
+  if a == nil or a == cjson.null then
+    if body.provider == "urls" then return bad("assets", "are required by the urls provider") end
+    return
   end
+  if type(a) == "table" then
+    for _, x in ipairs(a) do if type(x) == "table" and x.ext == cjson.null then x.ext = nil end end
+  end
+  local field, why = urls.check_assets(a)
+  if field then return bad(field, why) end
 end
 
 -- ---- routes ------------------------------------------------------------------------------
@@ -181,8 +183,8 @@ function Api:list(req)
   if not limit or limit ~= math.floor(limit) or limit < 1 or limit > 1000 then
     return err(400, "validation_error", "limit: must be an integer 1..1000")
   end
-  local cursor = tonumber(q.cursor or "0")
-  if not cursor or cursor < 0 or cursor ~= math.floor(cursor) then return err(400, "validation_error", "cursor: must be a cursor from a previous page") end
+  local cursor = math.tointeger(tonumber(q.cursor or "0"))
+  if not cursor or cursor < 0 then return err(400, "validation_error", "cursor: must be a cursor from a previous page") end
   local st = q.status
   if st and not ({waiting = 1, pending = 1, downloading = 1, completed = 1, failed = 1, expired = 1})[st] then
     return err(400, "validation_error", "status: must be one of waiting, pending, downloading, completed, failed, expired")
@@ -294,7 +296,7 @@ function Api:handle(req)
   end
   if asset then return self.files:serve(req) end
   local method = req.method == "HEAD" and "GET" or req.method
-  local fn = route[method]
+  local fn = type(route[method]) == "function" and route[method]     -- not the `public` flag
   if not fn then return err(405, "method_not_allowed", req.method .. " is not allowed on " .. req.path, {Allow = allow(route)}) end
   return fn(self, req)
 end

@@ -69,6 +69,16 @@ describe("HTTP API", function()
       {{notionPageId = "p", soraVideoId = "v", batchId = "b", provider = "nope"}, "validation_error", "provider"},
       {{notionPageId = "p", soraVideoId = "v", batchId = "b", assets = {{variant = "video", url = "file:///etc/passwd"}}},
        "validation_error", "assets%[1%]%.url"},
+      -- two transfers of one variant would stream into the same file at once
+      {{notionPageId = "p", soraVideoId = "v", batchId = "b", provider = "urls",
+        assets = {{variant = "video", url = "http://x/a"}, {variant = "video", url = "http://x/b"}}},
+       "validation_error", "assets%[2%]%.variant: repeats variant video"},
+      {{notionPageId = "p", soraVideoId = "v", batchId = "b", provider = "urls",
+        assets = {{variant = "video", url = "http://x/a", ext = "../x"}}}, "validation_error", "assets%[1%]%.ext"},
+      {{notionPageId = "p", soraVideoId = "v", batchId = "b", provider = "urls",
+        assets = {{variant = "video", url = "http://x/a", name = "x"}}}, "validation_error", "assets%[1%]%.name"},
+      {{notionPageId = "p", soraVideoId = "v", batchId = "b", provider = "urls"}, "validation_error",
+       "assets: are required by the urls provider"},
     }
     for _, c in ipairs(cases) do
       local status, body = d:json("POST", "/api/downloads", {body = c[1]})
@@ -171,6 +181,11 @@ describe("HTTP API", function()
     assert.are.equal("method_not_allowed", body2.error.code)
     assert.are.equal("GET, HEAD, POST", h.allow)
     assert.are.equal(405, (d:json("GET", "/api/downloads/retry")))
+    assert.are.equal(405, (d:json("public", "/healthz")))        -- the routes' own flag, not a method
+    local st3, body3 = d:json("GET", "/api/downloads?cursor=1e300")
+    assert.are.equal(400, st3)
+    assert.matches("cursor", body3.error.message)
+    assert.are.equal(400, (d:json("GET", "/api/downloads?cursor=9223372036854775808")))
   end)
 
   it("serves stored assets with Range, ETag and the right Content-Type", function()

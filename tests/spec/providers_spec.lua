@@ -64,5 +64,8 @@ describe("providers", function()
     assert.are.equal("mp4", list[1].ext)
     assert(assetd.fetch{url = list[1].url, sink = "memory"})
     assert.are.equal("failed", urls.new():status{assets = {}}.state)
+    local dup = urls.new():status{assets = {{variant = "video", url = "http://x/a"}, {variant = "video", url = "http://x/b"}}}
+    assert.are.equal("failed", dup.state)
+    assert.matches("repeats variant video", dup.error)
   end)
 end)

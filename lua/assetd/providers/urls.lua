@@ -14,10 +14,34 @@ end
 
 function M:__tostring() return "provider.urls" end
 
-function M:status(job)
-  if type(job.assets) ~= "table" or #job.assets == 0 then
-    return {state = "failed", error = "a `urls` job needs assets = {{variant, url}, ...}"}
+local KEYS = {variant = true, url = true, ext = true}
+
+-- nil when ASSETS is a usable list of {variant, url, ext?}; else the field at fault and why.
+-- Two assets of one variant would stream into the same file at once, so variants are unique.
+function M.check_assets(assets)
+  if type(assets) ~= "table" or assets[1] == nil then return "assets", "must be a non-empty array of {variant, url}" end
+  local seen = {}
+  for i, a in ipairs(assets) do
+    local at = string.format("assets[%d]", i)
+    if type(a) ~= "table" then return at, "must be an object {variant, url, ext?}" end
+    for k in pairs(a) do
+      if not KEYS[k] then return at .. "." .. tostring(k), "is not a field of an asset (variant, url, ext)" end
+    end
+    if type(a.variant) ~= "string" or not a.variant:match("^[a-z0-9_]+$") or #a.variant > 32 then
+      return at .. ".variant", "must be a lowercase name of at most 32 characters"
+    end
+    if seen[a.variant] then return at .. ".variant", "repeats variant " .. a.variant end
+    seen[a.variant] = true
+    if type(a.url) ~= "string" or not a.url:match("^https?://") then return at .. ".url", "must be an http(s) URL" end
+    if a.ext ~= nil and (type(a.ext) ~= "string" or not a.ext:match("^[a-z0-9]+$") or #a.ext > 8) then
+      return at .. ".ext", "must be a lowercase extension of at most 8 characters"
+    end
   end
+end
+
+function M:status(job)
+  local field, why = M.check_assets(job.assets)
+  if field then return {state = "failed", error = "a `urls` job's " .. field .. " " .. why} end
   return {state = "completed", completedAt = job.completedAt or assetd.now(), expiresAt = job.expiresAt}
 end
 
