@@ -103,16 +103,24 @@ function Versions:path(asset)
   return dir .. "/" .. name, name
 end
 
-local function escape(s) return (s:gsub("%p", "%%%0")) end
+-- The video and version a file name stands for, read the one way the default names can be
+-- read: "{videoId}_V{n}.{ext}" or "{videoId}_V{n}_{variant}.{ext}", the video id taken as
+-- long as possible and a variant lowercase. So "intro_V2_V1.mp4" is version 1 of "intro_V2"
+-- and never version 2 of "intro", and no file counts for two videos. Names a custom naming
+-- function makes that fit neither shape are no version: prune leaves them (usage counts them).
+local function owner(name)
+  local vid, n = name:match("^(.+)_V(%d+)%.%w+$")
+  if not vid then vid, n = name:match("^(.+)_V(%d+)_[a-z][a-z0-9_]*%.%w+$") end
+  if vid and assetd.store.valid_id(vid) then return vid, tonumber(n) end
+end
 
 -- The versions of a video present on disk: {{version=, files={names}, bytes=, mtime=}, ...}
--- oldest first. Files are matched anchored on "{videoId}_V{n}" followed by '.' or '_'.
+-- oldest first.
 local function group(listing, videoId)
   local by = {}
-  local pat = "^" .. escape(videoId) .. "_V(%d+)[._]"
   for _, f in ipairs(listing) do
-    local n = not f.dir and tonumber(f.name:match(pat))
-    if n then
+    local vid, n = owner(f.name)
+    if not f.dir and vid == videoId then
       local v = by[n] or {version = n, files = {}, bytes = 0, mtime = 0}
       by[n] = v
       v.files[#v.files + 1] = f.name
@@ -186,7 +194,7 @@ function Versions:prune(opts)
     local listing = assert(self.files:list(b))
     local videos = {}
     for _, f in ipairs(listing) do
-      local vid = not f.dir and f.name:match("^([A-Za-z0-9_-]-)_V%d+[._]")
+      local vid = not f.dir and owner(f.name)
       if vid then videos[vid] = true end
     end
     for vid in pairs(videos) do

@@ -180,6 +180,17 @@ describe("versioned file store", function()
     assert.are.equal(5, v:reserve("b", "vid"))               -- pruned numbers are not reused
   end)
 
+  it("never takes one video's files for another whose id extends it", function()
+    make_versions("b", "intro", 1)
+    make_versions("b", "intro_V2", 1)                        -- intro_V2_V1.mp4 is this one's
+    local intro = v:versions("b", "intro")
+    assert.are.equal(1, #intro)
+    assert.are.same({"intro_V1.mp4", "intro_V1_thumbnail.webp"}, intro[1].files)
+    assert.are.same({"intro_V2_V1.mp4", "intro_V2_V1_thumbnail.webp"}, v:versions("b", "intro_V2")[1].files)
+    assert.are.equal(0, #v:prune{keep = 1, dry_run = false}.removed)
+    assert.are.equal(1, #v:versions("b", "intro"))
+  end)
+
   describe("validation at commit", function()
     local s
     setup(function() s = sim.start() end)
