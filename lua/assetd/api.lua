@@ -153,6 +153,18 @@ function Api:retry(req)
   return json(200, {success = true, message = "Download retry initiated"})
 end
 
+-- A completed download fetched again as the next version (design.md: "a re-download asked for
+-- through the API"): 202 with the job, 409 when it is not completed, 410 once its window closed.
+function Api:redownload(req)
+  local job, e = self:find_page(req)
+  if not job then return e end
+  local again, why = self.runner:redownload_job(job.id)
+  if again then return json(202, self:job_json(again)) end
+  if why.category == "expired" then return err(410, "expired", tostring(why)) end
+  if job.status == "completed" then return err(409, "busy", tostring(why)) end
+  return err(409, "not_completed", "the download is " .. job.status .. "; only a completed download can be downloaded again")
+end
+
 function Api:enqueue(req)
   local body, e = body_object(req)
   if not body then return e end
@@ -267,6 +279,7 @@ M.routes = {
   ["/api/downloads"] = {GET = Api.list, POST = Api.enqueue},
   ["/api/downloads/status"] = {GET = Api.status_get, POST = Api.status_post},
   ["/api/downloads/retry"] = {POST = Api.retry},
+  ["/api/downloads/redownload"] = {POST = Api.redownload},
   ["/webhooks/openai"] = {POST = Api.webhook, public = true},
 }
 

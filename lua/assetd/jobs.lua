@@ -408,6 +408,24 @@ function Runner:retry_job(idOrPage)
   return job
 end
 
+-- Download a completed job's video again, as the next version (V2, V3, ...: the versions
+-- already stored stay), while its download window is open. The REPL's redownload() and
+-- POST /api/downloads/redownload.
+function Runner:redownload_job(idOrPage)
+  local job, err = self.jobs:get(idOrPage)
+  if not job then return nil, err end
+  if job.status ~= "completed" then return nil, assetd.error("state", "job is " .. job.status .. ", not completed") end
+  if job.expiresAt and assetd.now() >= job.expiresAt then
+    return nil, assetd.error("expired", "the download window of " .. job.notionPageId .. " has closed")
+  end
+  if self.running[job.id] then       -- its Notion sync: a second run would not start
+    return nil, assetd.error("state", "job is still updating its Notion page; try again in a moment")
+  end
+  job = assert(self.jobs:transition(job, "pending", {error = false, version = 0}))
+  self:run(job)
+  return job
+end
+
 -- ---- operator cancel (the REPL's cancel(), issue 5) ---------------------------------------
 
 -- Stop a job by hand: it becomes failed "canceled by operator" (a manual retry can start it

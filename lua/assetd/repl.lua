@@ -33,6 +33,7 @@ local help = {
   {"job(id)", "one job (id or notionPageId) with its assets and event history"},
   {"expiring([secs])", "unfinished jobs due within secs (default: alerts.warn_before)"},
   {"retry(id)", "start a failed job again"},
+  {"redownload(id)", "download a completed job's video again, as the next version (while its window is open)"},
   {"cancel(id)", "stop a job: it fails with \"canceled by operator\"; retry(id) starts it again"},
   {"enqueue{...}", "add a job: {notionPageId=, soraVideoId=, batchId=, provider=, expiresAt=, assets=}"},
   {"reload()", "re-read the pipeline's hooks (naming, Notion mapping, alerts)"},
@@ -160,6 +161,7 @@ local function brief(j, ...)
 end
 
 function H.retry(id) return brief(runner():retry_job(id)) end
+function H.redownload(id) return brief(runner():redownload_job(id)) end
 function H.cancel(id) return brief(runner():cancel_job(id)) end
 function H.enqueue(req)
   if type(req) ~= "table" then error("enqueue{notionPageId=, soraVideoId=, batchId=, ...}", 2) end

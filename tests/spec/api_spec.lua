@@ -251,4 +251,30 @@ print(r.status, round(time.time() - t, 2))
     local big = d:request("GET", "/healthz", {headers = {["X-Big"] = string.rep("a", 40000)}})
     assert.is_true(big == 431 or big == 413, tostring(big))
   end)
+
+  it("POST /api/downloads/redownload stores a completed video again as the next version", function()
+    s:video{id = "video_r", sizes = {video = 50000, thumbnail = 3000, spritesheet = 5000}}
+    d:json("POST", "/api/downloads", {body = {notionPageId = "page-r", soraVideoId = "video_r", batchId = "batch1"}})
+    daemon.eventually(function() return job_status(d, "page-r") == "completed" end, 15, "page-r completed")
+    local function redownload()                    -- 409 busy while the Notion sync still runs
+      local status, body
+      daemon.eventually(function()
+        status, body = d:json("POST", "/api/downloads/redownload", {body = {notionPageId = "page-r"}})
+        return status ~= 409 or body.error.code ~= "busy"
+      end, 10, "the Notion sync to end")
+      return status, body
+    end
+    for version = 2, 3 do
+      local status, job = redownload()
+      assert.are.equal(202, status)
+      assert.are.equal("pending", job.status)
+      daemon.eventually(function() return job_status(d, "page-r") == "completed" end, 15, "page-r completed again")
+      local _, full = d:json("POST", "/api/downloads/status", {body = {notionPageId = "page-r"}})
+      assert.are.equal(version, full.version)
+      local per_version = {}
+      for _, a in ipairs(full.downloadedAssets) do per_version[a.version] = (per_version[a.version] or 0) + 1 end
+      for v = 1, version do assert.are.equal(3, per_version[v]) end
+    end
+    assert.are.equal(404, (d:json("POST", "/api/downloads/redownload", {body = {notionPageId = "no-such-page"}})))
+  end)
 end)

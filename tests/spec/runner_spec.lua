@@ -125,6 +125,20 @@ describe("job runner", function()
     assert.are.equal(1, #jobs:assets(job))
   end)
 
+  it("downloads a completed job again only while its window is open and it is completed", function()
+    local job = assert(jobs:create{notionPageId = "page-x", soraVideoId = "video_x", batchId = "b", status = "completed",
+                                   completedAt = assetd.now() - 4000, expiresAt = assetd.now() - 400})
+    local res, err = r:redownload_job("page-x")
+    assert.is_nil(res)
+    assert.are.equal("expired", err.category)
+    assert.are.equal("completed", status("page-x"))
+    job = assert(jobs:create{notionPageId = "page-y", soraVideoId = "video_y", batchId = "b", status = "failed"})
+    res, err = r:redownload_job(job.id)
+    assert.is_nil(res)
+    assert.matches("not completed", err.message)
+    assert.are.equal("failed", status("page-y"))
+  end)
+
   it("polls a waiting video until it completes", function()
     s:video{id = "video_w", completes_in = 1, sizes = {video = 1000, thumbnail = 100, spritesheet = 100}}
     r:enqueue{notionPageId = "page-w", soraVideoId = "video_w", batchId = "b"}
