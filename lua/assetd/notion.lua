@@ -66,23 +66,53 @@ local function backoff(self, attempt)
   return d / 2 + math.random() * d / 2
 end
 
+-- cjson raises on what JSON cannot say (a function, NaN, a sparse array). That is a mistake in
+-- the caller's properties, so it comes back as a value and sending it again would not help.
+local function encode_body(body)
+  local ok, json = pcall(cjson.encode, body)
+  if ok then return json end
+  return nil, assetd.error("invalid", "the Notion request body cannot be encoded as JSON: " .. tostring(json),
+                           {retryable = false})
+end
+
+-- A 2xx whose body is not a JSON object came from something between us and Notion (a proxy's
+-- empty or HTML page), not from Notion: a protocol error, retried like a 5xx.
+local function decode_answer(res)
+  local ok, value = pcall(cjson.decode, res.body)
+  if ok and type(value) == "table" then return value end
+  return nil, assetd.error("protocol", string.format("Notion answered HTTP %d with a body that is not JSON (%s, %d bytes)",
+                           res.status, res.headers["content-type"] or "no content type", #res.body))
+end
+
+-- One attempt: the decoded answer, or nil, err.
+function Client:send(method, path, json)
+  self.requests = self.requests + 1
+  local res, err = assetd.fetch{
+    url = self.base_url .. path, method = method, sink = "memory", timeout = self.timeout,
+    headers = {Authorization = "Bearer " .. self.token, ["Notion-Version"] = self.version,
+               ["Content-Type"] = "application/json"},
+    body = json,
+  }
+  if self.observe then self.observe(res and res.status or err.status or err.category) end
+  if not res then return nil, err end
+  return decode_answer(res)
+end
+
 -- One request with pacing and retries. Returns the decoded body, or nil, err.
 function Client:request(method, path, body)
   if not self.token then
     return nil, assetd.error("config", "NOTION_TOKEN is not set")
   end
+  local json, jerr
+  if body ~= nil then
+    json, jerr = encode_body(body)
+    if not json then return nil, jerr end
+  end
   local last
   for attempt = 1, self.retry.attempts do
     self:pace()
-    self.requests = self.requests + 1
-    local res, err = assetd.fetch{
-      url = self.base_url .. path, method = method, sink = "memory", timeout = self.timeout,
-      headers = {Authorization = "Bearer " .. self.token, ["Notion-Version"] = self.version,
-                 ["Content-Type"] = "application/json"},
-      body = body and cjson.encode(body) or nil,
-    }
-    if self.observe then self.observe(res and res.status or err.status or err.category) end
-    if res then return cjson.decode(res.body) end
+    local answer, err = self:send(method, path, json)
+    if answer then return answer end
     last = err
     local status = err.status
     if status == 429 then

@@ -75,6 +75,31 @@ describe("assetd.notion", function()
     assert.is_nil(tostring(c):find("secret_test", 1, true))
   end)
 
+  it("retries a 2xx answer that is not JSON (a proxy's page) and reports it as a value", function()
+    s:fault{path = "/notion/v1/pages", kind = "status", status = 200, body = "<html>gateway</html>", count = 1}
+    local c = client()
+    assert(c:update_page("j1", {N = {number = 1}}))
+    assert.are.equal(2, c.requests)
+    s:fault{path = "/notion/v1/pages", kind = "status", status = 200, body = "", count = -1}
+    c = client{retry = {attempts = 2, base = 0.01, cap = 0.02}}
+    local page, err = c:update_page("j2", {})
+    assert.is_nil(page)
+    assert.is_true(err.retryable)
+    assert.matches("not JSON", tostring(err))
+  end)
+
+  it("refuses properties that cannot be encoded as JSON, without a request", function()
+    local c = client()
+    for _, bad in ipairs{{Version = {number = 0/0}}, {Hook = {url = print}}} do
+      local page, err = c:update_page("j3", bad)
+      assert.is_nil(page)
+      assert.is_false(err.retryable)
+      assert.matches("Cannot serialise", tostring(err))
+    end
+    assert.are.equal(0, c.requests)
+    assert.are.equal(0, #patches())
+  end)
+
   it("builds the default property payload exactly", function()
     local job = {batchId = "b1", version = 2, assets = {
       {type = "video", fileName = "v_V2.mp4", filePath = "/srv/b1/v_V2.mp4"},

@@ -155,6 +155,28 @@ describe("job runner", function()
     assert.are.equal("completed", status("page-n"))
   end)
 
+  it("a Notion answer that is not JSON is retried by the sync instead of crashing it", function()
+    s:video{id = "video_j", sizes = {video = 1000, thumbnail = 100, spritesheet = 100}}
+    -- both attempts of the first update get a proxy's page; the sync's own retry then gets through
+    s:fault{path = "/notion/v1/pages", kind = "status", status = 200, body = "<html>gateway</html>", count = 2}
+    r:enqueue{notionPageId = "page-j", soraVideoId = "video_j", batchId = "b"}
+    wait_for(function() return (jobs:get("page-j").data or ""):match('"synced"') end, 15)
+    assert.are.equal("completed", status("page-j"))
+    assert.are.equal(3, #content_requests())
+  end)
+
+  it("properties that cannot be encoded mark the Notion sync failed, naming why", function()
+    r.properties = function() return {Hook = {url = print}} end
+    s:video{id = "video_k", sizes = {video = 1000, thumbnail = 100, spritesheet = 100}}
+    r:enqueue{notionPageId = "page-k", soraVideoId = "video_k", batchId = "b"}
+    local d = wait_for(function()
+      local data = r:data(jobs:get("page-k"))
+      return data.notion == "failed" and data
+    end)
+    assert.matches("Cannot serialise function", d.notionError)
+    assert.are.equal(0, #s:call("GET", "/_control/notion").patches)
+  end)
+
   it("syncs a completed job left pending on Notion without arming its deadline timers", function()
     local job = assert(jobs:create{notionPageId = "page-c", soraVideoId = "video_c", batchId = "b", status = "completed",
                                    completedAt = assetd.now(), expiresAt = assetd.now() + 3600})
