@@ -1,7 +1,8 @@
 -- The Notion client and the default property mapping. All requests of a client share one
 -- pacing slot (Notion allows about 3 requests per second per integration), a 429 pushes the
 -- slot back by its Retry-After for everyone, 5xx and network errors back off exponentially
--- with jitter, and a 4xx other than 429 is reported with Notion's own message, not retried.
+-- with jitter (so do 408 and 409), and any other 4xx is reported with Notion's own message,
+-- not retried.
 local assetd = require "assetd"
 local cjson = require "cjson"
 
@@ -98,6 +99,14 @@ function Client:send(method, path, json)
   return decode_answer(res)
 end
 
+-- Notion's reference says a 409 conflict_error is a data collision to try again, and a 408
+-- is a timeout on the way; every other 4xx but 429 would fail the same way again.
+local TRANSIENT_4XX = {[408] = true, [409] = true, [429] = true}
+
+local function permanent(status)
+  return status ~= nil and status >= 400 and status < 500 and not TRANSIENT_4XX[status]
+end
+
 -- One request with pacing and retries. Returns the decoded body, or nil, err.
 function Client:request(method, path, body)
   if not self.token then
@@ -118,7 +127,7 @@ function Client:request(method, path, body)
     if status == 429 then
       local wait = err.retry_after or 1
       self.next_slot = math.max(self.next_slot, assetd.now() + wait)
-    elseif status and status >= 400 and status < 500 then
+    elseif permanent(status) then
       return nil, assetd.error("notion", notion_message(err), {status = status, retryable = false})
     elseif err.category == "canceled" then
       return nil, err

@@ -54,6 +54,22 @@ describe("assetd.notion", function()
     assert.are.equal(3, c.requests)
   end)
 
+  it("retries a 409 conflict and a 408 timeout like a 5xx", function()
+    -- Notion's reference: 409 conflict_error is a data collision, "try again"
+    s:fault{path = "/notion/v1/pages", kind = "status", status = 409, count = 1,
+            body = '{"object":"error","status":409,"code":"conflict_error","message":"Conflict occurred while saving."}'}
+    s:fault{path = "/notion/v1/pages", kind = "status", status = 408, count = 1}
+    local c = client()
+    assert(c:update_page("r4", {N = {number = 4}}))
+    assert.are.equal(3, c.requests)
+    s:fault{path = "/notion/v1/pages", kind = "status", status = 409, count = -1}
+    c = client{retry = {attempts = 2, base = 0.01, cap = 0.02}}
+    local _, err = c:update_page("r5", {})
+    assert.are.equal(2, c.requests)
+    assert.is_true(err.retryable)
+    assert.are.equal(409, err.status)
+  end)
+
   it("reports a 400 with Notion's own message, without retrying", function()
     s:fault{path = "/notion/v1/pages", kind = "status", status = 400,
             body = '{"object":"error","status":400,"code":"validation_error","message":"Video URL is not a property that exists."}'}
