@@ -1,8 +1,8 @@
 -- The Notion client and the default property mapping. All requests of a client share one
--- pacing slot (Notion allows about 3 requests per second per integration), a 429 pushes the
--- slot back by its Retry-After for everyone, 5xx and network errors back off exponentially
--- with jitter (so do 408 and 409), and any other 4xx is reported with Notion's own message,
--- not retried.
+-- pacing slot (Notion allows about 3 requests per second per integration), a 429 holds every
+-- request, waiting ones too, for its Retry-After (capped), 5xx and network errors back off
+-- exponentially with jitter (so do 408 and 409), and any other 4xx is reported with Notion's
+-- own message, not retried.
 local assetd = require "assetd"
 local cjson = require "cjson"
 
@@ -11,6 +11,11 @@ local Client = {}
 Client.__index = Client
 
 M.MAX_TEXT = 2000          -- Notion's limit for one rich_text content
+-- The longest a 429's Retry-After holds this client's requests. Notion's own rate limiting asks
+-- for seconds; a far larger value comes from a broken proxy or a bug, and since the hold stops
+-- the Notion update of every job, trusting it could stall them all for days. After the cap
+-- one request goes out, and if Notion is still limiting, its next 429 holds them again.
+M.MAX_RETRY_AFTER = 300
 
 function M.truncate(s, n)
   n = n or M.MAX_TEXT
@@ -22,7 +27,8 @@ function M.truncate(s, n)
   return s:sub(1, cut) .. "…"
 end
 
--- notion.new{token=, base_url=, version=, rate=, retry = {attempts=, base=, cap=}, timeout=}
+-- notion.new{token=, base_url=, version=, rate=, retry = {attempts=, base=, cap=}, timeout=,
+--            max_retry_after=}
 function M.new(opts)
   opts = opts or {}
   local self = setmetatable({
@@ -33,7 +39,9 @@ function M.new(opts)
     retry = opts.retry or {},
     timeout = opts.timeout or 30,
     observe = opts.observe,            -- called with each answer's status (metrics)
+    max_retry_after = opts.max_retry_after or M.MAX_RETRY_AFTER,
     next_slot = 0,
+    blocked_until = 0,                 -- no request leaves before this (a 429's Retry-After)
     requests = 0,
   }, Client)
   self.retry.attempts = self.retry.attempts or 6
@@ -46,12 +54,33 @@ function Client:__tostring()
   return string.format("notion.client(%s, token %s)", self.base_url, self.token and "set" or "missing")
 end
 
--- Wait for this request's turn: requests leave at most one per interval, in arrival order.
-function Client:pace()
-  local now = assetd.now()
-  local slot = math.max(now, self.next_slot)
+-- The next free turn: one request per interval, in arrival order, none before blocked_until.
+local function take_slot(self)
+  local slot = math.max(assetd.now(), self.next_slot, self.blocked_until)
   self.next_slot = slot + self.interval
-  if slot > now then assetd.sleep(slot - now) end
+  return slot
+end
+
+-- Wait for this request's turn: true, or nil, err when the task is canceled. A 429 can come in
+-- while a request sleeps; one whose turn falls inside the Retry-After would earn another 429,
+-- so it takes a new turn after the window, and the held requests leave paced, not in a burst.
+function Client:pace()
+  local slot = take_slot(self)
+  while true do
+    if slot < self.blocked_until then slot = take_slot(self) end
+    local wait = slot - assetd.now()
+    if wait <= 0 then return true end
+    local ok, err = assetd.sleep(wait)
+    if not ok then return nil, err end
+  end
+end
+
+-- A 429: hold every request of this client for its Retry-After, capped (M.MAX_RETRY_AFTER
+-- says why). Returns the seconds held.
+function Client:block(retry_after)
+  local wait = math.min(retry_after or 1, self.max_retry_after)
+  self.blocked_until = math.max(self.blocked_until, assetd.now() + wait)
+  return wait
 end
 
 local function notion_message(err)
@@ -81,8 +110,9 @@ end
 local function decode_answer(res)
   local ok, value = pcall(cjson.decode, res.body)
   if ok and type(value) == "table" then return value end
-  return nil, assetd.error("protocol", string.format("Notion answered HTTP %d with a body that is not JSON (%s, %d bytes)",
-                           res.status, res.headers["content-type"] or "no content type", #res.body))
+  return nil, assetd.error("protocol", string.format(
+    "Notion answered HTTP %d with a body that is not JSON (%s, %d bytes)",
+    res.status, res.headers["content-type"] or "no content type", #res.body))
 end
 
 -- One attempt: the decoded answer, or nil, err.
@@ -119,14 +149,14 @@ function Client:request(method, path, body)
   end
   local last
   for attempt = 1, self.retry.attempts do
-    self:pace()
+    local turn, perr = self:pace()
+    if not turn then return nil, perr end
     local answer, err = self:send(method, path, json)
     if answer then return answer end
     last = err
     local status = err.status
     if status == 429 then
-      local wait = err.retry_after or 1
-      self.next_slot = math.max(self.next_slot, assetd.now() + wait)
+      self:block(err.retry_after)
     elseif permanent(status) then
       return nil, assetd.error("notion", notion_message(err), {status = status, retryable = false})
     elseif err.category == "canceled" then

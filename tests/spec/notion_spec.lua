@@ -47,6 +47,41 @@ describe("assetd.notion", function()
     for i = 1, 5 do assert.are.same({N = {number = i}}, pages["q" .. i]) end
   end)
 
+  it("sends nothing inside a 429's Retry-After, not even requests that were already waiting", function()
+    s:fault{path = "/notion/v1/pages", kind = "429", retry_after = "1", count = 1}
+    local c, done = client{rate = 10}, 0
+    for i = 1, 6 do
+      assetd.spawn(function() assert(c:update_page("w" .. i, {N = {number = i}})); done = done + 1 end)
+    end
+    sim.eventually(function() return done == 6 end, 10, "six updates")
+    local limited, after = nil, {}
+    for _, e in ipairs(s:log()) do
+      if e.status == 429 then limited = e elseif limited then after[#after + 1] = e.t end
+    end
+    assert.are.equal(6, #after)
+    for i, t in ipairs(after) do
+      assert.is_true(t >= limited.t + 1, string.format("request %d went %.3f s into the window", i, t - limited.t))
+    end
+    -- the held requests leave at the client's rate, not all together when the window ends
+    for i = 2, #after do
+      local gap = after[i] - after[i - 1]
+      assert.is_true(gap >= 0.07, string.format("requests %d and %d went %.3f s apart", i - 1, i, gap))
+    end
+  end)
+
+  it("caps a Retry-After, so a huge one cannot stall every update", function()
+    local wait = client():block(99999999)
+    assert.are.equal(notion.MAX_RETRY_AFTER, wait)
+    assert.is_true(wait <= 300)
+    s:fault{path = "/notion/v1/pages", kind = "429", retry_after = "99999999", count = 1}
+    local c, page = client{max_retry_after = 0.5}, nil
+    local t0 = assetd.monotonic()
+    local task = assetd.spawn(function() page = c:update_page("w9", {}) end)
+    finally(function() task:cancel() end)
+    sim.eventually(function() return page end, 5, "the update after a capped Retry-After")
+    assert.is_true(assetd.monotonic() - t0 >= 0.45)
+  end)
+
   it("backs off on 5xx and succeeds", function()
     s:fault{path = "/notion/v1/pages", kind = "status", status = 502, count = 2}
     local c = client()
