@@ -9,7 +9,8 @@ local M = {}
 M.schema = {
   storage = {root = "string", public_base_url = "string", direct_io = "boolean"},
   sora = {variants = "table", poll = {interval = "number", max = "number", with_webhooks = "number"},
-          retry = {attempts = "number", base = "number", cap = "number", jitter = "number", margin = "number"},
+          retry = {attempts = "number", base = "number", cap = "number", jitter = "number", margin = "number",
+                   floor = "number"},
           base_url = "string"},
   naming = "fn",
   notion = {properties = "fn", fields = "table", version = "string", rate = "number", on_error = "fn",

@@ -5,7 +5,7 @@
 --                                              | {action = "expire", reason = ...}
 local M = {}
 
-M.defaults = {attempts = 8, base = 1, cap = 60, jitter = 0.5, margin = 5}
+M.defaults = {attempts = 8, base = 1, cap = 60, jitter = 0.5, margin = 5, floor = 0.25}
 
 local function opt(opts, k) return (opts and opts[k]) or M.defaults[k] end
 
@@ -14,6 +14,22 @@ local function opt(opts, k) return (opts and opts[k]) or M.defaults[k] end
 function M.backoff(attempt, opts, rand)
   local d = math.min(opt(opts, "cap"), opt(opts, "base") * 2 ^ (attempt - 1))
   return d * (1 - opt(opts, "jitter") * (rand or math.random)())
+end
+
+-- The shortest wait after try ATTEMPT: `floor`, doubling with each try up to 16 times it.
+-- Whatever the server says (Retry-After: 0) and however near the deadline, tries never come
+-- closer together than this, so a server that fails instantly never gets a tight loop.
+function M.floor(attempt, opts)
+  return opt(opts, "floor") * 2 ^ math.min(attempt - 1, 4)
+end
+
+-- Near the deadline the wait shrinks to leave room for more tries, but not below the floor:
+-- inside the last `margin` seconds the tries go on at the floor, each a chance to save the
+-- video, and no wait ends past the deadline (a try there is the last; then it expires).
+local function before_deadline(delay, floor, deadline, now, opts)
+  local room = deadline - now - opt(opts, "margin")
+  if room <= 0 then delay = floor elseif delay > room / 2 then delay = math.max(room / 2, floor) end
+  return math.min(delay, deadline - now)
 end
 
 function M.decide(err, attempt, deadline, now, opts, rand)
@@ -36,14 +52,12 @@ function M.decide(err, attempt, deadline, now, opts, rand)
   if not deadline and attempt >= opt(opts, "attempts") then
     return {action = "fail", reason = "gave up after " .. attempt .. " attempts: " .. tostring(err)}
   end
+  local floor = M.floor(attempt, opts)
   local delay
   if status == 429 and err.retry_after then delay = err.retry_after
   else delay = M.backoff(attempt, opts, rand) end
-  if deadline then
-    -- never wait past the deadline: near it, the wait shrinks to leave time for one more try
-    local room = deadline - now - opt(opts, "margin")
-    if room <= 0 then delay = 0 elseif delay > room / 2 then delay = room / 2 end
-  end
+  delay = math.max(delay, floor)
+  if deadline then delay = before_deadline(delay, floor, deadline, now, opts) end
   return {action = "retry", delay = delay}
 end
 

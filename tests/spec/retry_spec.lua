@@ -29,7 +29,22 @@ describe("assetd.retry", function()
     local d = retry.decide(e{status = 429, category = "http", retry_after = 120}, 1, 1000, 900)
     assert.are.equal("retry", d.action)
     assert.are.equal(47.5, d.delay)            -- (1000 - 900 - 5) / 2
-    assert.are.equal(0, retry.decide(e{category = "network"}, 1, 1000, 998).delay)
+    assert.are.equal(1, retry.decide(e{category = "network"}, 3, 1000, 996, nil, half).delay)   -- the floor
+  end)
+
+  it("never retries sooner than a floor growing with the attempt, Retry-After: 0 included", function()
+    for attempt, floor in ipairs{0.25, 0.5, 1, 2, 4, 4} do
+      local d = retry.decide(e{status = 429, category = "http", retry_after = 0}, attempt, nil, 0)
+      assert.are.same({action = "retry", delay = floor}, d)
+    end
+    assert.are.equal(0.1, retry.decide(e{category = "network"}, 1, nil, 0, {floor = 0.1, base = 0.01}).delay)
+  end)
+
+  it("inside the margin goes on trying at the floor, the last wait ending at the deadline", function()
+    assert.are.equal(0.5, retry.decide(e{category = "network"}, 2, 1000, 997).delay)     -- not 0
+    assert.are.equal(4, retry.decide(e{status = 503, category = "http"}, 9, 1000, 992).delay)
+    assert.are.equal(1.5, retry.decide(e{status = 503, category = "http"}, 9, 1000, 998.5).delay)
+    assert.are.equal("expire", retry.decide(e{status = 503, category = "http"}, 10, 1000, 1000).action)
   end)
 
   it("expires after the deadline, a 404 included", function()

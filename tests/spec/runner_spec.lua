@@ -200,6 +200,32 @@ describe("job runner", function()
     assert.are.equal("expired", fired[#fired].name)
   end)
 
+  it("a server failing instantly near the deadline gets a few dozen tries, not a tight loop", function()
+    -- the default policy, whose 5 s margin holds the whole 4 s left: every wait there used to
+    -- be 0 (thousands of requests and retry events); a 429 saying Retry-After: 0 did the same
+    r.retry = nil
+    local expires = assetd.now() + 4
+    s:fault{{path = "/files/busy", kind = "status", status = 503, count = -1},
+            {path = "/files/hurry", kind = "429", retry_after = "0", count = -1}}
+    for _, name in ipairs{"busy", "hurry"} do
+      r:enqueue{notionPageId = "page-" .. name, soraVideoId = "video_" .. name, batchId = "b", provider = "urls",
+                expiresAt = expires, assets = {{variant = "video", url = s.url .. "/files/" .. name .. ".mp4?size=1000"}}}
+    end
+    wait_for(function() return status("page-busy") == "expired" and status("page-hurry") == "expired" end, 10)
+    for _, name in ipairs{"busy", "hurry"} do
+      local tries, last, retries = 0, 0, 0
+      for _, e in ipairs(s:log()) do
+        if e.path:match("^/files/" .. name) then tries, last = tries + 1, e.t end
+      end
+      for _, e in ipairs(jobs:events(jobs:get("page-" .. name))) do
+        if e.kind == "retry" then retries = retries + 1 end
+      end
+      assert.is_true(tries >= 4 and tries <= 24, name .. ": " .. tries .. " requests in 4 s")
+      assert.is_true(retries <= 24, name .. ": " .. retries .. " retry events")
+      assert.is_true(last > expires - 1, name .. ": gave up before the deadline")   -- every chance taken
+    end
+  end)
+
   it("a failed generation fails the job with the API's message", function()
     s:video{id = "video_f", status = "failed", error = {code = "moderation_blocked", message = "blocked by moderation"}}
     r:enqueue{notionPageId = "page-f", soraVideoId = "video_f", batchId = "b"}
