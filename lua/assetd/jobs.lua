@@ -146,8 +146,22 @@ function Runner:await_ready(job)
   return res
 end
 
+-- 404s in a row that fail a waiting job: a gateway may not know a video for a moment after
+-- its creation, but a mistyped soraVideoId stays unknown and would keep the job waiting forever.
+M.NOT_FOUND_POLLS = 3
+
+-- Why a failed poll ends the wait (credentials refused, a persistent 404, another 4xx but
+-- 408/429), or nil to poll again. MISSES counts the 404s in a row so far.
+local function poll_verdict(job, err, misses)
+  if err.category == "auth" then return tostring(err) end
+  if err.status ~= 404 then return retry.client_error(err) and tostring(err) or nil end
+  if misses < M.NOT_FOUND_POLLS then return nil end
+  return string.format("video %s not found: the provider answered 404 to %d status polls in a row; check soraVideoId",
+                       job.soraVideoId, misses)
+end
+
 function Runner:poll_until_ready(job, alarm)
-  local p, attempt = self:provider(job), 0
+  local p, attempt, misses = self:provider(job), 0, 0
   while true do
     local st, err = p:status(self:job_view(job))
     if st and st.state == "completed" then
@@ -156,9 +170,10 @@ function Runner:poll_until_ready(job, alarm)
       return assert(self.jobs:transition(job, "pending", {completedAt = completed, expiresAt = expires}))
     elseif st and st.state == "failed" then
       return self:fail(job, st.error or "video generation failed")
-    elseif not st and err.category == "auth" then
-      return self:fail(job, tostring(err))
     end
+    misses = (not st and err.status == 404) and misses + 1 or 0
+    local verdict = not st and poll_verdict(job, err, misses)
+    if verdict then return self:fail(job, verdict) end
     attempt = attempt + 1
     local wait = math.min(self.poll.max, self.poll.interval * 1.5 ^ math.min(attempt - 1, 20))
     if not st and err.retry_after then wait = math.max(wait, err.retry_after) end

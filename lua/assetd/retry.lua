@@ -16,6 +16,13 @@ function M.backoff(attempt, opts, rand)
   return d * (1 - opt(opts, "jitter") * (rand or math.random)())
 end
 
+-- An answer that asking again will not change: a 4xx other than 408 (Request Timeout) and
+-- 429 (Too Many Requests). A 404 is one; a caller that allows for a lagging server counts them.
+function M.client_error(err)
+  local status = err.status
+  return status ~= nil and status >= 400 and status < 500 and status ~= 408 and status ~= 429
+end
+
 -- The shortest wait after try ATTEMPT: `floor`, doubling with each try up to 16 times it.
 -- Whatever the server says (Retry-After: 0) and however near the deadline, tries never come
 -- closer together than this, so a server that fails instantly never gets a tight loop.
@@ -42,12 +49,7 @@ function M.decide(err, attempt, deadline, now, opts, rand)
   if deadline and now >= deadline then
     return {action = "expire", reason = "the deadline passed: " .. tostring(err)}
   end
-  if status == 404 then
-    return {action = "fail", reason = tostring(err)}
-  end
-  if status and status >= 400 and status < 500 and status ~= 408 and status ~= 429 then
-    return {action = "fail", reason = tostring(err)}
-  end
+  if M.client_error(err) then return {action = "fail", reason = tostring(err)} end
   -- with a deadline, retry while it allows; without one, a bounded number of attempts
   if not deadline and attempt >= opt(opts, "attempts") then
     return {action = "fail", reason = "gave up after " .. attempt .. " attempts: " .. tostring(err)}

@@ -146,6 +146,45 @@ describe("job runner", function()
     wait_for(function() return status("page-w") == "completed" end)
   end)
 
+  local function status_polls(id)
+    local n = 0
+    for _, e in ipairs(s:log()) do
+      if e.path == "/v1/videos/" .. id then n = n + 1 end
+    end
+    return n
+  end
+
+  it("a video the provider keeps answering 404 for fails its waiting job, naming the id", function()
+    -- a gateway may not know a video for a moment after its creation: two 404s are waited out
+    s:video{id = "video_lag", sizes = {video = 1000, thumbnail = 100, spritesheet = 100}}
+    s:fault{path = "/videos/video_lag$", kind = "status", status = 404, count = 2}
+    r:enqueue{notionPageId = "page-lag", soraVideoId = "video_lag", batchId = "b"}
+    r:enqueue{notionPageId = "page-typo", soraVideoId = "video_typo", batchId = "b"}   -- no such video
+    wait_for(function() return status("page-typo") == "failed" end, 10)
+    local err = jobs:get("page-typo").error
+    assert.matches("video_typo not found", err, 1, true)
+    assert.matches("soraVideoId", err, 1, true)
+    assert.are.equal(3, status_polls("video_typo"))
+    local hooked
+    for _, f in ipairs(fired) do hooked = hooked or (f.name == "failed" and f.job.notionPageId == "page-typo") end
+    assert.is_true(hooked, "the failed hook did not fire")
+    wait_for(function() return status("page-lag") == "completed" end, 10)
+  end)
+
+  it("another 4xx while waiting fails at once; 408 and 429 are polled again", function()
+    s:video{{id = "video_400", sizes = {video = 1000, thumbnail = 100, spritesheet = 100}},
+            {id = "video_408", sizes = {video = 1000, thumbnail = 100, spritesheet = 100}}}
+    s:fault{{path = "/videos/video_400$", kind = "status", status = 400, count = -1},
+            {path = "/videos/video_408$", kind = "status", status = 408, count = 2},
+            {path = "/videos/video_408$", kind = "429", retry_after = "0", count = 1}}
+    r:enqueue{notionPageId = "page-400", soraVideoId = "video_400", batchId = "b"}
+    r:enqueue{notionPageId = "page-408", soraVideoId = "video_408", batchId = "b"}
+    wait_for(function() return status("page-408") == "completed" end, 10)
+    assert.are.equal("failed", status("page-400"))
+    assert.matches("HTTP 400", jobs:get("page-400").error)
+    assert.are.equal(1, status_polls("video_400"))
+  end)
+
   it("a Notion outage never re-downloads; the sync catches up", function()
     s:video{id = "video_n", sizes = {video = 1000, thumbnail = 100, spritesheet = 100}}
     s:fault{path = "/notion/v1/pages", kind = "status", status = 503, count = 4}
