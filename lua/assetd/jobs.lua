@@ -176,7 +176,8 @@ function Runner:poll_until_ready(job, alarm)
     if verdict then return self:fail(job, verdict) end
     attempt = attempt + 1
     local wait = math.min(self.poll.max, self.poll.interval * 1.5 ^ math.min(attempt - 1, 20))
-    if not st and err.retry_after then wait = math.max(wait, err.retry_after) end
+    -- honoured up to the longest poll wait: a huge Retry-After would sleep past the video's window
+    if not st and err.retry_after then wait = math.min(math.max(wait, err.retry_after), self.poll.max) end
     if alarm:sleep(wait) == nil then return self.jobs:get(job.id) end     -- canceled
     job = self.jobs:get(job.id)
     if job.status ~= "waiting" then return job end

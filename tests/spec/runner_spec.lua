@@ -185,6 +185,15 @@ describe("job runner", function()
     assert.are.equal(1, status_polls("video_400"))
   end)
 
+  it("a waiting job honours a Retry-After only up to poll.max", function()
+    -- an hour's Retry-After would sleep past the whole download window of the video
+    s:video{id = "video_ra", sizes = {video = 1000, thumbnail = 100, spritesheet = 100}}
+    s:fault{path = "/videos/video_ra$", kind = "429", retry_after = "3600", count = 1}
+    r:enqueue{notionPageId = "page-ra", soraVideoId = "video_ra", batchId = "b"}
+    wait_for(function() return status("page-ra") == "completed" end, 5)
+    assert.are.equal(2, status_polls("video_ra"))
+  end)
+
   it("a Notion outage never re-downloads; the sync catches up", function()
     s:video{id = "video_n", sizes = {video = 1000, thumbnail = 100, spritesheet = 100}}
     s:fault{path = "/notion/v1/pages", kind = "status", status = 503, count = 4}
