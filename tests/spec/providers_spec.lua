@@ -34,6 +34,28 @@ describe("providers", function()
     assert.is_not_nil(st.completedAt)
   end)
 
+  it("openai: ISO 8601 times are read; milliseconds, far-off years and junk are ignored", function()
+    -- a gateway's ISO strings failed the job ("bad argument #-2 to 'transition'"), and
+    -- milliseconds put the deadline in the year 55000, where no alert or expiry ever fires
+    local now = math.floor(assetd.now())
+    local function answer(id, completed, expires)
+      s:fault{path = "/videos/" .. id .. "$", kind = "status", status = 200, count = -1, body = {
+        id = id, object = "video", status = "completed", progress = 100, completed_at = completed, expires_at = expires}}
+    end
+    answer("video_iso", os.date("!%Y-%m-%dT%H:%M:%SZ", now), os.date("!%Y-%m-%dT%H:%M:%S.5+00:00", now + 3600))
+    answer("video_ms", now * 1000, (now + 3600) * 1000)
+    answer("video_far", now, now + 20 * 365 * 86400)
+    answer("video_junk", "yesterday", true)
+    local st = assert(p():status{soraVideoId = "video_iso"})
+    assert.are.same({now, now + 3600.5}, {st.completedAt, st.expiresAt})
+    for id, completed in pairs{video_ms = false, video_far = now, video_junk = false} do
+      st = assert(p():status{soraVideoId = id})
+      assert.are.equal("completed", st.state)
+      assert.are.equal(completed or nil, st.completedAt, id)
+      assert.is_nil(st.expiresAt, id)
+    end
+  end)
+
   it("openai: a wrong key is an auth error naming the credential, never the key", function()
     s:video{id = "video_k"}
     local st, err = p("sk-wrong"):status{soraVideoId = "video_k"}

@@ -6,6 +6,7 @@
 --   assets(job) -> {{variant, url, headers, ext}, ...}
 local assetd = require "assetd"
 local cjson = require "cjson"
+local timefmt = require "assetd.timefmt"
 
 local M = {}
 M.__index = M
@@ -36,6 +37,20 @@ local function auth_error(status)
     "the videos API refused the credentials (HTTP %d): check OPENAI_API_KEY", status), {status = status})
 end
 
+-- A time of the video object as unix seconds, or nil for none or an unusable one: gateways
+-- differ, some send ISO 8601 strings (parsed), some milliseconds, which would put the deadline
+-- in the year 55000 where no alert or expiry ever fires. So a time must lie within ten years
+-- of now; without it the runner falls back to completedAt + 1 h.
+local SANE = 10 * 365 * 86400
+
+local function unix_time(v, field, id)
+  if v == nil or v == cjson.null then return nil end
+  local t = timefmt.parse(v)
+  if t and math.abs(t - assetd.now()) <= SANE then return t end
+  assetd.log.warn("the videos API gave an unusable time; ignored", {video = id, field = field, value = tostring(v):sub(1, 64)})
+  return nil
+end
+
 function M:status(job)
   if not self.api_key then return nil, assetd.error("auth", "OPENAI_API_KEY is not set") end
   local res, err = assetd.fetch{url = self.base_url .. "/videos/" .. job.soraVideoId, headers = self:headers(),
@@ -51,8 +66,8 @@ function M:status(job)
   if not ok or type(v) ~= "table" then
     return nil, assetd.error("protocol", "the videos API answered with malformed JSON")
   end
-  local expires = v.expires_at ~= cjson.null and v.expires_at or nil
-  local completed = v.completed_at ~= cjson.null and v.completed_at or nil
+  local expires = unix_time(v.expires_at, "expires_at", job.soraVideoId)
+  local completed = unix_time(v.completed_at, "completed_at", job.soraVideoId)
   if v.status == "completed" then
     return {state = "completed", completedAt = completed, expiresAt = expires}
   elseif v.status == "failed" then
