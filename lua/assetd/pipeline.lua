@@ -5,19 +5,20 @@ local assetd = require "assetd"
 
 local M = {}
 
--- The schema: a type name, or a table of fields. "fn" is a function.
+-- The schema: a type name, a kind of number (NUMBERS), or a table of fields. "fn" is a function.
 M.schema = {
   storage = {root = "string", public_base_url = "string", direct_io = "boolean"},
-  sora = {variants = "table", poll = {interval = "number", max = "number", with_webhooks = "number"},
-          retry = {attempts = "number", base = "number", cap = "number", jitter = "number", margin = "number",
-                   floor = "number"},
+  sora = {variants = "table", poll = {interval = "positive", max = "positive", with_webhooks = "positive"},
+          retry = {attempts = "count", base = "positive", cap = "positive", jitter = "fraction", margin = "nonnegative",
+                   floor = "positive"},
           base_url = "string"},
   naming = "fn",
-  notion = {properties = "fn", fields = "table", version = "string", rate = "number", on_error = "fn",
+  notion = {properties = "fn", fields = "table", version = "string", rate = "positive", on_error = "fn",
             base_url = "string", enabled = "boolean"},
-  alerts = {warn_before = "number", expiring = "fn", expired = "fn", failed = "fn", completed = "fn"},
-  http = {listen = "string", enabled = "boolean", max_body = "number", max_conns = "number", timeout = "number"},
-  limits = {max_active = "number", per_host = "number", max_bytes_per_sec = "number", max_jobs = "number"},
+  alerts = {warn_before = "nonnegative", expiring = "fn", expired = "fn", failed = "fn", completed = "fn"},
+  http = {listen = "string", enabled = "boolean", max_body = "count", max_conns = "count", timeout = "count"},
+  -- per_host 0: no limit per host; max_bytes_per_sec 0: no cap
+  limits = {max_active = "count", per_host = "nonnegative", max_bytes_per_sec = "nonnegative", max_jobs = "count"},
   jobs = "table",
   on_start = "fn",
   providers = "table",
@@ -28,14 +29,29 @@ local function typename(v)
   return t == "function" and "fn" or t
 end
 
-local function check(value, schema, path, errs)
-  if type(schema) == "string" then
-    if typename(value) ~= schema then
-      errs[#errs + 1] = string.format("%s: expected %s, got %s", path,
-        schema == "fn" and "a function" or "a " .. schema, type(value))
-    end
-    return
+-- Kinds of number, for keys whose type alone lets through values that freeze the daemon: a
+-- poll interval of 0 is a tight loop, a Notion rate of 0 an endless pacing wait, max_jobs 0 no
+-- download slot ever. {what the error says, the test}; NaN fails every test.
+local NUMBERS = {
+  positive = {"a number > 0", function(v) return v > 0 end},
+  nonnegative = {"a number >= 0", function(v) return v >= 0 end},
+  count = {"an integer > 0", function(v) return v > 0 and v == math.floor(v) end},
+  fraction = {"a number from 0 to 1", function(v) return v >= 0 and v <= 1 end},
+}
+
+local function check_leaf(value, schema, path, errs)
+  local num = NUMBERS[schema]
+  if num and not (type(value) == "number" and num[2](value)) then
+    errs[#errs + 1] = string.format("%s: expected %s, got %s", path, num[1],
+      type(value) == "number" and tostring(value) or type(value))
+  elseif not num and typename(value) ~= schema then
+    errs[#errs + 1] = string.format("%s: expected %s, got %s", path,
+      schema == "fn" and "a function" or "a " .. schema, type(value))
   end
+end
+
+local function check(value, schema, path, errs)
+  if type(schema) == "string" then return check_leaf(value, schema, path, errs) end
   if type(value) ~= "table" then
     errs[#errs + 1] = string.format("%s: expected a table, got %s", path, type(value))
     return

@@ -30,6 +30,32 @@ describe("assetd pipeline.lua", function()
     assert.matches("pipeline.alerts.expiring: expected a function, got number", out)
   end)
 
+  it("--check refuses intervals, rates and limits that would freeze the daemon, naming each key", function()
+    -- poll interval 0: a tight polling loop; max_jobs 0: no job ever gets a slot; Notion rate
+    -- 0: an endless pacing wait; retry floor 0: retries with no wait between them
+    local path = script([[return {sora = {poll = {interval = 0, max = -5}, retry = {floor = 0, jitter = 2, attempts = 2.5}},
+      notion = {rate = 0}, limits = {max_jobs = 0, max_active = "8"}, http = {max_conns = 0}, alerts = {warn_before = -1}}
+]])
+    local out, rc = run(bin .. " --check " .. path)
+    os.remove(path)
+    assert.are.equal(1, rc)
+    for _, line in ipairs{"sora.poll.interval: expected a number > 0, got 0", "sora.poll.max: expected a number > 0, got -5",
+                          "sora.retry.floor: expected a number > 0, got 0", "sora.retry.jitter: expected a number from 0 to 1, got 2",
+                          "sora.retry.attempts: expected an integer > 0, got 2.5", "notion.rate: expected a number > 0, got 0",
+                          "limits.max_jobs: expected an integer > 0, got 0", "limits.max_active: expected an integer > 0, got string",
+                          "http.max_conns: expected an integer > 0, got 0", "alerts.warn_before: expected a number >= 0, got -1"} do
+      assert.is_truthy(out:find("pipeline." .. line, 1, true), line .. "\n" .. out)
+    end
+  end)
+
+  it("--check takes the zeros that mean something: no per-host limit, no byte cap, no margin", function()
+    local path = script('return {limits = {per_host = 0, max_bytes_per_sec = 0}, sora = {retry = {margin = 0, jitter = 0}}}\n')
+    local out, rc = run(bin .. " --check " .. path .. " --data /tmp/assetd-check")
+    os.remove(path)
+    assert.are.equal(0, rc, out)
+    assert.matches("pipeline OK", out)
+  end)
+
   it("runs a pipeline end to end: files stored, Notion updated, exit 0 (done, or on SIGTERM)", function()
     local s = sim.start("--openai-key sk-e2e --notion-token secret_e2e")
     s:video{{id = "video_p1", sizes = {video = 200000, thumbnail = 2000, spritesheet = 4000}},
