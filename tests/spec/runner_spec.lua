@@ -35,13 +35,16 @@ describe("job runner", function()
 
   local wait_for = sim.eventually
   local function status(page) return jobs:get(page).status end
-  local function content_requests()
+  -- The simulator's requests whose path PRED accepts.
+  local function requests(pred)
     local n = {}
     for _, e in ipairs(s:log()) do
-      if e.path:match("/content") then n[#n + 1] = e end
+      if pred(e.path) then n[#n + 1] = e end
     end
     return n
   end
+  local function content_requests() return requests(function(path) return path:match("/content") end) end
+  local function status_polls(id) return #requests(function(path) return path == "/v1/videos/" .. id end) end
 
   it("downloads all variants together, stores V1 byte-exact, records it on Notion", function()
     s:video{id = "video_1", sizes = {video = 300000, thumbnail = 100000, spritesheet = 100000}}
@@ -145,14 +148,6 @@ describe("job runner", function()
     assert.are.equal("waiting", status("page-w"))
     wait_for(function() return status("page-w") == "completed" end)
   end)
-
-  local function status_polls(id)
-    local n = 0
-    for _, e in ipairs(s:log()) do
-      if e.path == "/v1/videos/" .. id then n = n + 1 end
-    end
-    return n
-  end
 
   it("a video the provider keeps answering 404 for fails its waiting job, naming the id", function()
     -- a gateway may not know a video for a moment after its creation: two 404s are waited out
