@@ -55,8 +55,9 @@ function Client:__tostring()
 end
 
 -- The next free turn: one request per interval, in arrival order, none before blocked_until.
+-- On the monotonic clock: a wall clock set back an hour would hold every update an hour.
 local function take_slot(self)
-  local slot = math.max(assetd.now(), self.next_slot, self.blocked_until)
+  local slot = math.max(assetd.monotonic(), self.next_slot, self.blocked_until)
   self.next_slot = slot + self.interval
   return slot
 end
@@ -68,7 +69,7 @@ function Client:pace()
   local slot = take_slot(self)
   while true do
     if slot < self.blocked_until then slot = take_slot(self) end
-    local wait = slot - assetd.now()
+    local wait = slot - assetd.monotonic()
     if wait <= 0 then return true end
     local ok, err = assetd.sleep(wait)
     if not ok then return nil, err end
@@ -79,7 +80,7 @@ end
 -- says why). Returns the seconds held.
 function Client:block(retry_after)
   local wait = math.min(retry_after or 1, self.max_retry_after)
-  self.blocked_until = math.max(self.blocked_until, assetd.now() + wait)
+  self.blocked_until = math.max(self.blocked_until, assetd.monotonic() + wait)
   return wait
 end
 
