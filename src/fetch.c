@@ -64,10 +64,13 @@ static void fail(fetch_xfer *x, const char *category, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void fail(fetch_xfer *x, const char *category, const char *fmt, ...) {
     if (x->res.category) return;           /* the first failure is the cause */
+    char raw[sizeof x->res.message];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(x->res.message, sizeof x->res.message, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
+    /* upstream bodies may quote a key, and URLs may carry user:password */
+    log_redact_into(raw, x->res.message, sizeof x->res.message);
     x->res.category = category;
 }
 

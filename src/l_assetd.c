@@ -310,6 +310,31 @@ static int l_log_info(lua_State *L) { return log_at(L, LOG_INFO); }
 static int l_log_warn(lua_State *L) { return log_at(L, LOG_WARN); }
 static int l_log_error(lua_State *L) { return log_at(L, LOG_ERROR); }
 
+const char *l_pushredacted(lua_State *L, const char *s) {
+    size_t n = log_redact_into(s, NULL, 0);
+    luaL_Buffer b;
+    char *p = luaL_buffinitsize(L, &b, n + 1);
+    log_redact_into(s, p, n + 1);
+    luaL_pushresultsize(&b, n);
+    return lua_tostring(L, -1);
+}
+
+/* assetd.redact(text) -> text with secret values and URL passwords as [redacted] */
+static int l_redact(lua_State *L) {
+    l_pushredacted(L, luaL_checkstring(L, 1));
+    return 1;
+}
+
+/* assetd.secret_env -> the names of the environment variables holding secrets */
+static void push_secret_env(lua_State *L) {
+    lua_newtable(L);
+    const char *const *names = log_secret_env();
+    for (int i = 0; names[i]; i++) {
+        lua_pushstring(L, names[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+}
+
 static int l_is_secret_key(lua_State *L) {
     lua_pushboolean(L, log_is_secret_key(luaL_checkstring(L, 1)));
     return 1;
@@ -349,7 +374,7 @@ int luaopen_assetd_core(lua_State *L) {
     static const luaL_Reg fns[] = {
         {"now", l_now}, {"monotonic", l_monotonic}, {"sleep", l_sleep}, {"timer", l_timer},
         {"at", l_at}, {"alarm", l_alarm}, {"spawn", l_spawn}, {"stop", l_stop}, {"error", l_error},
-        {"is_secret_key", l_is_secret_key}, {NULL, NULL}};
+        {"is_secret_key", l_is_secret_key}, {"redact", l_redact}, {NULL, NULL}};
     static const luaL_Reg logfns[] = {
         {"debug", l_log_debug}, {"info", l_log_info}, {"warn", l_log_warn},
         {"error", l_log_error}, {NULL, NULL}};
@@ -362,6 +387,8 @@ int luaopen_assetd_core(lua_State *L) {
     luaL_newlib(L, fns);
     luaL_newlib(L, logfns);
     lua_setfield(L, -2, "log");
+    push_secret_env(L);
+    lua_setfield(L, -2, "secret_env");
     push_options(L, &rt_get(L)->opts);
     lua_setfield(L, -2, "options");
     lua_pushstring(L, rt_get(L)->luadir);

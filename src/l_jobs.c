@@ -144,7 +144,8 @@ static int l_transition(lua_State *L) {
         in.completed_at = v[2];
         in.expires_at = v[3];
         if (lua_getfield(L, 4, "error") != LUA_TNIL) set |= JOBDB_SET_ERROR;
-        in.error = lua_toboolean(L, -1) ? (char *)luaL_checkstring(L, -1) : NULL;
+        /* stored errors reach the API, alerts and Notion: never with a secret in them */
+        in.error = lua_toboolean(L, -1) ? (char *)l_pushredacted(L, luaL_checkstring(L, -1)) : NULL;
         if (lua_getfield(L, 4, "data") != LUA_TNIL) { set |= JOBDB_SET_DATA; in.data = (char *)luaL_checkstring(L, -1); }
     }
     int rc = jobdb_transition(s->db, id, to, &in, set, &out);
@@ -238,7 +239,8 @@ static int l_events(lua_State *L) {
 
 static int l_event(lua_State *L) {
     ljobs *s = check_store(L);
-    int rc = jobdb_event_add(s->db, job_id_arg(L, 2), luaL_checkstring(L, 3), luaL_optstring(L, 4, NULL));
+    const char *detail = lua_isnoneornil(L, 4) ? NULL : l_pushredacted(L, luaL_checkstring(L, 4));
+    int rc = jobdb_event_add(s->db, job_id_arg(L, 2), luaL_checkstring(L, 3), detail);
     if (rc) return fail_db(L, s, rc);
     lua_pushboolean(L, 1);
     return 1;

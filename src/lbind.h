@@ -18,6 +18,9 @@ void l_repl_open(lua_State *L);
  * it. Leaves the stack as it was. */
 void l_newclass(lua_State *L, const char *name, const luaL_Reg *methods, const luaL_Reg *meta);
 
+/* Push S with its secrets redacted (log_redact) as a Lua string, and return it. */
+const char *l_pushredacted(lua_State *L, const char *s);
+
 /* Option readers shared by the bindings: field K of the table at index T. */
 double l_optnumfield(lua_State *L, int t, const char *k, double def);
 /* An integer, or a float with an exact integer value (not 1e300). */

@@ -5,6 +5,7 @@
 
 #include <stdarg.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/time.h>
@@ -42,11 +43,63 @@ int log_enabled(enum log_level level) { return level >= cur_level; }
 const char *log_level_name(enum log_level level) { return level_names[level]; }
 
 int log_is_secret_key(const char *key) {
-    static const char *const words[] = {"token", "secret", "password", "authorization",
-                                        "api_key", "apikey", "cookie", NULL};
+    static const char *const words[] = {"token", "secret", "password", "authorization", "api_key",
+                                        "api-key", "apikey", "cookie", "signature", NULL};
     for (int i = 0; words[i]; i++)
         if (strcasestr(key, words[i])) return 1;
     return 0;
+}
+
+/* The environment variables that hold secrets (design.md): their values are redacted wherever
+ * they appear, since upstream error bodies and user hooks may quote them. */
+static const char *const secret_env[] = {"OPENAI_API_KEY", "NOTION_TOKEN", "OPENAI_WEBHOOK_SECRET",
+                                         "ASSETD_API_TOKEN", NULL};
+
+const char *const *log_secret_env(void) { return secret_env; }
+
+#define REDACTED "[redacted]"
+
+/* The end of a URL's authority from S (after "://"), and the '@' ending its user:password if
+ * it has one. */
+static const char *userinfo_end(const char *s) {
+    return memrchr(s, '@', strcspn(s, "/?# \t\r\n\"'<>"));
+}
+
+size_t log_redact_into(const char *s, char *out, size_t cap) {
+    const char *vals[sizeof secret_env / sizeof *secret_env];
+    size_t lens[sizeof secret_env / sizeof *secret_env], nv = 0, n = 0;
+    for (int i = 0; secret_env[i]; i++) {
+        const char *v = getenv(secret_env[i]);
+        if (v && strlen(v) >= 4) vals[nv] = v, lens[nv++] = strlen(v);   /* shorter: too common */
+    }
+#define EMIT(p, k) do { for (size_t j_ = 0; j_ < (k); j_++, n++) if (out && n + 1 < cap) out[n] = (p)[j_]; } while (0)
+    while (*s) {
+        const char *at = strncmp(s, "://", 3) == 0 ? userinfo_end(s + 3) : NULL;
+        if (at) {                                  /* scheme://user:password@host */
+            EMIT("://" REDACTED, 3 + sizeof REDACTED - 1);
+            s = at;
+            continue;
+        }
+        size_t i = 0;
+        while (i < nv && strncmp(s, vals[i], lens[i]) != 0) i++;
+        if (i < nv) {
+            EMIT(REDACTED, sizeof REDACTED - 1);
+            s += lens[i];
+            continue;
+        }
+        EMIT(s, 1);
+        s++;
+    }
+#undef EMIT
+    if (out && cap) out[n < cap ? n : cap - 1] = '\0';
+    return n;
+}
+
+char *log_redact(const char *s) {
+    size_t n = log_redact_into(s, NULL, 0);
+    char *out = malloc(n + 1);
+    if (out) log_redact_into(s, out, n + 1);
+    return out;
 }
 
 /* A growing line buffer with a fixed cap: an enormous field is cut, never allocated. */
@@ -93,7 +146,9 @@ static void put_time(line_t *l) {
 }
 
 static void put_pair(line_t *l, const char *key, const char *val, int raw) {
-    if (log_is_secret_key(key)) { val = "[redacted]"; raw = 0; }
+    char red[sizeof l->buf];
+    if (log_is_secret_key(key)) { val = REDACTED; raw = 0; }
+    else if (!raw) { log_redact_into(val, red, sizeof red); val = red; }
     if (cur_format == LOG_JSON) {
         puts_(l, ",\"");
         put_escaped(l, key, 1);
@@ -121,8 +176,10 @@ void log_fields(enum log_level level, const char *msg, const log_field *f, size_
         put_time(&l);
         puts_(&l, "\",\"level\":\"");
         puts_(&l, level_names[level]);
+        char red[sizeof l.buf];
+        log_redact_into(msg, red, sizeof red);
         puts_(&l, "\",\"msg\":\"");
-        put_escaped(&l, msg, 1);
+        put_escaped(&l, red, 1);
         puts_(&l, "\"");
     } else {
         puts_(&l, "ts=");

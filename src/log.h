@@ -24,6 +24,13 @@ int log_enabled(enum log_level level);
 const char *log_level_name(enum log_level level);
 /* Whether a field of this name must never be written as it is. */
 int log_is_secret_key(const char *key);
+/* The names of the environment variables holding secrets, NULL-terminated. */
+const char *const *log_secret_env(void);
+/* S with the values of those variables (of 4 bytes or more) and every URL's user:password
+ * replaced by "[redacted]": into OUT (at most CAP bytes with the NUL; OUT may be NULL to
+ * measure), returning the whole length; or as a new string the caller frees (NULL: no memory). */
+size_t log_redact_into(const char *s, char *out, size_t cap);
+char *log_redact(const char *s);
 
 void log_fields(enum log_level level, const char *msg, const log_field *f, size_t n);
 /* Convenience: key, value string pairs ended by NULL. */

@@ -10,7 +10,7 @@ M.max_depth = 4       -- deeper tables print as {...}
 M.max_items = 100     -- entries shown per table
 M.width = 78          -- a table that fits on one line is printed on one line
 
-M.secret_env = {"OPENAI_API_KEY", "NOTION_TOKEN", "OPENAI_WEBHOOK_SECRET", "ASSETD_API_TOKEN"}
+M.secret_env = assetd.secret_env         -- one list, src/log.c's
 
 -- The secret values set in the environment now.
 function M.secrets()
@@ -29,22 +29,8 @@ function M.is_secret_value(s)
   return false
 end
 
--- TEXT with every secret value (4 bytes or more) in it replaced.
-function M.redact(text)
-  for _, v in ipairs(M.secrets()) do
-    if #v >= 4 then
-      local out, i = {}, 1
-      while true do
-        local a, b = text:find(v, i, true)
-        if not a then break end
-        out[#out + 1] = text:sub(i, a - 1) .. "[redacted]"
-        i = b + 1
-      end
-      if #out > 0 then text = table.concat(out) .. text:sub(i) end
-    end
-  end
-  return text
-end
+-- TEXT with every secret value (4 bytes or more) and URL password in it replaced.
+M.redact = assetd.redact                  -- the same redaction as the logs and the job store
 
 -- ---- units -------------------------------------------------------------------------------
 

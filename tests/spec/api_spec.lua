@@ -252,6 +252,24 @@ print(r.status, round(time.time() - t, 2))
     assert.is_true(big == 431 or big == 413, tostring(big))
   end)
 
+  it("keeps secrets out of job errors and the log: a key an upstream echoes, a URL's password", function()
+    s:fault{path = "/files/echo", kind = "status", status = 403, body = "denied for key sk-api (Bearer secret_api)", count = -1}
+    local url = s.openai:gsub("^http://", "http://svc:hunter2@"):gsub("/v1$", "") .. "/files/echo"
+    local status = d:json("POST", "/api/downloads", {body = {notionPageId = "page-s", soraVideoId = "video_s", batchId = "b",
+      provider = "urls", expiresAt = os.date("!%Y-%m-%dT%H:%M:%SZ", os.time() + 600),
+      assets = {{variant = "video", url = url}}}})
+    assert.are.equal(202, status)
+    daemon.eventually(function() return job_status(d, "page-s") == "failed" end, 15, "page-s failed")
+    local _, job = d:json("POST", "/api/downloads/status", {body = {notionPageId = "page-s"}})
+    assert.matches("HTTP 403", job.error)
+    assert.matches("[redacted]", job.error, 1, true)
+    for _, text in ipairs{job.error, d:log()} do
+      assert.is_nil(text:find("sk-api", 1, true))
+      assert.is_nil(text:find("secret_api", 1, true))
+      assert.is_nil(text:find("hunter2", 1, true))
+    end
+  end)
+
   it("POST /api/downloads/redownload stores a completed video again as the next version", function()
     s:video{id = "video_r", sizes = {video = 50000, thumbnail = 3000, spritesheet = 5000}}
     d:json("POST", "/api/downloads", {body = {notionPageId = "page-r", soraVideoId = "video_r", batchId = "batch1"}})
