@@ -36,6 +36,8 @@ M.redact = assetd.redact                  -- the same redaction as the logs and 
 
 -- 492 -> "8m12s", 180 -> "3m", 7260 -> "2h01m"
 function M.duration(s)
+  if s ~= s then return "?" end
+  if math.abs(s) == math.huge then return "forever" end
   s = math.floor(math.abs(s) + 0.5)
   local function two(a, ua, b, ub)
     return b == 0 and string.format("%d%s", a, ua) or string.format("%d%s%02d%s", a, ua, b, ub)

@@ -231,7 +231,11 @@ function Session:run(fn)
       self.interrupted = nil
       self:err(ok and "interrupted" or message(...))
     elseif ok then
-      if select("#", ...) > 0 then self:show(...) end
+      -- a value the printer cannot show (a raising __index, math.huge as a duration) is an
+      -- error to report, not a session left without its prompt
+      local shown, why = true, nil
+      if select("#", ...) > 0 then shown, why = pcall(self.show, self, ...) end
+      if not shown then self:err("cannot print the value: " .. message(why)) end
     else
       self:err(message(...))
     end

@@ -316,6 +316,16 @@ return {
     stop_daemon(pid)
   end)
 
+  it("attach: a value the printer cannot show is reported, and the session goes on", function()
+    local pid = start_daemon()
+    local out, rc = attach("setmetatable({}, {__pairs = function() error('no pairs') end})\n" ..
+                           "expiring(math.huge)\n'next'\n")
+    assert.are.equal(0, rc, out)
+    assert.matches("cannot print the value: .*no pairs", out)
+    assert.matches('"next"\n$', out)
+    stop_daemon(pid)
+  end)
+
   it("attach: output over what may wait for a client is refused with a notice; the session goes on", function()
     local pid = start_daemon()
     local out, rc = attach(string.format("print(('x'):rep(%d))\n'next'\n", 300 << 20))
