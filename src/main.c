@@ -67,7 +67,7 @@ static int parse_args(int argc, char **argv, struct rt_options *o, int *script_i
         else if (takes_value && !strcmp(a, "--data")) o->data = argv[++i];
         else if (takes_value && !strcmp(a, "--log-level")) o->log_level = argv[++i];
         else if (takes_value && !strcmp(a, "--log-format")) o->log_format = argv[++i];
-        else if (*script_index < 0 && a[0] == '-' && a[1] != '\0') { free(rest); return usage_error("unknown option ", a); }
+        else if (*script_index < 0 && !opts_done && a[0] == '-' && a[1] != '\0') { free(rest); return usage_error("unknown option ", a); }
         else if (*script_index < 0) *script_index = i;
         else rest[nrest++] = argv[i];
     }

@@ -53,12 +53,22 @@ local function err(status, code, message, headers)
   return require("assetd.api").error_response(status, code, message, headers)
 end
 
+-- If-None-Match: "*" or a list of tags, each compared weakly (RFC 9110 13.1.2: W/ ignored).
+local function etag_matches(header, etag)
+  for tag in header:gmatch("[^,]+") do
+    tag = tag:match("^%s*(.-)%s*$"):gsub("^W/", "")
+    if tag == "*" or tag == etag then return true end
+  end
+  return false
+end
+
 function Files:serve(req)
   local m = self:match(req.path)
   if req.method ~= "GET" and req.method ~= "HEAD" then
     return err(405, "method_not_allowed", req.method .. " is not allowed on assets", {Allow = "GET, HEAD"})
   end
-  if not m.batch or not assetd.store.valid_id(m.batch) or not assetd.store.valid_name(m.name) then
+  -- a dot-name is a download still being written (.NAME.part): never served
+  if not m.batch or not assetd.store.valid_id(m.batch) or not assetd.store.valid_name(m.name) or m.name:sub(1, 1) == "." then
     return err(404, "not_found", "no such asset")
   end
   local rel = m.batch .. "/" .. m.name
@@ -68,10 +78,11 @@ function Files:serve(req)
   local headers = {
     ["Content-Type"] = M.types[(m.name:match("%.(%w+)$") or ""):lower()] or "application/octet-stream",
     ["Accept-Ranges"] = "bytes", ETag = etag, ["Last-Modified"] = http_date(info.mtime),
-    ["Cache-Control"] = "public, max-age=3600", ["X-Content-Type-Options"] = "nosniff",
+    -- private: with ASSETD_API_TOKEN set an asset needs the token, which a shared cache would skip
+    ["Cache-Control"] = "private, max-age=3600", ["X-Content-Type-Options"] = "nosniff",
   }
   local inm = req.headers["if-none-match"]
-  if (inm and (inm == etag or inm == "*")) or (not inm and req.headers["if-modified-since"] == headers["Last-Modified"]) then
+  if (inm and etag_matches(inm, etag)) or (not inm and req.headers["if-modified-since"] == headers["Last-Modified"]) then
     return {status = 304, headers = headers, body = ""}
   end
   local off, len = M.range(req.headers.range, info.size)

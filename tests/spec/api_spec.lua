@@ -209,15 +209,20 @@ describe("HTTP API", function()
     local _, _, h1 = d:request("HEAD", path)
     assert.are.equal(tostring(#file), h1["content-length"])
     assert.are.equal(304, (d:request("GET", path, {headers = {["If-None-Match"] = h1.etag}})))
+    assert.are.equal(304, (d:request("GET", path, {headers = {["If-None-Match"] = '"other", W/' .. h1.etag}})))
+    assert.are.equal(200, (d:request("GET", path, {headers = {["If-None-Match"] = '"other"'}})))
+    assert.matches("^private", h1["cache-control"])
     local _, _, ht = d:request("GET", "/generated-videos/batch1/video_a_V1_thumbnail.webp")
     assert.are.equal("image/webp", ht["content-type"])
   end)
 
   it("never serves anything outside the storage root", function()
     os.execute(string.format("ln -s /etc/passwd %s/root/batch1/link.mp4 && ln -s /etc %s/root/etcdir", d.dir, d.dir))
+    os.execute(string.format("echo partial > %s/root/batch1/.partial.mp4.part", d.dir))    -- still being written
     for _, p in ipairs{"/generated-videos/../data/jobs.db", "/generated-videos/batch1/..%2F..%2Fdata%2Fjobs.db",
                        "/generated-videos/%2e%2e/data/jobs.db", "/generated-videos/batch1/link.mp4",
-                       "/generated-videos/etcdir/passwd", "/generated-videos/batch1", "/generated-videos/..%2fdata/jobs.db"} do
+                       "/generated-videos/etcdir/passwd", "/generated-videos/batch1", "/generated-videos/..%2fdata/jobs.db",
+                       "/generated-videos/batch1/.partial.mp4.part"} do
       local status, body = d:request("GET", p, {raw = "--path-as-is"})
       assert.are.equal(404, status, p)
       assert.is_nil(body:find("root:", 1, true), p)
