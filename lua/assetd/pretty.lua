@@ -185,7 +185,8 @@ end
 
 -- S cut to N characters.
 function M.cut(s, n)
-  s = tostring(s or ""):gsub("\n.*", "")
+  -- control characters from an upstream's text (ESC, OSC sequences) must not reach a terminal
+  s = tostring(s or ""):gsub("\n.*", ""):gsub("[%c\127]", "?")
   return #s > n and s:sub(1, n - 1) .. "~" or s
 end
 

@@ -31,16 +31,20 @@ function M.parse(v)
   local y, mo, d, h, mi, sec, frac, tz = v:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)[Tt ](%d%d):(%d%d):(%d%d)(%.?%d*)(.*)$")
   if not y then return nil end
   y, mo, d, h, mi, sec = tonumber(y), tonumber(mo), tonumber(d), tonumber(h), tonumber(mi), tonumber(sec)
-  if mo < 1 or mo > 12 or d < 1 or d > 31 or h > 23 or mi > 59 or sec > 60 then return nil end
+  local leap = y % 4 == 0 and (y % 100 ~= 0 or y % 400 == 0)
+  local mdays = mo == 2 and (leap and 29 or 28) or ((mo == 4 or mo == 6 or mo == 9 or mo == 11) and 30 or 31)
+  if mo < 1 or mo > 12 or d < 1 or d > mdays or h > 23 or mi > 59 or sec > 60 then return nil end
   if frac ~= "" and frac:sub(1, 1) ~= "." then return nil end
   local offset = 0
   if tz ~= "Z" and tz ~= "z" then
     local sign, oh, om = tz:match("^([+-])(%d%d):?(%d%d)$")
-    if not sign then return nil end
+    if not sign or tonumber(oh) > 23 or tonumber(om) > 59 then return nil end
     offset = (tonumber(oh) * 3600 + tonumber(om) * 60) * (sign == "-" and -1 or 1)
   end
   local t = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset
-  return t + (tonumber("0" .. frac) or 0)
+  t = t + (tonumber("0" .. frac) or 0)
+  if t <= 0 then return nil end              -- as for numbers: no time before 1970 is a deadline
+  return t
 end
 
 return M
