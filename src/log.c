@@ -103,13 +103,38 @@ char *log_redact(const char *s) {
 }
 
 /* A growing line buffer with a fixed cap: an enormous field is cut, never allocated. */
-typedef struct { char buf[8192]; size_t len; } line_t;
+typedef struct { char buf[8192]; size_t len; int full; } line_t;
 
+/* Kept free for what closes a line (a value's quote, the JSON object's brace, the newline),
+ * so that a cut line is still a whole line, and valid JSON. */
+#define CLOSE_ROOM 8
+
+/* Append, or once the line is full, cut: a short piece (an escape, one character) whole or
+ * not at all, a long one before a UTF-8 character it would split. */
 static void put(line_t *l, const char *s, size_t n) {
-    size_t room = sizeof l->buf - 2 - l->len;       /* keep space for "\n\0" */
-    if (n > room) n = room;
+    size_t room = sizeof l->buf - CLOSE_ROOM - l->len;
+    if (l->full) return;
+    if (n > room) {
+        l->full = 1;
+        if (n <= 8) return;
+        for (n = room; n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80; n--) {}
+    }
     memcpy(l->buf + l->len, s, n);
     l->len += n;
+}
+
+static void put_close(line_t *l, const char *s) {
+    size_t n = strlen(s);
+    memcpy(l->buf + l->len, s, n);
+    l->len += n;
+}
+
+/* The length of the valid UTF-8 character at S, or 0. */
+static size_t utf8_len(const unsigned char *s) {
+    size_t n = s[0] >= 0xF0 && s[0] <= 0xF4 ? 4 : s[0] >= 0xE0 ? 3 : s[0] >= 0xC2 && s[0] < 0xE0 ? 2 : 0;
+    for (size_t i = 1; i < n; i++)
+        if ((s[i] & 0xC0) != 0x80) return 0;
+    return n;
 }
 
 static void puts_(line_t *l, const char *s) { put(l, s, strlen(s)); }
@@ -123,7 +148,12 @@ static void put_escaped(line_t *l, const char *s, int json) {
         else if (c == '\t') put(l, "\\t", 2);
         else if (c == '\r') put(l, "\\r", 2);
         else if (c < 0x20) put(l, tmp, (size_t)snprintf(tmp, sizeof tmp, json ? "\\u%04x" : "\\x%02x", c));
-        else put(l, (const char *)&c, 1);
+        else if (c < 0x80) put(l, (const char *)&c, 1);
+        else {                               /* JSON is UTF-8: a broken byte becomes U+FFFD */
+            size_t k = utf8_len((const unsigned char *)s);
+            if (k) { put(l, s, k); s += k - 1; }
+            else put(l, json ? "\\ufffd" : "\xef\xbf\xbd", json ? 6 : 3);
+        }
     }
 }
 
@@ -149,23 +179,25 @@ static void put_pair(line_t *l, const char *key, const char *val, int raw) {
     char red[sizeof l->buf];
     if (log_is_secret_key(key)) { val = REDACTED; raw = 0; }
     else if (!raw) { log_redact_into(val, red, sizeof red); val = red; }
+    /* a number JSON cannot carry (nan, inf) goes as a string */
+    if (raw && (strstr(val, "nan") || strstr(val, "inf"))) raw = 0;
+    size_t start = l->len;
     if (cur_format == LOG_JSON) {
         puts_(l, ",\"");
         put_escaped(l, key, 1);
-        puts_(l, "\":");
-        if (raw) { puts_(l, val); return; }
-        puts_(l, "\"");
-        put_escaped(l, val, 1);
-        puts_(l, "\"");
-        return;
+        puts_(l, raw ? "\":" : "\":\"");
+    } else {
+        puts_(l, " ");
+        put_escaped(l, key, 0);
+        puts_(l, "=");
+        if (!raw && needs_quotes(val)) puts_(l, "\"");
+        else raw = 1;
     }
-    puts_(l, " ");
-    puts_(l, key);
-    puts_(l, "=");
-    if (!needs_quotes(val)) { puts_(l, val); return; }
-    puts_(l, "\"");
-    put_escaped(l, val, 0);
-    puts_(l, "\"");
+    if (l->full) { l->len = start; return; }        /* no half a key */
+    if (raw) puts_(l, val);
+    else put_escaped(l, val, cur_format == LOG_JSON);
+    if (raw && l->full) { l->len = start; return; }  /* no half a number */
+    if (!raw) put_close(l, "\"");
 }
 
 void log_fields(enum log_level level, const char *msg, const log_field *f, size_t n) {
@@ -180,7 +212,7 @@ void log_fields(enum log_level level, const char *msg, const log_field *f, size_
         log_redact_into(msg, red, sizeof red);
         puts_(&l, "\",\"msg\":\"");
         put_escaped(&l, red, 1);
-        puts_(&l, "\"");
+        put_close(&l, "\"");
     } else {
         puts_(&l, "ts=");
         put_time(&l);
@@ -189,7 +221,7 @@ void log_fields(enum log_level level, const char *msg, const log_field *f, size_
         put_pair(&l, "msg", msg, 0);
     }
     for (size_t i = 0; i < n; i++) put_pair(&l, f[i].key, f[i].val ? f[i].val : "", f[i].raw);
-    if (cur_format == LOG_JSON) puts_(&l, "}");
+    if (cur_format == LOG_JSON) put_close(&l, "}");
     l.buf[l.len++] = '\n';
     if (cur_sink) {
         cur_sink(l.buf, l.len);

@@ -60,6 +60,23 @@ describe("assetd command line", function()
     assert.are.equal("dash\t--data\n", out)
   end)
 
+  it("keeps every JSON log line valid: broken UTF-8, numbers JSON has not, a line cut at its cap", function()
+    local path = script("assetd.log.info('a', {v = 0/0, w = 1/0, s = 'caf\\xc3\\xa9 \\xff \\xe6\\x8b'})\n" ..
+                        "assetd.log.info('b', {big = string.rep('\\xe6\\x8b\\x92\\1', 4000)})\n")
+    local out, rc = run(bin .. " " .. path .. " --log-format json")
+    os.remove(path)
+    assert.are.equal(0, rc, out)
+    local cjson = require "cjson"
+    local lines = {}
+    for line in out:gmatch("[^\n]+") do lines[#lines + 1] = assert(cjson.decode(line)) end
+    assert.are.equal(2, #lines)
+    assert.are.equal("café \u{FFFD} \u{FFFD}\u{FFFD}", lines[1].s)
+    assert.matches("^%-?nan$", lines[1].v)
+    assert.are.equal("inf", lines[1].w)
+    -- cut whole: neither a character nor an escape split (4 bytes each, decoded)
+    assert.is_true(#lines[2].big > 3000 and #lines[2].big % 4 == 0, #lines[2].big)
+  end)
+
   it("logs one JSON object a line with --log-format json, secrets redacted", function()
     local path = script("assetd.log.info('hello', {n = 3, api_key = 'sk-secret', note = 'a \"b\"'})\n" ..
                         "assetd.log.debug('hidden')\n")
