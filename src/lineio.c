@@ -66,8 +66,10 @@ static int tty_getc(FILE *f) {
         if (n == 0) { io.eof_key = 1; return EOF; }
         if (errno == EINTR) continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK) { io.eof_key = 1; return EOF; }
-        struct pollfd p = {fileno(f), POLLIN, 0};    /* the rest of an escape sequence */
-        if (poll(&p, 1, 1000) <= 0) return EOF;
+        /* the rest of an escape sequence, which a terminal sends in one write: this runs on
+         * the loop thread, so a lone ESC may hold it only briefly (it held it 1 s) */
+        struct pollfd p = {fileno(f), POLLIN, 0};
+        if (poll(&p, 1, 50) <= 0) return EOF;
     }
     if (c == 4 && rl_end == 0) io.eof_key = 1;
     return c;
