@@ -266,6 +266,13 @@ int jobdb_get_by_page(jobdb *db, const char *page_id, jobdb_job *out) {
     return fetch_one(db, s, out, "for that notionPageId");
 }
 
+int jobdb_get_by_key(jobdb *db, const char *page_id, const char *video_id, jobdb_job *out) {
+    sqlite3_stmt *s = stmt(db, S_BY_KEY);
+    sqlite3_bind_text(s, 1, page_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, video_id, -1, SQLITE_STATIC);
+    return fetch_one(db, s, out, "for that notionPageId and soraVideoId");
+}
+
 static int event_add(jobdb *db, int64_t job_id, double t, const char *kind, const char *detail) {
     sqlite3_stmt *s = stmt(db, S_EVENT_ADD);
     sqlite3_bind_int64(s, 1, job_id);

@@ -49,7 +49,8 @@ int jobdb_recover(jobdb *db, int64_t *moved);
 /* Idempotent on (page_id, video_id): *CREATED says whether a new job was made. OUT is the job. */
 int jobdb_create(jobdb *db, const jobdb_job *in, jobdb_job *out, int *created);
 int jobdb_get(jobdb *db, int64_t id, jobdb_job *out);
-int jobdb_get_by_page(jobdb *db, const char *page_id, jobdb_job *out);
+int jobdb_get_by_page(jobdb *db, const char *page_id, jobdb_job *out);     /* the newest */
+int jobdb_get_by_key(jobdb *db, const char *page_id, const char *video_id, jobdb_job *out);
 /* Move job ID to TO, updating the fields given in IN (error, version, retry_count, times,
  * data: the ones marked in SET), and record a "state" event. */
 enum { JOBDB_SET_ERROR = 1, JOBDB_SET_VERSION = 2, JOBDB_SET_RETRY = 4, JOBDB_SET_COMPLETED = 8,

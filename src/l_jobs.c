@@ -101,8 +101,11 @@ static int l_create(lua_State *L) {
 static int l_get(lua_State *L) {
     ljobs *s = check_store(L);
     jobdb_job j;
+    /* only a string: callers pass gsub's two results, whose count must not become an id */
+    const char *video = lua_type(L, 3) == LUA_TSTRING ? lua_tostring(L, 3) : NULL;
     int rc = lua_isinteger(L, 2) ? jobdb_get(s->db, lua_tointeger(L, 2), &j)
-                                 : jobdb_get_by_page(s->db, luaL_checkstring(L, 2), &j);
+           : video ? jobdb_get_by_key(s->db, luaL_checkstring(L, 2), video, &j)
+                   : jobdb_get_by_page(s->db, luaL_checkstring(L, 2), &j);
     if (rc) return fail_db(L, s, rc);
     push_job(L, &j);
     jobdb_job_clear(&j);

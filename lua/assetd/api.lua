@@ -128,7 +128,12 @@ function Api:find_page(req)
   if not body then return nil, e end
   local e2 = check_id(body, "notionPageId")
   if e2 then return nil, e2 end
-  local job = self.jobs:get(body.notionPageId)
+  -- a page may have several videos: soraVideoId names one (without it, the newest)
+  if body.soraVideoId ~= nil then
+    local e3 = check_id(body, "soraVideoId")
+    if e3 then return nil, e3 end
+  end
+  local job = self.jobs:get(body.notionPageId, body.soraVideoId)
   if not job then return nil, err(404, "not_found", "no download for notionPageId " .. body.notionPageId) end
   return job
 end

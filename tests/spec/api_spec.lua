@@ -275,6 +275,27 @@ print(r.status, round(time.time() - t, 2))
     end
   end)
 
+  it("retries and shows the video named when a page has several (soraVideoId), else the newest", function()
+    s:fault{path = "/files/gone", kind = "status", status = 404, count = -1}
+    local url = s.openai:gsub("/v1$", "") .. "/files/gone"
+    for _, vid in ipairs{"video_p1", "video_p2"} do
+      d:json("POST", "/api/downloads", {body = {notionPageId = "page-two", soraVideoId = vid, batchId = "b", provider = "urls",
+        expiresAt = os.date("!%Y-%m-%dT%H:%M:%SZ", os.time() + 600), assets = {{variant = "video", url = url}}}})
+    end
+    local function job(vid)
+      local _, j = d:json("POST", "/api/downloads/status", {body = {notionPageId = "page-two", soraVideoId = vid}})
+      return j
+    end
+    daemon.eventually(function() return job("video_p1").status == "failed" and job("video_p2").status == "failed" end, 15, "both failed")
+    assert.are.equal(200, (d:json("POST", "/api/downloads/retry", {body = {notionPageId = "page-two", soraVideoId = "video_p1"}})))
+    daemon.eventually(function() return job("video_p1").retryCount == 1 end, 15, "video_p1 retried")
+    assert.are.equal(0, job("video_p2").retryCount)
+    local _, newest = d:json("POST", "/api/downloads/status", {body = {notionPageId = "page-two"}})
+    assert.are.equal("video_p2", newest.soraVideoId)
+    assert.are.equal(404, (d:json("POST", "/api/downloads/status", {body = {notionPageId = "page-two", soraVideoId = "video_p3"}})))
+    assert.are.equal(400, (d:json("POST", "/api/downloads/status", {body = {notionPageId = "page-two", soraVideoId = "../x"}})))
+  end)
+
   it("POST /api/downloads/redownload stores a completed video again as the next version", function()
     s:video{id = "video_r", sizes = {video = 50000, thumbnail = 3000, spritesheet = 5000}}
     d:json("POST", "/api/downloads", {body = {notionPageId = "page-r", soraVideoId = "video_r", batchId = "batch1"}})
