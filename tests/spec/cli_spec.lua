@@ -5,6 +5,14 @@ local run, script = sim.run, sim.script
 
 local bin = os.getenv("ASSETD_BIN") or "./assetd"
 
+-- Runs SRC as a script with --log-format json: its output, exit status and removed script.
+local function json_log(src)
+  local path = script(src)
+  local out, rc = run(bin .. " " .. path .. " --log-format json")
+  os.remove(path)
+  return out, rc
+end
+
 describe("assetd command line", function()
   it("--help and --version exit 0", function()
     local out, rc = run(bin .. " --help")
@@ -61,10 +69,8 @@ describe("assetd command line", function()
   end)
 
   it("keeps every JSON log line valid: broken UTF-8, numbers JSON has not, a line cut at its cap", function()
-    local path = script("assetd.log.info('a', {v = 0/0, w = 1/0, s = 'caf\\xc3\\xa9 \\xff \\xe6\\x8b'})\n" ..
-                        "assetd.log.info('b', {big = string.rep('\\xe6\\x8b\\x92\\1', 4000)})\n")
-    local out, rc = run(bin .. " " .. path .. " --log-format json")
-    os.remove(path)
+    local out, rc = json_log("assetd.log.info('a', {v = 0/0, w = 1/0, s = 'caf\\xc3\\xa9 \\xff \\xe6\\x8b'})\n" ..
+                             "assetd.log.info('b', {big = string.rep('\\xe6\\x8b\\x92\\1', 4000)})\n")
     assert.are.equal(0, rc, out)
     local cjson = require "cjson"
     local lines = {}
@@ -78,10 +84,8 @@ describe("assetd command line", function()
   end)
 
   it("logs one JSON object a line with --log-format json, secrets redacted", function()
-    local path = script("assetd.log.info('hello', {n = 3, api_key = 'sk-secret', note = 'a \"b\"'})\n" ..
-                        "assetd.log.debug('hidden')\n")
-    local out, rc = run(bin .. " " .. path .. " --log-format json")
-    os.remove(path)
+    local out, rc = json_log("assetd.log.info('hello', {n = 3, api_key = 'sk-secret', note = 'a \"b\"'})\n" ..
+                             "assetd.log.debug('hidden')\n")
     assert.are.equal(0, rc)
     local line = out:match("(%b{})")
     local ev = require("cjson").decode(line)

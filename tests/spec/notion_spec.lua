@@ -36,24 +36,25 @@ describe("assetd.notion", function()
     assert.is_true(assetd.monotonic() - t0 >= 0.85, "10 requests at 10/s took under 0.9 s")
   end)
 
+  -- N concurrent updates of pages PREFIX..i, each setting {N = i}; returns once all succeeded.
+  local function update_all(c, prefix, n)
+    local done = 0
+    for i = 1, n do
+      assetd.spawn(function() assert(c:update_page(prefix .. i, {N = {number = i}})); done = done + 1 end)
+    end
+    sim.eventually(function() return done == n end, 10, n .. " updates")
+  end
+
   it("rides out a burst of 429s without losing an update", function()
     s:fault{path = "/notion/v1/pages", kind = "429", retry_after = "1", count = 3}
-    local c, done = client{rate = 50}, 0
-    for i = 1, 5 do
-      assetd.spawn(function() assert(c:update_page("q" .. i, {N = {number = i}})); done = done + 1 end)
-    end
-    while done < 5 do assetd.sleep(0.05) end
+    update_all(client{rate = 50}, "q", 5)
     local pages = s:call("GET", "/_control/notion").pages
     for i = 1, 5 do assert.are.same({N = {number = i}}, pages["q" .. i]) end
   end)
 
   it("sends nothing inside a 429's Retry-After, not even requests that were already waiting", function()
     s:fault{path = "/notion/v1/pages", kind = "429", retry_after = "1", count = 1}
-    local c, done = client{rate = 10}, 0
-    for i = 1, 6 do
-      assetd.spawn(function() assert(c:update_page("w" .. i, {N = {number = i}})); done = done + 1 end)
-    end
-    sim.eventually(function() return done == 6 end, 10, "six updates")
+    update_all(client{rate = 10}, "w", 6)
     local limited, after = nil, {}
     for _, e in ipairs(s:log()) do
       if e.status == 429 then limited = e elseif limited then after[#after + 1] = e.t end
