@@ -121,7 +121,7 @@ static void check(const char *variant, const void *data, size_t n, int64_t expec
 
 static void test_signatures(void **state) {
     (void)state;
-    static const unsigned char mp4[16] = {0, 0, 0, 0x18, 'f', 't', 'y', 'p', 'i', 's', 'o', 'm'};
+    static const unsigned char mp4[16] = {0, 0, 0, 0x10, 'f', 't', 'y', 'p', 'i', 's', 'o', 'm'};
     static const unsigned char webp[16] = {'R', 'I', 'F', 'F', 8, 0, 0, 0, 'W', 'E', 'B', 'P'};
     static const unsigned char jpg[6] = {0xFF, 0xD8, 0xFF, 0xE0, 0xFF, 0xD9};
     static const unsigned char jpg_cut[6] = {0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x00};
@@ -130,11 +130,50 @@ static void test_signatures(void **state) {
     check("video", mp4, sizeof mp4, 17, EINVAL);
     check("video", webp, sizeof webp, -1, EINVAL);
     check("thumbnail", webp, sizeof webp, -1, 0);
+    check("thumbnail", webp, 15, -1, EINVAL);           /* RIFF size says 16 */
     check("thumbnail", mp4, sizeof mp4, -1, EINVAL);
     check("spritesheet", jpg, sizeof jpg, -1, 0);
     check("spritesheet", jpg_cut, sizeof jpg_cut, -1, EINVAL);
     check("video", "", 0, -1, EINVAL);
     check("other", "x", 1, -1, 0);
+}
+
+/* The structural MP4 check: top-level boxes must tile the file exactly. */
+static int mp4_ok(const unsigned char *p, size_t n) {
+    const char *why = NULL;
+    int err = store_check_buffer(STORE_FORMAT_MP4, p, n, &why);
+    if (err) assert_non_null(why);
+    return err == 0;
+}
+
+static void test_mp4_boxes(void **state) {
+    (void)state;
+    /* ftyp (16) + mdat (24) */
+    unsigned char f[40] = {0, 0, 0, 16, 'f', 't', 'y', 'p', 'i', 's', 'o', 'm', 0, 0, 0, 0,
+                           0, 0, 0, 24, 'm', 'd', 'a', 't'};
+    assert_true(mp4_ok(f, 40));
+    assert_false(mp4_ok(f, 39));                 /* truncated: mdat runs past the end */
+    assert_false(mp4_ok(f, 20));                 /* a box header cut off */
+    f[19] = 20;                                  /* mdat shorter than the file: 4 bytes left over */
+    assert_false(mp4_ok(f, 40));
+    f[19] = 0;                                   /* size 0: to the end of the file */
+    assert_true(mp4_ok(f, 40));
+    assert_true(mp4_ok(f, 24));
+    f[19] = 4;                                   /* smaller than its header */
+    assert_false(mp4_ok(f, 40));
+    /* size 1: a 64-bit largesize after the type */
+    unsigned char g[48] = {0, 0, 0, 16, 'f', 't', 'y', 'p', 'i', 's', 'o', 'm', 0, 0, 0, 0,
+                           0, 0, 0, 1, 'm', 'd', 'a', 't', 0, 0, 0, 0, 0, 0, 0, 32};
+    assert_true(mp4_ok(g, 48));
+    assert_false(mp4_ok(g, 47));
+    g[31] = 15;                                  /* largesize below its 16-byte header */
+    assert_false(mp4_ok(g, 48));
+    g[31] = 32;
+    g[21] = 0x01;                                /* a type that is not printable: spliced bytes */
+    assert_false(mp4_ok(g, 48));
+    f[4] = 'm';                                  /* no ftyp first */
+    assert_false(mp4_ok(f, 40));
+    assert_int_equal(STORE_FORMAT_MP4, store_format_sniff(g, 12));
 }
 
 int main(void) {
@@ -143,6 +182,7 @@ int main(void) {
         cmocka_unit_test(test_batch_dir_and_planted_link),
         cmocka_unit_test(test_scan_versions),
         cmocka_unit_test(test_signatures),
+        cmocka_unit_test(test_mp4_boxes),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
