@@ -26,7 +26,7 @@ Q = @
 QCC = @echo "  CC    $<";
 endif
 
-.PHONY: all test unit spec sanitize install clean run bench
+.PHONY: all test unit spec sanitize install clean run bench fuzz fuzz-build
 all: assetd
 
 assetd: $(OBJS)
@@ -72,6 +72,55 @@ bench: assetd
 	@bench/run
 
 clean:
-	rm -rf build build-asan assetd assetd-asan
+	rm -rf build build-asan build-fuzz assetd assetd-asan
+
+# ---- fuzzing: clang's libFuzzer, one target per parser of outside bytes ---------------------
+# Every tests/fuzz/fuzz_NAME.c becomes build-fuzz/fuzz_NAME, linked with the shared harness
+# and the objects FUZZ_DEPS_NAME names (src/ or tests/fuzz/lib/ base names), all built with
+# clang into build-fuzz/ with coverage and ASan/UBSan. A new target is its .c file plus, when
+# it needs more than the harness, one FUZZ_DEPS_ line. tests/fuzz/README.md says more.
+FUZZ_CC      ?= clang
+FUZZ_BUILD   := build-fuzz
+FUZZ_SECONDS ?= 30
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -O1 -g $(WARN) -MMD -MP -Isrc -Itests/fuzz/lib \
+                -DASSETD_VERSION='"$(VERSION)"' -DASSETD_LUADIR='"$(CURDIR)/lua"' \
+                -DFUZZ_DIR='"$(CURDIR)/tests/fuzz"' $(shell $(PKG_CONFIG) --cflags $(PKGS))
+FUZZ_NAMES   := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+# Lua targets run the project's own runtime: every object but main, and the Lua harness.
+FUZZ_LUA     := lua_harness $(CORE) $(BINDS)
+
+FUZZ_DEPS_httphdr := httphdr bytebuf
+FUZZ_DEPS_path    := path store
+FUZZ_DEPS_formats := store
+FUZZ_DEPS_range   := $(FUZZ_LUA)
+FUZZ_DEPS_webhook := $(FUZZ_LUA)
+FUZZ_DEPS_request := $(FUZZ_LUA)
+
+fuzz-build: $(patsubst %,$(FUZZ_BUILD)/fuzz_%,$(FUZZ_NAMES))
+
+# Each target for FUZZ_SECONDS from its seeds; a crash, a leak or a failed property fails it.
+fuzz: fuzz-build
+	@for t in $(FUZZ_NAMES); do tests/fuzz/run "$$t" $(FUZZ_SECONDS) || exit 1; done
+
+$(FUZZ_BUILD)/%.o: src/%.c | $(FUZZ_BUILD)
+	$(QCC)$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(FUZZ_BUILD)/%.o: tests/fuzz/lib/%.c | $(FUZZ_BUILD)
+	$(QCC)$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(FUZZ_BUILD)/fuzz_%.o: tests/fuzz/fuzz_%.c | $(FUZZ_BUILD)
+	$(QCC)$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+.PRECIOUS: $(FUZZ_BUILD)/%.o
+.SECONDARY: $(patsubst %,$(FUZZ_BUILD)/fuzz_%.o,$(FUZZ_NAMES))
+.SECONDEXPANSION:
+$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/fuzz_%.o $(FUZZ_BUILD)/harness.o \
+                      $$(addprefix $(FUZZ_BUILD)/,$$(addsuffix .o,$$(FUZZ_DEPS_$$*)))
+	$(Q)echo "  LD    $@"; $(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
+
+$(FUZZ_BUILD):
+	@mkdir -p $(FUZZ_BUILD)
 
 -include $(wildcard $(BUILD)/*.d)
+-include $(wildcard $(FUZZ_BUILD)/*.d)

@@ -26,10 +26,16 @@ static int parse_i64(const char **sp, int64_t *out) {
     return 0;
 }
 
-int httphdr_content_range(const char *v, int64_t *start, int64_t *end, int64_t *total) {
+/* "bytes" and the space RFC 9110 puts after it ("bytes0-1/2" is not a range); the rest. */
+static const char *after_unit(const char *v) {
     const char *s = skip_ws(v);
-    if (strncasecmp(s, "bytes", 5) != 0) return -1;
-    s = skip_ws(s + 5);
+    if (strncasecmp(s, "bytes", 5) != 0 || (s[5] != ' ' && s[5] != '\t')) return NULL;
+    return skip_ws(s + 5);
+}
+
+int httphdr_content_range(const char *v, int64_t *start, int64_t *end, int64_t *total) {
+    const char *s = after_unit(v);
+    if (!s) return -1;
     if (parse_i64(&s, start) || *s++ != '-' || parse_i64(&s, end) || *s++ != '/') return -1;
     if (*s == '*') { *total = -1; s++; }
     else if (parse_i64(&s, total)) return -1;
@@ -40,11 +46,14 @@ int httphdr_content_range(const char *v, int64_t *start, int64_t *end, int64_t *
 }
 
 int httphdr_unsatisfied_range(const char *v, int64_t *total) {
-    const char *s = skip_ws(v);
-    if (strncasecmp(s, "bytes", 5) != 0) return -1;
-    s = skip_ws(s + 5);
+    const char *s = after_unit(v);
+    if (!s) return -1;
     if (*s++ != '*' || *s++ != '/' || parse_i64(&s, total)) return -1;
     return *skip_ws(s) == '\0' ? 0 : -1;
+}
+
+static double bounded_wait(double secs) {
+    return secs < 0 ? 0 : secs > HTTPHDR_RETRY_AFTER_MAX ? HTTPHDR_RETRY_AFTER_MAX : secs;
 }
 
 double httphdr_retry_after(const char *v, double now) {
@@ -52,15 +61,14 @@ double httphdr_retry_after(const char *v, double now) {
     if (isdigit((unsigned char)*s)) {           /* delta-seconds = 1*DIGIT, nothing else */
         int64_t secs;
         if (parse_i64(&s, &secs) != 0 || *skip_ws(s) != '\0') return -1;
-        return (double)secs;
+        return bounded_wait((double)secs);
     }
     /* IMF-fixdate, e.g. "Sun, 06 Nov 1994 08:49:37 GMT" */
     struct tm tm;
     memset(&tm, 0, sizeof tm);
     const char *rest = strptime(s, "%a, %d %b %Y %H:%M:%S GMT", &tm);
     if (rest == NULL || *skip_ws(rest) != '\0') return -1;
-    double when = (double)timegm(&tm);
-    return when > now ? when - now : 0;
+    return bounded_wait((double)timegm(&tm) - now);
 }
 
 int httphdr_split(const char *line, size_t len, char *name, size_t name_cap, char *value,
@@ -79,6 +87,9 @@ int httphdr_split(const char *line, size_t len, char *name, size_t name_cap, cha
     while (v < e && (*v == ' ' || *v == '\t')) v++;
     while (e > v && (e[-1] == '\r' || e[-1] == '\n' || e[-1] == ' ' || e[-1] == '\t')) e--;
     size_t vlen = (size_t)(e - v);
+    /* RFC 9110 5.5: a NUL, CR or LF inside a value is refused, not read as its end (a C
+     * string would stop at "bytes 0-1/2\0junk"); checked before the cut below hides it */
+    if (memchr(v, '\0', vlen) || memchr(v, '\r', vlen) || memchr(v, '\n', vlen)) return -1;
     if (vlen >= value_cap) vlen = value_cap - 1;
     memcpy(value, v, vlen);
     value[vlen] = '\0';
