@@ -268,6 +268,47 @@ static int l_spawn(lua_State *L) {
     return 1;
 }
 
+/* ---- time budgets --------------------------------------------------------------------- */
+
+/* The hook a bounded call found on its thread, put back when it ends (the REPL's, or none). */
+typedef struct saved_hook {
+    lua_Hook hook;
+    int mask, count;
+} saved_hook;
+
+static int bounded_done(lua_State *L, int status, lua_KContext ctx) {
+    saved_hook *s = lua_touserdata(L, 1);
+    rt_budget_leave(L);
+    lua_sethook(L, s->hook, s->mask, s->count);
+    if (status != LUA_OK && status != LUA_YIELD) {
+        lua_pushboolean(L, 0);
+        lua_insert(L, -2);
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    lua_insert(L, 3);
+    return lua_gettop(L) - 2;
+}
+
+/* assetd.bounded(seconds, fn, ...) -> true, results... | false, message_with_traceback.
+ * Like xpcall, with a time budget: FN may wait (yield) as long as it likes, but holding the
+ * loop for SECONDS without yielding raises in it. Pipeline hooks run under it. */
+static int l_bounded(lua_State *L) {
+    lua_Number secs = luaL_checknumber(L, 1);
+    luaL_argcheck(L, secs > 0 && secs <= 86400, 1, "budget must be > 0 and <= 86400 seconds");
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    int nargs = lua_gettop(L) - 2;
+    saved_hook *s = lua_newuserdatauv(L, sizeof *s, 0);
+    s->hook = lua_gethook(L);
+    s->mask = lua_gethookmask(L);
+    s->count = lua_gethookcount(L);
+    lua_replace(L, 1);                           /* saved fn args... */
+    lua_pushcfunction(L, rt_traceback);
+    lua_insert(L, 2);                            /* saved handler fn args... */
+    rt_budget_enter(L, (unsigned)(secs * 1000 + 0.5));
+    return bounded_done(L, lua_pcallk(L, nargs, LUA_MULTRET, 2, 0, bounded_done), 0);
+}
+
 static int l_stop(lua_State *L) {
     rt_stop(rt_get(L), (int)luaL_optinteger(L, 1, 0));
     return 0;
@@ -373,7 +414,7 @@ static void push_options(lua_State *L, const struct rt_options *o) {
 int luaopen_assetd_core(lua_State *L) {
     static const luaL_Reg fns[] = {
         {"now", l_now}, {"monotonic", l_monotonic}, {"sleep", l_sleep}, {"timer", l_timer},
-        {"at", l_at}, {"alarm", l_alarm}, {"spawn", l_spawn}, {"stop", l_stop}, {"error", l_error},
+        {"at", l_at}, {"alarm", l_alarm}, {"spawn", l_spawn}, {"bounded", l_bounded}, {"stop", l_stop}, {"error", l_error},
         {"is_secret_key", l_is_secret_key}, {"redact", l_redact}, {NULL, NULL}};
     static const luaL_Reg logfns[] = {
         {"debug", l_log_debug}, {"info", l_log_info}, {"warn", l_log_warn},

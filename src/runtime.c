@@ -20,6 +20,7 @@ struct rt_task {
     int on_error;    /* registry ref of the error handler, or LUA_NOREF */
     rt_wait *wait;
     uint64_t resumed;  /* uv_hrtime() when its current run began */
+    struct rt_budget budget;
     int done, canceled, is_main;
     char name[40];
 };
@@ -82,7 +83,7 @@ int rt_fail(lua_State *L, const char *category, const char *fmt, ...) {
 
 /* ---- protected calls ------------------------------------------------------------------- */
 
-static int msghandler(lua_State *L) {
+int rt_traceback(lua_State *L) {
     const char *msg = lua_tostring(L, 1);
     if (msg == NULL) {
         if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
@@ -94,7 +95,7 @@ static int msghandler(lua_State *L) {
 
 int rt_pcall(lua_State *L, int nargs, int nresults, const char *what) {
     int base = lua_gettop(L) - nargs;
-    lua_pushcfunction(L, msghandler);
+    lua_pushcfunction(L, rt_traceback);
     lua_insert(L, base);
     int st = lua_pcall(L, nargs, nresults, base);
     lua_remove(L, base);
@@ -103,6 +104,42 @@ int rt_pcall(lua_State *L, int nargs, int nresults, const char *what) {
         lua_pop(L, 1);
     }
     return st;
+}
+
+/* ---- time budgets ---------------------------------------------------------------------- */
+
+/* The budget of the code running now: the running task's, or the loop's own for code that C
+ * calls outside any task. */
+static struct rt_budget *budget_now(rt_runtime *rt) {
+    return rt->running ? &rt->running->budget : &rt->budget;
+}
+
+/* Counted every RT_BUDGET_COUNT instructions, on the bounded code's thread and on every
+ * coroutine it makes (they inherit the hook): time is measured from the later of the budget's
+ * start and the task's latest resume, so waiting (a yield) never counts against it. */
+static void budget_hook(lua_State *L, lua_Debug *ar) {
+    rt_runtime *rt = rt_get(L);
+    struct rt_budget *b = budget_now(rt);
+    if (b->depth == 0) return;
+    uint64_t since = b->since;
+    if (rt->running && rt->running->resumed > since) since = rt->running->resumed;
+    if (uv_hrtime() - since <= (uint64_t)b->ms * 1000000) return;
+    /* from now on every instruction checks, so a pcall inside the hook cannot swallow it */
+    lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
+    luaL_error(L, "time budget exceeded: held the event loop for over %f s without yielding",
+               (double)b->ms / 1000);
+}
+
+void rt_budget_enter(lua_State *L, unsigned ms) {
+    struct rt_budget *b = budget_now(rt_get(L));
+    if (b->depth++ == 0 || ms < b->ms) b->ms = ms;
+    if (b->depth == 1) b->since = uv_hrtime();
+    lua_sethook(L, budget_hook, LUA_MASKCOUNT, RT_BUDGET_COUNT);
+}
+
+void rt_budget_leave(lua_State *L) {
+    struct rt_budget *b = budget_now(rt_get(L));
+    if (b->depth > 0) b->depth--;
 }
 
 /* ---- deferred calls -------------------------------------------------------------------- */
@@ -163,8 +200,24 @@ static void task_finish(rt_task *t) {
     t->ref = LUA_NOREF;
 }
 
+/* An error value of category "config" (a pipeline that does not validate) is the user's
+ * mistake, told in its message: no traceback of assetd's own code. */
+static int is_config_error(lua_State *co) {
+    if (!lua_istable(co, -1)) return 0;
+    lua_getfield(co, -1, "category");
+    int yes = lua_type(co, -1) == LUA_TSTRING && strcmp(lua_tostring(co, -1), "config") == 0;
+    lua_pop(co, 1);
+    return yes;
+}
+
 static void task_report(rt_task *t) {
     lua_State *L = t->rt->L;
+    if (t->is_main && is_config_error(t->co)) {
+        fprintf(stderr, "assetd: %s\n", luaL_tolstring(t->co, -1, NULL));
+        lua_pop(t->co, 2);
+        rt_stop(t->rt, 1);
+        return;
+    }
     const char *msg = luaL_tolstring(t->co, -1, NULL);
     luaL_traceback(L, t->co, msg, 0);
     lua_pop(t->co, 2);

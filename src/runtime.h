@@ -16,6 +16,14 @@ typedef struct rt_wait {
 
 typedef struct rt_task rt_task;
 
+/* A time budget (rt_budget_enter): how long bounded code may hold the loop between yields. */
+struct rt_budget {
+    unsigned ms;
+    uint64_t since;          /* uv_hrtime() at the outermost enter */
+    int depth;               /* nested bounded calls; 0: none */
+};
+enum { RT_BUDGET_COUNT = 1000 };   /* instructions between two looks at the clock */
+
 /* An owner of libuv handles that frees its memory from their close callbacks. At the orderly
  * stop the embedder closes whatever handles are left with no callback, so such an owner would
  * never learn its handles were gone: it registers here while open instead, and rt_stop
@@ -36,6 +44,7 @@ typedef struct rt_runtime {
     void (*on_stop)(struct rt_runtime *rt); /* asks the embedder to wind down */
     rt_closer *closers;                      /* closed by rt_stop before on_stop */
     struct rt_task *running;                 /* the task being resumed now, NULL on the loop */
+    struct rt_budget budget;                 /* bounded code run outside any task */
     struct fetch_engine *fetch;              /* the download engine, owned by main */
     struct rt_options {                      /* daemon options from the command line */
         const char *listen, *data, *log_level, *log_format;
@@ -80,6 +89,16 @@ int rt_defer(rt_runtime *rt, void (*fn)(void *arg), void *arg);
 
 /* Protected call with a traceback handler; on error logs it under WHAT and returns non-zero. */
 int rt_pcall(lua_State *L, int nargs, int nresults, const char *what);
+
+/* The message handler rt_pcall uses: the error with a traceback. */
+int rt_traceback(lua_State *L);
+
+/* Time budgets for hooks (pipeline code that may never return). Between enter and leave, code
+ * on L and on coroutines it creates may hold the loop at most MS between yields; past it, it
+ * raises "time budget exceeded". Enter installs a count hook on L: the caller saves and
+ * restores L's previous hook. Nested budgets take the smaller. */
+void rt_budget_enter(lua_State *L, unsigned ms);
+void rt_budget_leave(lua_State *L);
 
 /* Error values: push a table {category=, message=, ...} with a __tostring metamethod. */
 void rt_push_error(lua_State *L, const char *category, const char *fmt, ...);

@@ -8,6 +8,7 @@
 local assetd = require "assetd"
 local cjson = require "cjson"
 local retry = require "assetd.retry"
+local hooks = require "assetd.hooks"
 
 local Runner = {}
 Runner.__index = Runner
@@ -48,7 +49,7 @@ end
 function Runner:hook(name, job, ...)
   local fn = self.alerts[name]
   if not fn then return end
-  local ok, err = xpcall(fn, debug.traceback, job, ...)
+  local ok, err = hooks.call(fn, job, ...)
   self:event(job, "alert", name)
   self.metrics:inc("assetd_alerts_total", {alert = name})
   if not ok then
@@ -117,7 +118,7 @@ end
 function Runner:report_error(job, reason)
   if not (self.notion and self.on_error) then return end
   assetd.spawn({name = "notion error " .. job.notionPageId, detached = true}, function()
-    local ok, props = xpcall(self.on_error, debug.traceback, self:job_view(job), reason)
+    local ok, props = hooks.call(self.on_error, self:job_view(job), reason)
     if not ok then return self:event(job, "hook_error", "notion.on_error: " .. tostring(props)) end
     if not props then return end
     local page, err = self.notion:update_page(job.notionPageId, props)
@@ -272,7 +273,14 @@ function Runner:download_in_slot(job)
   end
   local fields = {}
   local assets = self:provider(job):assets(self:job_view(job))
-  if job.version == 0 then fields.version = assert(self.versions:reserve(job.batchId, job.soraVideoId, assets)) end
+  if job.version == 0 then
+    local v, err = self.versions:reserve(job.batchId, job.soraVideoId, assets)
+    if not v then return self:fail(job, tostring(err)) end
+    fields.version = v
+  end
+  -- a resumed job's names too: a naming hook changed by a reload may give two variants one name
+  local names, err = self.versions:names(job.batchId, job.soraVideoId, fields.version or job.version, assets)
+  if not names then return self:fail(job, tostring(err)) end
   job = assert(self.jobs:transition(job, "downloading", fields))
   local progress = setmetatable({parts = {}, bytes = 0, total = 0, video = job.soraVideoId}, Progress)
   self.progress[job.id] = progress
@@ -318,7 +326,7 @@ function Runner:sync_notion(job)
   local attempt = 0
   while true do
     attempt = attempt + 1
-    local ok, props = pcall(self.properties, view)
+    local ok, props = hooks.call(self.properties, view)
     if not ok then
       self:event(job, "notion", "mapping failed: " .. tostring(props))
       return self:set_data(job, {notion = "failed", notionError = tostring(props)})

@@ -18,7 +18,8 @@ M.schema = {
   alerts = {warn_before = "nonnegative", expiring = "fn", expired = "fn", failed = "fn", completed = "fn"},
   http = {listen = "string", enabled = "boolean", max_body = "count", max_conns = "count", timeout = "count"},
   -- per_host 0: no limit per host; max_bytes_per_sec 0: no cap
-  limits = {max_active = "count", per_host = "nonnegative", max_bytes_per_sec = "nonnegative", max_jobs = "count"},
+  limits = {max_active = "count", per_host = "nonnegative", max_bytes_per_sec = "nonnegative", max_jobs = "count",
+            hook_budget = "budget"},
   jobs = "table",
   on_start = "fn",
   providers = "table",
@@ -37,6 +38,7 @@ local NUMBERS = {
   nonnegative = {"a number >= 0", function(v) return v >= 0 end},
   count = {"an integer > 0", function(v) return v > 0 and v == math.floor(v) end},
   fraction = {"a number from 0 to 1", function(v) return v >= 0 and v <= 1 end},
+  budget = {"seconds > 0 and <= 3600", function(v) return v > 0 and v <= 3600 end},
 }
 
 local function check_leaf(value, schema, path, errs)
@@ -88,7 +90,25 @@ function M.validate(cfg)
   c.limits = c.limits or {}
   c.limits.max_active = c.limits.max_active or 8
   c.limits.max_jobs = c.limits.max_jobs or 4 * c.limits.max_active
+  c.limits.hook_budget = c.limits.hook_budget or require("assetd.hooks").DEFAULT_BUDGET
+  if c.naming then
+    local ok, err = M.check_naming(c)
+    if not ok then return nil, {"pipeline.naming: " .. tostring(err)} end
+  end
   return c
+end
+
+-- The naming hook against the rules (versions.check_naming) for the variants this pipeline
+-- downloads, under the hook budget it will run with.
+function M.check_naming(c)
+  local hooks, naming = require "assetd.hooks", require "assetd.naming"
+  local variants = {}
+  for i, v in ipairs(c.sora.variants) do variants[i] = {variant = v, ext = naming.ext[v]} end
+  local saved = hooks.budget
+  hooks.budget = c.limits.hook_budget
+  local ok, err = require("assetd.versions").check_naming(c.naming, variants)
+  hooks.budget = saved
+  return ok, err
 end
 
 local function mask(v) return v and string.format("set (%d chars)", #v) or "not set" end
@@ -108,6 +128,7 @@ function M.describe(c)
     "http.listen             " .. c.http.listen,
     "limits.max_active       " .. c.limits.max_active,
     "limits.max_jobs         " .. c.limits.max_jobs,
+    "limits.hook_budget      " .. c.limits.hook_budget .. " s",
     "data directory          " .. assetd.options.data,
   }
   local keys = {table.unpack(require("assetd.pretty").secret_env)}   -- the secrets the REPL hides
@@ -163,6 +184,8 @@ end
 
 -- Build and start everything; returns the runner.
 function M.start(c)
+  local hooks = require "assetd.hooks"
+  hooks.budget = c.limits.hook_budget
   local notion = require "assetd.notion"
   local versions = require "assetd.versions"
   local runner = require "assetd.jobs"
@@ -187,7 +210,10 @@ function M.start(c)
   if c.http.enabled ~= false then M.server, M.api = M.serve(c, r, metrics) end
   r:start()
   for _, j in ipairs(c.jobs or {}) do assert(r:enqueue(j)) end
-  if c.on_start then c.on_start(r) end
+  if c.on_start then
+    local ok, err = hooks.call(c.on_start, r)
+    if not ok then error("on_start: " .. tostring(err), 0) end
+  end
   return r
 end
 
@@ -195,7 +221,7 @@ end
 function M.main(cfg)
   local c, errs = M.validate(cfg)
   if not c then
-    error("invalid pipeline:\n  " .. table.concat(errs, "\n  "), 0)
+    error(assetd.error("config", "invalid pipeline:\n  " .. table.concat(errs, "\n  ")))
   end
   if assetd.options.check then
     print(M.describe(c))
@@ -220,6 +246,7 @@ function M.reload(path)
   if type(cfg) ~= "table" then error(path .. ": did not return a pipeline table", 0) end
   local c, errs = M.validate(cfg)
   if not c then error("invalid pipeline:\n  " .. table.concat(errs, "\n  "), 0) end
+  require("assetd.hooks").budget = c.limits.hook_budget
   local h = M.hooks(c)
   r.alerts, r.properties, r.on_error = h.alerts, h.properties, h.on_error
   r.versions.naming = c.naming or require("assetd.naming").default

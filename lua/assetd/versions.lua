@@ -8,6 +8,7 @@
 -- .part files) already exist, and the commit never renames over a file.
 local assetd = require "assetd"
 local naming = require "assetd.naming"
+local hooks = require "assetd.hooks"
 
 local Versions = {}
 Versions.__index = Versions
@@ -40,12 +41,30 @@ function Versions:disk_versions(batchId)
   return seen
 end
 
--- Whether any file of version V of the video, or its .part, is on disk already (put there
--- after the batch was read); ASSETS are {variant, ext} as the provider gives them.
-function Versions:taken(batchId, videoId, v, assets)
-  for _, a in ipairs(assets) do
+-- The file names of version V of a video, one per asset ({variant, ext} as the provider gives
+-- them), or nil and an error when the naming function fails or gives two assets one name (the
+-- transfers would write into one file).
+function Versions:names(batchId, videoId, v, assets)
+  local names, seen = {}, {}
+  for i, a in ipairs(assets) do
     local name, err = self:name{batchId = batchId, videoId = videoId, version = v, variant = a.variant, ext = a.ext}
     if not name then return nil, err end
+    if seen[name] then
+      return nil, assetd.error("naming", string.format(
+        "naming function gave variants %s and %s the same file name %q: each variant needs its own name",
+        seen[name], a.variant, name))
+    end
+    seen[name], names[i] = a.variant, name
+  end
+  return names
+end
+
+-- Whether any file of version V of the video, or its .part, is on disk already (put there
+-- after the batch was read).
+function Versions:taken(batchId, videoId, v, assets)
+  local names, err = self:names(batchId, videoId, v, assets)
+  if not names then return nil, err end
+  for _, name in ipairs(names) do
     for _, n in ipairs{name, "." .. name .. ".part"} do
       local there
       there, err = self.files:exists(batchId, n)
@@ -56,6 +75,11 @@ function Versions:taken(batchId, videoId, v, assets)
   return false
 end
 
+-- Versions skipped in a row before reserve gives up: files of that many versions put there by
+-- someone else is no real batch, but a naming function that leaves the version out makes
+-- every version look taken.
+M.MAX_SKIPPED = 1000
+
 -- reserve(batchId, videoId[, assets]): the next version, recorded before it is returned. With
 -- ASSETS, a version whose files someone else has put there since is skipped.
 function Versions:reserve(batchId, videoId, assets)
@@ -65,12 +89,18 @@ function Versions:reserve(batchId, videoId, assets)
   local known
   known, err = self.jobs:max_version(batchId, videoId)
   if not known then return nil, err end
-  local v = math.max(seen[videoId] or 0, known) + 1
+  local first = math.max(seen[videoId] or 0, known) + 1
+  local v = first
   while assets do
     local taken
     taken, err = self:taken(batchId, videoId, v, assets)
     if taken == nil then return nil, err end
     if not taken then break end
+    if v - first >= M.MAX_SKIPPED then
+      return nil, assetd.error("naming", string.format(
+        "versions %d to %d of %s/%s all have files already: does the naming function put the version in every name?",
+        first, v, batchId, videoId))
+    end
     v = v + 1
   end
   local ok
@@ -84,13 +114,38 @@ end
 -- The file name for an asset {batchId, videoId, version, variant, ext?}, checked: a custom
 -- naming function may not produce '/', '..', NUL or an empty name.
 function Versions:name(asset)
-  local ok, name = pcall(self.naming, asset)
-  if not ok then return nil, assetd.error("naming", "naming function failed: " .. tostring(name)) end
+  local ok, name = hooks.call(self.naming, asset)
+  if not ok then return nil, assetd.error("naming", "naming function failed: " .. tostring(name):match("[^\n]*")) end
   if type(name) ~= "string" or not assetd.store.valid_name(name) then
     return nil, assetd.error("naming", string.format(
       "naming function returned an unsafe file name %q (no '/', '..', NUL, empty or >255 bytes)", tostring(name)))
   end
   return name
+end
+
+-- The rules a naming function must keep, checked at --check, load and reload on sample assets
+-- of VARIANTS ({variant, ext}): a safe name, the version in every name (two versions of one
+-- asset never share a name, else every version would look taken), each variant and each
+-- video its own name. Returns true, or nil and the first rule broken.
+function M.check_naming(fn, variants)
+  local probe = setmetatable({naming = fn}, Versions)
+  local owner = {}
+  for _, video in ipairs{"video_a", "video_b"} do
+    for _, v in ipairs{1, 2, 3, 10, 11, 100} do
+      local names, err = probe:names("batch_check", video, v, variants)
+      if not names then return nil, err end
+      for i, name in ipairs(names) do
+        local who = string.format("%s version %d of %s", variants[i].variant, v, video)
+        if owner[name] then
+          return nil, assetd.error("naming", string.format(
+            "naming function gave %s and %s the same file name %q: every name must contain the version, and each video and variant needs its own",
+            owner[name], who, name))
+        end
+        owner[name] = who
+      end
+    end
+  end
+  return true
 end
 
 -- Absolute target path for an asset, creating its batch directory.
