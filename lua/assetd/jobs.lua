@@ -23,6 +23,49 @@ local function decode(s)
   return ok and type(t) == "table" and t or {}
 end
 
+-- ---- a store that is full or failing ------------------------------------------------------
+
+-- Threads of job tasks: there a store write refused for a database fault waits until it goes
+-- through, so a job resumes by itself where it was when the disk has room again. Elsewhere
+-- (the API, the REPL) the error comes back at once, for a 503 or a message.
+local patient_threads = setmetatable({}, {__mode = "k"})
+
+local function is_fault(err) return type(err) == "table" and err.category == "database" end
+
+-- The wait before the next try at a store in fault: 0.5 s doubling to 30 s.
+local function fault_delay(attempt) return math.min(30, 0.5 * 2 ^ math.min(attempt - 1, 6)) end
+
+-- The job store as the runner uses it: every method of STORE, with that patience.
+local function patient(store)
+  local faults = 0
+  local function wait(method, err, attempt)
+    faults = faults + 1
+    local delay = fault_delay(attempt)
+    if attempt == 1 or attempt % 10 == 0 then
+      assetd.log.error("job store write refused; the job waits and tries again",
+                       {method = method, error = tostring(err), attempt = attempt, retry_in = delay})
+    end
+    assetd.sleep(delay)
+  end
+  return setmetatable({faults = function() return faults end}, {__index = function(t, k)
+    local f = store[k]
+    if type(f) ~= "function" then return f end
+    local method = function(_, ...)
+      local attempt = 0
+      while true do
+        local r = table.pack(f(store, ...))
+        if r[1] ~= nil or not is_fault(r[2]) or not patient_threads[coroutine.running()] then
+          return table.unpack(r, 1, r.n)
+        end
+        attempt = attempt + 1
+        wait(k, r[2], attempt)
+      end
+    end
+    rawset(t, k, method)
+    return method
+  end})
+end
+
 -- Runner.new{jobs=, versions=, providers = {name = provider}, notion = client|nil,
 --   properties = fn(job) -> props, on_error = fn(job, message) -> props|nil,
 --   alerts = {warn_before=, expiring=, expired=, failed=, completed=},
@@ -30,7 +73,7 @@ end
 --   direct_io = write whole blocks past the page cache (default true)}
 function M.new(cfg)
   local self = setmetatable({
-    jobs = assert(cfg.jobs), versions = assert(cfg.versions), providers = assert(cfg.providers),
+    jobs = patient(assert(cfg.jobs)), versions = assert(cfg.versions), providers = assert(cfg.providers),
     notion = cfg.notion, properties = cfg.properties, on_error = cfg.on_error,
     alerts = cfg.alerts or {}, retry = cfg.retry, poll = cfg.poll or {interval = 5, max = 60},
     metrics = cfg.metrics or require("assetd.metrics").standard(),
@@ -227,8 +270,21 @@ function Runner:download_variant(job, asset)
     local d = retry.decide(err, attempt, job.expiresAt, assetd.now(), self.retry)
     self:event(job, "retry", asset.variant .. ": " .. tostring(err))
     if d.action ~= "retry" then return nil, d end
+    self:note_failure(job, asset.variant, err, d.delay)
     self.metrics:inc("assetd_retries_total", {cause = retry.cause(err)})
     assetd.sleep(d.delay)
+  end
+end
+
+-- A failed try that will be tried again is not silent: a log line (error for a full or failing
+-- disk, which a person must act on; warn otherwise) and the job's error until it succeeds.
+function Runner:note_failure(job, variant, err, delay)
+  local level = err.category == "disk" and "error" or "warn"
+  assetd.log[level]("transfer failed; trying again", {job = job.notionPageId, variant = variant,
+                    error = tostring(err), retry_in = string.format("%.1f s", delay)})
+  local now = self.jobs:get(job.id)
+  if now and now.status == "downloading" then
+    self.jobs:transition(now, "downloading", {error = variant .. ": " .. tostring(err)})
   end
 end
 
@@ -274,7 +330,13 @@ function Runner:download_in_slot(job)
   local fields = {}
   local assets = self:provider(job):assets(self:job_view(job))
   if job.version == 0 then
-    local v, err = self.versions:reserve(job.batchId, job.soraVideoId, assets)
+    local v, err
+    for attempt = 1, math.huge do          -- the version table is the job store's: as patient
+      v, err = self.versions:reserve(job.batchId, job.soraVideoId, assets)
+      if v or not is_fault(err) then break end
+      assetd.log.error("version not reserved; the job waits and tries again", {job = job.notionPageId, error = tostring(err)})
+      assetd.sleep(fault_delay(attempt))
+    end
     if not v then return self:fail(job, tostring(err)) end
     fields.version = v
   end
@@ -292,6 +354,7 @@ function Runner:download_in_slot(job)
   if run then run.variants = tasks end            -- cancel_job stops them at once
   for _, a in ipairs(assets) do
     tasks[#tasks + 1] = assetd.spawn({name = "asset"}, function()
+      patient_threads[coroutine.running()] = true
       local ok, res, why = pcall(self.download_variant, self, job, a)
       if not ok then failure = failure or res elseif not res then failure = failure or why end
       left = left - 1
@@ -366,6 +429,7 @@ function Runner:run(job)
     local ok, err = pcall(self.crashed, self, id, msg)
     if not ok then assetd.log.error("job error not recorded", {job = id, error = tostring(err), cause = msg}) end
   end}, function()
+    patient_threads[coroutine.running()] = true
     job = self.jobs:get(id) or job                  -- the row as it is now, not as listed
     if job.status == "waiting" then job = self:await_ready(job) end
     if self.running[id] ~= me then return end      -- canceled meanwhile (cancel_job)
