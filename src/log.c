@@ -137,6 +137,21 @@ static size_t utf8_len(const unsigned char *s) {
     return n;
 }
 
+void log_utf8_copy(char *out, size_t cap, const char *s) {
+    size_t n = 0;
+    if (cap == 0) return;
+    while (*s) {
+        size_t k = (unsigned char)*s < 0x80 ? 1 : utf8_len((const unsigned char *)s);
+        const char *c = k ? s : "\xef\xbf\xbd";
+        size_t w = k ? k : 3;
+        if (n + w >= cap) break;               /* between characters, never inside one */
+        memcpy(out + n, c, w);
+        n += w;
+        s += k ? k : 1;
+    }
+    out[n] = '\0';
+}
+
 static void puts_(line_t *l, const char *s) { put(l, s, strlen(s)); }
 
 static void put_escaped(line_t *l, const char *s, int json) {

@@ -31,6 +31,9 @@ const char *const *log_secret_env(void);
  * measure), returning the whole length; or as a new string the caller frees (NULL: no memory). */
 size_t log_redact_into(const char *s, char *out, size_t cap);
 char *log_redact(const char *s);
+/* S into OUT (CAP bytes with the NUL) as valid UTF-8: a broken byte becomes U+FFFD and a cut
+ * falls between characters, so text from outside (an upstream error body) can go into JSON. */
+void log_utf8_copy(char *out, size_t cap, const char *s);
 
 void log_fields(enum log_level level, const char *msg, const log_field *f, size_t n);
 /* Convenience: key, value string pairs ended by NULL. */
