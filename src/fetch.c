@@ -8,11 +8,13 @@
 #include "admit.h"
 #include "clock.h"
 #include "curluv.h"
+#include "digest.h"
 #include "httphdr.h"
 #include "log.h"
 #include "partfile.h"
 #include "store.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <errno.h>
@@ -21,9 +23,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define MEMORY_DEFAULT_CAP ((int64_t)16 << 20)
 #define ERROR_BODY_CAP 4096
+#define ERROR_BODY_SHOWN 300       /* bytes of an error body a message quotes */
+/* A transfer to a filesystem with less room than this fails at once as ENOSPC, without a
+ * request: while the disk stays full every try would stream bytes only to drop them. */
+#define MIN_FREE ((int64_t)64 << 10)
 #define HEADERS_CAP (64 << 10)
 #define PROGRESS_INTERVAL 0.25
 
@@ -64,13 +71,17 @@ static void fail(fetch_xfer *x, const char *category, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void fail(fetch_xfer *x, const char *category, const char *fmt, ...) {
     if (x->res.category) return;           /* the first failure is the cause */
-    char raw[sizeof x->res.message];
+    char *raw = NULL, *red = NULL;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(raw, sizeof raw, fmt, ap);
+    int n = vasprintf(&raw, fmt, ap);
     va_end(ap);
-    /* upstream bodies may quote a key, and URLs may carry user:password */
-    log_redact_into(raw, x->res.message, sizeof x->res.message);
+    /* upstream bodies may quote a key, and URLs may carry user:password: redacted whole, then
+     * cut between characters (a cut first could leave half a key that no longer matches) */
+    if (n >= 0) red = log_redact(raw);
+    log_utf8_copy(x->res.message, sizeof x->res.message, red ? red : "out of memory describing a failure");
+    free(raw);
+    free(red);
     x->res.category = category;
 }
 
@@ -106,23 +117,8 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud) {
 
 static void on_block_written(void *ud);
 
-static int open_part(fetch_xfer *x) {
-    const char *what;
-    x->pf.loop = x->engine->loop;
-    x->pf.sha = x->sha;
-    x->pf.ready = on_block_written;
-    x->pf.ud = x;
-    int flags = (x->req.resume ? PARTFILE_RESUME : 0) | (x->req.direct ? PARTFILE_DIRECT : 0);
-    int err = partfile_open(&x->pf, x->req.path, flags, &x->res.resumed_from, &what);
-    if (err) {
-        fail_errno(x, what, err);
-        return -1;
-    }
-    x->res.bytes = x->res.resumed_from;
-    return 0;
-}
-
-/* Throw away what was resumed: the server sent the whole body again. */
+/* Throw away what was resumed: the server sent the whole body again, or it cannot be trusted
+ * to continue these bytes. */
 static int restart_part(fetch_xfer *x) {
     int err = partfile_restart(&x->pf);
     if (err) return err;
@@ -131,11 +127,100 @@ static int restart_part(fetch_xfer *x) {
     return 0;
 }
 
+/* A .part is resumed only with the validator of the answer its bytes came from, sent as
+ * If-Range: without one, a changed object's tail would be appended to the old prefix. So
+ * without a validator it starts again from 0. */
+static int load_validator(fetch_xfer *x) {
+    int err = partfile_get_validator(&x->pf, x->validator, sizeof x->validator);
+    if (err == 0) return 0;
+    x->validator[0] = '\0';
+    if (err != ENODATA && err != ENOTSUP && err != ERANGE) {
+        fail_errno(x, "read the validator of", err);
+        return -1;
+    }
+    if ((err = restart_part(x)) != 0) {
+        fail_errno(x, "truncate .part of", err);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_room(fetch_xfer *x) {
+    int64_t avail;
+    if (partfile_free_space(&x->pf, &avail) != 0 || avail >= MIN_FREE) return 0;
+    fail(x, "disk", "no room for %s: %s (ENOSPC), %lld bytes free; not fetched", x->req.path,
+         strerror(ENOSPC), (long long)avail);
+    return -1;
+}
+
+static void skip_work(uv_work_t *w);
+static void commit_done(uv_work_t *w, int status);
+
+/* The target is there already: an error at once, or with exists_skip its result, hashed on
+ * the thread pool. Returns 1 when that work is queued, -1 on a failure. */
+static int target_exists(fetch_xfer *x) {
+    if (!x->req.exists_skip) {
+        fail(x, "exists", "%s exists; not fetched again (exists = \"skip\" returns it as it is)", x->req.path);
+        return -1;
+    }
+    x->work.data = x;
+    if (uv_queue_work(x->engine->loop, &x->work, skip_work, commit_done) != 0) {
+        fail(x, "disk", "cannot queue the reading of %s", x->req.path);
+        return -1;
+    }
+    x->engine->committing++;
+    return 1;
+}
+
+/* Open the .part, or find the target there. Returns 0, 1 (target_exists queued) or -1. */
+static int open_part(fetch_xfer *x) {
+    const char *what;
+    x->pf.loop = x->engine->loop;
+    x->pf.sha = x->sha;
+    x->pf.ready = on_block_written;
+    x->pf.ud = x;
+    int flags = PARTFILE_NEW | (x->req.resume ? PARTFILE_RESUME : 0) | (x->req.direct ? PARTFILE_DIRECT : 0);
+    int err = partfile_open(&x->pf, x->req.path, flags, &x->res.resumed_from, &what);
+    if (err == EEXIST) return target_exists(x);
+    if (err) {
+        fail_errno(x, what, err);
+        return -1;
+    }
+    if (x->res.resumed_from > 0 && load_validator(x) != 0) return -1;
+    if (check_room(x) != 0) return -1;
+    x->res.bytes = x->res.resumed_from;
+    return 0;
+}
+
 /* ---- response checks ------------------------------------------------------------------- */
 
 static const char *header_or_empty(const fetch_xfer *x, const char *name) {
     const char *v = fetch_header(x, name);
     return v ? v : "";
+}
+
+/* The validator this answer's bytes can be resumed with: a strong ETag, else Last-Modified
+ * (If-Range takes no weak ETag). NULL when it has neither (or one too long to keep). */
+static const char *answer_validator(const fetch_xfer *x) {
+    const char *v = fetch_header(x, "etag");
+    if (!v || v[0] != '"') v = fetch_header(x, "last-modified");
+    return v && strlen(v) < sizeof x->validator ? v : NULL;
+}
+
+/* Kept with the .part before its first byte, so that whatever of the body reaches the disk
+ * can be resumed; none recorded (or a filesystem without xattrs) means a later try starts
+ * from 0. */
+static int record_validator(fetch_xfer *x) {
+    int err = partfile_set_validator(&x->pf, answer_validator(x));
+    if (err == 0 || err == ENOTSUP) return 0;
+    fail_errno(x, "record the validator of", err);
+    return -1;
+}
+
+/* A 206 naming another strong ETag than the .part's: a server that ignored If-Range. */
+static int validator_changed(const fetch_xfer *x) {
+    const char *etag = fetch_header(x, "etag");
+    return etag && etag[0] == '"' && x->validator[0] == '"' && strcmp(etag, x->validator) != 0;
 }
 
 /* Decide, at the first body byte (or at the end for an empty body), what the answer means. */
@@ -165,16 +250,19 @@ static int check_status(fetch_xfer *x) {
             from = 0;
         } else if (status != 206 ||
                    httphdr_content_range(header_or_empty(x, "content-range"), &s, &e, &total) != 0 ||
-                   s != from) {
-            /* a range we did not ask for: start over next time rather than splice bytes */
+                   s != from || validator_changed(x)) {
+            /* a range we did not ask for, or of another object: start over next time rather
+             * than splice bytes */
             int err = restart_part(x);
             if (err) fail_errno(x, "truncate .part of", err);
-            fail(x, "http", "unexpected partial answer (HTTP %ld, Content-Range \"%s\") when "
-                 "resuming at byte %lld; the .part was reset", status,
-                 header_or_empty(x, "content-range"), (long long)from);
+            fail(x, "http", "unexpected partial answer (HTTP %ld, Content-Range \"%s\", ETag %s, "
+                 "If-Range %s) when resuming at byte %lld; the .part was reset", status,
+                 header_or_empty(x, "content-range"), header_or_empty(x, "etag"), x->validator,
+                 (long long)from);
             return -1;
         }
     }
+    if (x->pf.fd >= 0 && from == 0 && record_validator(x) != 0) return -1;
     x->expect_total = clen >= 0 ? from + clen : -1;
     return 0;
 }
@@ -319,7 +407,18 @@ static void release_slot(fetch_xfer *x) {
     live_remove(e, x);
 }
 
+/* Resume only the same object: a server whose object changed answers 200 with all of it. */
+static int add_if_range(fetch_xfer *x) {
+    char line[sizeof x->validator + 16];
+    snprintf(line, sizeof line, "If-Range: %s", x->validator);
+    struct curl_slist *l = curl_slist_append(x->req.headers, line);
+    if (!l) return -1;
+    x->req.headers = l;
+    return 0;
+}
+
 static int setup_easy(fetch_xfer *x) {
+    if (x->res.resumed_from > 0 && add_if_range(x) != 0) return -1;
     CURL *c = x->easy = curl_easy_init();
     if (!c) return -1;
     const fetch_request *r = &x->req;
@@ -366,7 +465,15 @@ static void start(fetch_engine *e, fetch_xfer *x) {
     x->started = clock_now();
     admit_started(&e->adm, lane_of(x), x->host);
     if (live_add(e, x) != 0) { fail(x, "network", "out of memory"); goto failed; }
-    if (!x->req.to_memory && open_part(x) != 0) goto failed;
+    if (!x->req.to_memory) {
+        int r = open_part(x);
+        if (r < 0) goto failed;
+        if (r > 0) {                       /* the file is there: skip_work reports it */
+            x->state = X_FINISHING;
+            release_slot(x);
+            return;
+        }
+    }
     if (setup_easy(x) != 0) { fail(x, "network", "cannot create a curl handle"); goto failed; }
     CURLMcode mc = curl_multi_add_handle(e->cu.multi, x->easy);
     if (mc != CURLM_OK) { fail(x, "network", "curl_multi_add_handle: %s", curl_multi_strerror(mc)); goto failed; }
@@ -385,18 +492,54 @@ static void schedule(fetch_engine *e) {
 
 /* Write the last block, validate, fsync, rename and fsync the directory: on the thread pool,
  * like the hashing and writing of every block before it. */
+/* The format the file must prove itself whole in: CHECK's, and for a body that came without
+ * a length whatever its first bytes announce; ANY with nothing to check. */
+static store_format format_to_check(const fetch_xfer *x) {
+    store_format f = store_format_of(x->req.check);
+    return f == STORE_FORMAT_ANY && x->sniff ? STORE_FORMAT_SNIFF : f;
+}
+
+static int digest_matches(fetch_xfer *x) {
+    char want[2 * DIGEST_SHA256_LEN + 1];
+    if (!x->digest_from) return 1;
+    digest_hex(x->want_sha, want);
+    x->digest_mismatch = strcmp(want, x->res.sha256) != 0;
+    return !x->digest_mismatch;
+}
+
 static void commit_work(uv_work_t *w) {
     fetch_xfer *x = w->data;
     x->failed_step = "write";
+    /* a write that failed (ENOSPC) keeps what reached the disk, to be resumed */
     if ((x->sys_errno = partfile_finish(&x->pf)) != 0) return;
-    if (x->req.check && store_check_file(x->pf.fd, x->req.check, x->req.expect_size, &x->invalid) != 0) {
-        /* bad content must not be resumed from: drop the .part */
-        unlinkat(x->pf.dirfd, x->pf.part, 0);
+    store_digest_hex(x->sha, x->res.sha256);
+    store_format f = format_to_check(x);
+    int bad = (x->req.check || f != STORE_FORMAT_ANY) &&
+              store_check_fd(x->pf.fd, f, x->req.check ? x->req.expect_size : -1, &x->invalid) != 0;
+    if (!bad) bad = !digest_matches(x);     /* after: "truncated" says more than "differs" */
+    if (bad) {
+        partfile_discard(&x->pf);          /* bad content must not be resumed from */
         return;
     }
-    store_digest_hex(x->sha, x->res.sha256);
     x->failed_step = "commit";
-    x->sys_errno = partfile_commit(&x->pf);
+    /* nothing is left behind a failed commit: a taken name stays taken, and after a failed
+     * fsync the kernel's copy of the bytes is not to be trusted */
+    if ((x->sys_errno = partfile_commit(&x->pf)) != 0) partfile_discard(&x->pf);
+}
+
+/* exists_skip: the result of the file already under the name, as a download would give it. */
+static void skip_work(uv_work_t *w) {
+    fetch_xfer *x = w->data;
+    struct stat st;
+    int fd;
+    x->res.skipped = 1;
+    x->failed_step = "read existing file";
+    if ((x->sys_errno = partfile_open_target(&x->pf, &fd)) != 0) return;
+    if (fstat(fd, &st) != 0) x->sys_errno = errno;
+    else if (!x->req.check || store_check_file(fd, x->req.check, x->req.expect_size, &x->invalid) == 0)
+        x->sys_errno = store_sha256_fd(fd, x->res.sha256);
+    x->res.bytes = st.st_size;
+    close(fd);
 }
 
 static void maybe_free_engine(fetch_engine *e) {
@@ -407,10 +550,17 @@ static void commit_done(uv_work_t *w, int status) {
     fetch_xfer *x = w->data;
     fetch_engine *e = x->engine;
     e->committing--;
+    if (x->res.skipped) x->res.elapsed = clock_now() - x->started;
     if (status != 0) fail(x, "canceled", "canceled before the file was committed");
-    else if (x->invalid) fail(x, "validation", "%s: %s", x->req.path, x->invalid);
+    else if (x->digest_mismatch) {
+        char want[2 * DIGEST_SHA256_LEN + 1];
+        digest_hex(x->want_sha, want);
+        fail(x, "integrity", "%s: the body's SHA-256 is %s but the server's %s says %s; the .part "
+             "was discarded", x->req.path, x->res.sha256, x->digest_from, want);
+    } else if (x->invalid) fail(x, "validation", "%s: %s", x->req.path, x->invalid);
     else if (x->sys_errno == EEXIST)
-        fail(x, "disk", "commit %s: a file with that name exists; not replaced", x->req.path);
+        fail(x, "disk", "commit %s: a file with that name exists; not replaced (the .part was removed)",
+             x->req.path);
     else if (x->sys_errno) fail_errno(x, x->failed_step, x->sys_errno);
     partfile_close(&x->pf);
     if (!e->closing) {
@@ -422,14 +572,33 @@ static void commit_done(uv_work_t *w, int status) {
     maybe_free_engine(e);
 }
 
+/* The SHA-256 the server vouches for, when it sends one for what is hashed: the whole
+ * representation. Repr-Digest (RFC 9530) describes it in a 206 too; Content-Digest and S3's
+ * x-amz-checksum-sha256 only a 200's full body. None under a content coding: the digests
+ * cover the coded bytes, libcurl hands over decoded ones. */
+static void expect_digest(fetch_xfer *x) {
+    const char *ce = fetch_header(x, "content-encoding"), *v;
+    long st = x->res.status;
+    if ((ce && strcasecmp(ce, "identity") != 0) || (st != 200 && st != 206)) return;
+    if ((v = fetch_header(x, "repr-digest")) && digest_parse_rfc9530(v, x->want_sha) == 0)
+        x->digest_from = "Repr-Digest";
+    else if (st != 200) return;
+    else if ((v = fetch_header(x, "content-digest")) && digest_parse_rfc9530(v, x->want_sha) == 0)
+        x->digest_from = "Content-Digest";
+    else if ((v = fetch_header(x, "x-amz-checksum-sha256")) && digest_parse_base64(v, x->want_sha) == 0)
+        x->digest_from = "x-amz-checksum-sha256";
+}
+
 static void finish_ok(fetch_xfer *x) {
     if (!x->status_checked && check_status(x) != 0) return;
-    if (x->http_error) return;
+    if (x->http_error || x->part_complete) return;
     if (x->expect_total >= 0 && x->res.bytes != x->expect_total) {
         fail(x, "network", "short body: got %lld of %lld bytes", (long long)x->res.bytes,
              (long long)x->expect_total);
         return;
     }
+    x->sniff = x->expect_total < 0;        /* a closed connection is all that ended it */
+    expect_digest(x);
 }
 
 static void describe_http_error(fetch_xfer *x) {
@@ -437,9 +606,13 @@ static void describe_http_error(fetch_xfer *x) {
     url_for_message(x->req.url, url, sizeof url);
     const char *ra = fetch_header(x, "retry-after");
     if (ra) x->res.retry_after = httphdr_retry_after(ra, clock_now());
-    int blen = (int)(x->mem.len > 300 ? 300 : x->mem.len);
-    fail(x, "http", "HTTP %ld from %s %s%s%.*s", x->res.status, x->req.method ? x->req.method : "GET",
-         url, blen ? ": " : "", blen, x->mem.p ? x->mem.p : "");
+    /* redacted before the cut, which falls between characters: see fail() */
+    char body[ERROR_BODY_SHOWN + 1] = "";
+    char *red = x->mem.p ? log_redact(x->mem.p) : NULL;
+    if (red) log_utf8_copy(body, sizeof body, red);
+    free(red);
+    fail(x, "http", "HTTP %ld from %s %s%s%s", x->res.status, x->req.method ? x->req.method : "GET",
+         url, body[0] ? ": " : "", body);
 }
 
 static void settle(fetch_engine *e, fetch_xfer *x);
@@ -458,7 +631,12 @@ static void finish(fetch_engine *e, fetch_xfer *x, CURLcode rc) {
     else if (rc == CURLE_OPERATION_TIMEDOUT) fail(x, "timeout", "%s", x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
     else if (rc != CURLE_OK) fail(x, "network", "%s", x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
     if (!x->res.category) {
-        if (x->pf.fd < 0) store_digest_hex(x->sha, x->res.sha256);
+        if (x->pf.fd < 0) {
+            store_digest_hex(x->sha, x->res.sha256);
+            if (!digest_matches(x))
+                fail(x, "integrity", "the body's SHA-256 is %s but the server's %s does not match it",
+                     x->res.sha256, x->digest_from);
+        }
         maybe_progress(x, 1);
     }
     x->state = X_FINISHING;

@@ -40,11 +40,13 @@ typedef struct fetch_request {
     int to_memory;
     char *check;                /* file sink: validate as this variant before the rename */
     int64_t expect_size;        /* with check: required size, -1 when unknown */
+    int exists_skip;            /* file sink: a file already under the name is the result */
 } fetch_request;
 
 /* What came back. `category` is NULL on success. */
 typedef struct fetch_result {
-    const char *category;       /* "network" | "http" | "disk" | "timeout" | "canceled" */
+    const char *category;       /* "network" | "http" | "disk" | "timeout" | "canceled" |
+                                   "validation" | "integrity" | "exists" */
     char message[600];
     long status;
     double retry_after;         /* seconds, -1 when absent */
@@ -53,6 +55,7 @@ typedef struct fetch_result {
     char sha256[65];
     double elapsed;
     const char *http_version;
+    int skipped;                /* exists_skip: the file was there; no request was made */
 } fetch_result;
 
 struct fetch_xfer {
@@ -73,6 +76,11 @@ struct fetch_xfer {
     int sys_errno;
     const char *failed_step;    /* "write" or "commit": which part of commit_work sys_errno is from */
     const char *invalid;        /* why validation refused the file (static text) */
+    int sniff;                  /* no length: the file's own structure must prove it whole */
+    char validator[256];        /* of the answer the .part's bytes came from ("": none) */
+    unsigned char want_sha[32]; /* what the server's digest header says, when digest_from */
+    const char *digest_from;    /* the header it came from, NULL when none */
+    int digest_mismatch;
     int64_t expect_total;
     EVP_MD_CTX *sha;
     double started, last_progress;

@@ -3,6 +3,7 @@
  * task's stack and resumes it. Options are checked here, once, with errors naming the field. */
 #include "fetch.h"
 #include "lbind.h"
+#include "log.h"
 #include "runtime.h"
 
 #include <lauxlib.h>
@@ -100,6 +101,11 @@ static void read_request(lua_State *L, fetch_xfer *x) {
     if (check && !to) luaL_error(L, "fetch: option 'check' needs 'to'");
     if (check) r->check = dup_field(L, check, strlen(check));
     r->expect_size = (int64_t)l_optintfield(L, 1, "expect_size", -1);
+    const char *exists = l_optstrfield(L, 1, "exists", NULL);
+    if (exists && strcmp(exists, "skip") != 0 && strcmp(exists, "error") != 0)
+        luaL_error(L, "fetch: option 'exists' must be \"error\" or \"skip\"");
+    if (exists && !to) luaL_error(L, "fetch: option 'exists' needs 'to'");
+    r->exists_skip = exists && strcmp(exists, "skip") == 0;
     lua_getfield(L, 1, "resume");
     r->resume = lua_toboolean(L, -1);
     lua_getfield(L, 1, "direct");
@@ -137,6 +143,16 @@ static void set_int(lua_State *L, const char *k, int64_t v) {
     lua_setfield(L, -2, k);
 }
 
+/* An error body goes to hooks, job errors and Notion: redacted like the message (as text: what
+ * follows a NUL byte is dropped). */
+static void push_error_body(lua_State *L, const fetch_xfer *x) {
+    char *red = log_redact(x->mem.p);
+    if (!red) return;                     /* no memory: no body, rather than a raise here */
+    lua_pushstring(L, red);
+    free(red);
+    lua_setfield(L, -2, "body");
+}
+
 static int push_result(lua_State *L, const fetch_xfer *x) {
     const fetch_result *r = &x->res;
     if (r->category) {
@@ -144,14 +160,16 @@ static int push_result(lua_State *L, const fetch_xfer *x) {
         rt_push_error(L, r->category, "%s", r->message);
         if (r->status) set_int(L, "status", r->status);
         if (r->retry_after >= 0) set_num(L, "retry_after", r->retry_after);
-        if (r->category[0] == 'h' && x->mem.len) {
-            lua_pushlstring(L, x->mem.p, x->mem.len);
-            lua_setfield(L, -2, "body");
-        }
+        if (r->category[0] == 'h' && x->mem.len) push_error_body(L, x);
         return 2;
     }
     lua_createtable(L, 0, 10);
-    set_int(L, "status", r->status);
+    if (r->skipped) {                     /* no request was made: no status */
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "skipped");
+    } else {
+        set_int(L, "status", r->status);
+    }
     push_headers(L, x);
     lua_setfield(L, -2, "headers");
     if (x->req.to_memory) {

@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 /* O_DIRECT's alignment for buffers, offsets and lengths: a multiple of every logical block
@@ -127,6 +129,8 @@ int partfile_open(partfile *p, const char *path, int flags, int64_t *kept, const
         return EINVAL;
     *what = "open directory of";
     if ((p->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) return errno;
+    *what = "target exists:";
+    if ((flags & PARTFILE_NEW) && fstatat(p->dirfd, p->base, &st, AT_SYMLINK_NOFOLLOW) == 0) return EEXIST;
     *what = "open .part for";
     int resume = flags & PARTFILE_RESUME;
     int oflags = O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | (resume ? 0 : O_TRUNC);
@@ -137,6 +141,36 @@ int partfile_open(partfile *p, const char *path, int flags, int64_t *kept, const
     p->off = *kept;
     if ((flags & PARTFILE_DIRECT) && *kept == 0) try_direct(p);
     return 0;
+}
+
+int partfile_get_validator(const partfile *p, char *out, size_t cap) {
+    ssize_t n = fgetxattr(p->fd, PARTFILE_VALIDATOR_XATTR, out, cap - 1);
+    if (n < 0) return errno == EOPNOTSUPP ? ENOTSUP : errno;
+    out[n] = '\0';
+    if (n == 0 || memchr(out, '\0', (size_t)n)) return ENODATA;     /* not one of ours */
+    return 0;
+}
+
+int partfile_set_validator(partfile *p, const char *v) {
+    if (v && *v) return fsetxattr(p->fd, PARTFILE_VALIDATOR_XATTR, v, strlen(v), 0) == 0 ? 0 : errno;
+    if (fremovexattr(p->fd, PARTFILE_VALIDATOR_XATTR) == 0 || errno == ENODATA) return 0;
+    return errno == EOPNOTSUPP ? ENOTSUP : errno;
+}
+
+int partfile_free_space(const partfile *p, int64_t *avail) {
+    struct statvfs sv;
+    if (fstatvfs(p->fd, &sv) != 0) return errno;
+    *avail = (int64_t)sv.f_bavail * (int64_t)sv.f_frsize;
+    return 0;
+}
+
+int partfile_open_target(const partfile *p, int *fd) {
+    *fd = openat(p->dirfd, p->base, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    return *fd < 0 ? errno : 0;
+}
+
+int partfile_discard(partfile *p) {
+    return unlinkat(p->dirfd, p->part, 0) == 0 || errno == ENOENT ? 0 : errno;
 }
 
 int partfile_restart(partfile *p) {
@@ -204,6 +238,7 @@ static int publish(partfile *p) {
 }
 
 int partfile_commit(partfile *p) {
+    fremovexattr(p->fd, PARTFILE_VALIDATOR_XATTR);    /* only the .part needs it; none is fine */
     if (fsync(p->fd) != 0) return errno;
     int err = publish(p);
     if (err) return err;

@@ -102,6 +102,12 @@ function sim.script(src)
   return path
 end
 
+-- The .NAME.part the engine writes for PATH.
+function sim.part_of(path)
+  local d, base = path:match("^(.*/)([^/]+)$")
+  return (d or "") .. "." .. (base or path) .. ".part"
+end
+
 function sim.tmpdir()
   local d = os.tmpname()
   os.remove(d)

@@ -33,6 +33,7 @@ precomputed 64 KiB block with the file-format header/trailer patched in, so a
 from __future__ import annotations
 
 import argparse
+import base64
 import collections
 import datetime as _dt
 import hashlib
@@ -205,7 +206,30 @@ SHAS = _ShaCache()
 # --------------------------------------------------------------------------
 
 FAULT_KINDS = ("status", "429", "truncate", "reset", "slow", "delay",
-               "norange")
+               "norange", "corrupt", "nolength")
+
+DIGEST_KINDS = ("repr", "content", "amz", "none")
+# Above this size a body gets a digest only when one is asked for by name: hashing it before
+# the headers go out would hold the first answer (the benchmarks serve 500 MiB bodies).
+DIGEST_AUTO_MAX = 64 * MIB
+
+
+class ContentOpts:
+    """How content answers describe a body: validators, length, digest."""
+
+    __slots__ = ("etag", "last_modified", "length", "digest", "digest_given")
+
+    def __init__(self, etag: bool = True, last_modified: float | None = None,
+                 length: bool = True, digest: str | None = None) -> None:
+        if digest is not None and digest not in DIGEST_KINDS:
+            raise SimError(f"bad digest {digest!r}; one of {DIGEST_KINDS}")
+        self.etag, self.last_modified, self.length = etag, last_modified, length
+        self.digest_given = digest is not None
+        self.digest = digest or "repr"
+
+
+def http_date(t: float) -> str:
+    return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(t))
 
 
 class SimError(Exception):
@@ -237,6 +261,16 @@ class Video:
             raise SimError(f"bad number in video {vid}: {e}") from None
         self.no_expires = bool(spec.get("no_expires_at", False))
         self.ranges = bool(spec.get("ranges", True))
+        lm = spec.get("last_modified", False)
+        try:
+            lm_t = None if lm is False or lm is None else (
+                self.created if lm is True else float(lm))
+        except (TypeError, ValueError):
+            raise SimError(f"bad last_modified in video {vid}") from None
+        self.content = ContentOpts(etag=bool(spec.get("etag", True)),
+                                   last_modified=lm_t,
+                                   length=bool(spec.get("length", True)),
+                                   digest=spec.get("digest"))
         self.model = str(spec.get("model", "sora-2"))
         self.seconds = str(spec.get("seconds", "8"))
         self.size = str(spec.get("size", "1280x720"))
@@ -320,7 +354,12 @@ class Fault:
             st = spec.get("status", 500 if kind == "status" else 429)
             self.status = int(st)
             a = spec.get("after")
-            self.after = None if a is None else int(a)
+            if kind == "corrupt":   # offsets into the representation
+                offs = [] if a is None else (a if isinstance(a, list) else [a])
+                self.offsets = sorted({int(o) for o in offs})
+                self.after = None
+            else:
+                self.after = None if a is None else int(a)
             self.rate = float(spec.get("rate", 65536))
             self.seconds = float(spec.get("seconds", 1))
         except (TypeError, ValueError) as e:
@@ -329,6 +368,12 @@ class Fault:
             raise SimError("rate must be > 0")
         self.retry_after = str(spec.get("retry_after", "1"))
         self.body = spec.get("body")
+        b64 = spec.get("body_base64")
+        if b64 is not None:   # bytes JSON cannot carry (broken UTF-8)
+            try:
+                self.body = base64.b64decode(str(b64), validate=True)
+            except ValueError:
+                raise SimError("body_base64 must be base64") from None
         hdrs = spec.get("headers") or {}
         if not isinstance(hdrs, dict):
             raise SimError("headers must be an object")
@@ -632,6 +677,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 "t": t0, "method": method, "path": target,
                 "headers": {
                     "range": h.get("Range"),
+                    "if-range": h.get("If-Range"),
                     "authorization": h.get("Authorization") is not None,
                     "notion-version": h.get("Notion-Version"),
                 },
@@ -694,9 +740,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 headers.setdefault("Retry-After", f.retry_after)
             if f.body is None:
                 self.send_json(status, fault_error_body(path, status), headers)
-            elif isinstance(f.body, str):
-                self.send_bytes(status, f.body.encode(),
-                                "text/plain; charset=utf-8", headers)
+            elif isinstance(f.body, (str, bytes)):
+                raw = f.body.encode() if isinstance(f.body, str) else f.body
+                self.send_bytes(status, raw, "text/plain; charset=utf-8",
+                                headers)
             else:
                 self.send_json(status, f.body, headers)
             return False
@@ -743,14 +790,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
             pass
 
     # ----- response writing -----
-    def start(self, status: int, headers: dict[str, str], length: int,
+    def start(self, status: int, headers: dict[str, str], length: int | None,
               ctype: str) -> None:
+        """length None: no Content-Length; the body ends when the
+        connection closes."""
         self._status = status
         if self._entry is not None:
             self._entry["status"] = status
         self.send_response(status)
         self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(length))
+        if length is None:
+            self.close_connection = True
+        else:
+            self.send_header("Content-Length", str(length))
         for k, v in headers.items():
             self.send_header(k, v)
         f = self._fault
@@ -772,10 +824,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.write_body([memoryview(data)], len(data))
 
-    def write_body(self, pieces: Any, length: int) -> None:
-        """Write an iterable of byte pieces totalling `length`, honouring
-        truncate / reset / slow faults."""
+    def write_body(self, pieces: Any, length: int, start: int = 0) -> None:
+        """Write an iterable of byte pieces totalling `length` (the bytes
+        from offset `start` of the representation), honouring truncate /
+        reset / slow / corrupt faults."""
         f = self._fault
+        if f is not None and f.kind == "corrupt":
+            pieces = self.corrupted(pieces, start, length, f)
         w = self.wfile
         limit = length
         if f is not None and f.kind == "truncate":
@@ -819,11 +874,54 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 pass
             raise _Abort()
 
+    @staticmethod
+    def corrupted(pieces: Any, start: int, length: int, f: Fault) -> Any:
+        """The pieces with the bytes at f.offsets (default: the middle of
+        the whole answer) flipped; the length is kept."""
+        offs = f.offsets or [start + length // 2]
+        pos = start
+        for piece in pieces:
+            hit = [o - pos for o in offs if pos <= o < pos + len(piece)]
+            if hit:
+                buf = bytearray(piece)
+                for i in hit:
+                    buf[i] ^= 0xFF
+                piece = bytes(buf)
+            pos += len(piece)
+            yield piece
+
+    def validators(self, body: Body, opts: ContentOpts) -> dict[str, str]:
+        h: dict[str, str] = {}
+        if opts.etag:
+            h["ETag"] = body.etag
+        if opts.last_modified is not None:
+            h["Last-Modified"] = http_date(opts.last_modified)
+        return h
+
+    @staticmethod
+    def digest_headers(body: Body, opts: ContentOpts,
+                       status: int) -> dict[str, str]:
+        """The digest of the whole representation (a 206 gets only
+        Repr-Digest, which still describes all of it)."""
+        if opts.digest == "none" or (not opts.digest_given
+                                     and body.total > DIGEST_AUTO_MAX):
+            return {}
+        if status == 206 and opts.digest != "repr":
+            return {}
+        raw = bytes.fromhex(SHAS.get(body.key, body.kind, body.total))
+        b64 = base64.b64encode(raw).decode()
+        if opts.digest == "amz":
+            return {"x-amz-checksum-sha256": b64}
+        name = "Repr-Digest" if opts.digest == "repr" else "Content-Digest"
+        return {name: f"sha-256=:{b64}:"}
+
     def serve_content(self, body: Body, ranges: bool,
-                      extra: dict[str, str] | None = None) -> None:
+                      extra: dict[str, str] | None = None,
+                      opts: ContentOpts | None = None) -> None:
         """Full or ranged response for a generated body."""
+        opts = opts or ContentOpts()
         total = body.total
-        headers: dict[str, str] = {"ETag": body.etag}
+        headers = self.validators(body, opts)
         if extra:
             headers.update(extra)
         f = self._fault
@@ -835,7 +933,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if use_ranges:
             rh = self.headers.get("Range")
             ir = self.headers.get("If-Range")
-            if rh and (ir is None or ir.strip() == body.etag):
+            # RFC 9110 13.1.5: the range only when If-Range matches exactly (a
+            # strong ETag or the Last-Modified date); else the whole body
+            if rh and (ir is None or ir.strip() in (headers.get("ETag"),
+                                                    headers.get("Last-Modified"))):
                 rng = parse_range(rh, total)
         if rng == "unsat":
             headers["Content-Range"] = f"bytes */{total}"
@@ -849,9 +950,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             start, end = rng  # type: ignore[misc]
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{total}"
-        self.start(status, headers, end - start, ctype)
+        headers.update(self.digest_headers(body, opts, status))
+        nolength = not opts.length or (f is not None and f.kind == "nolength")
+        self.start(status, headers, None if nolength else end - start, ctype)
         if self.command != "HEAD":
-            self.write_body(body.chunks(start, end), end - start)
+            self.write_body(body.chunks(start, end), end - start, start)
 
     # ----- OpenAI -----
     def route_openai(self, method: str, path: str) -> None:
@@ -930,7 +1033,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_json(404, openai_error("Video content has expired",
                                              "video_expired"))
             return
-        self.serve_content(Body(v.key, variant, v.sizes[variant]), v.ranges)
+        self.serve_content(Body(v.key, variant, v.sizes[variant]), v.ranges,
+                           opts=v.content)
 
     # ----- generic signed files -----
     def route_files(self, method: str, path: str) -> None:
@@ -956,7 +1060,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if expires is not None and time.time() >= expires:
             self.send_json(403, {"error": "expired"})
             return
-        self.serve_content(Body("file:" + name, kind, size), True)
+        try:
+            lm = q.get("last_modified")
+            opts = ContentOpts(
+                etag=(q.get("etag") or ["1"])[0] != "0",
+                last_modified=None if not lm else float(lm[0]),
+                length=(q.get("length") or ["1"])[0] != "0",
+                digest=(q.get("digest") or [None])[0])
+        except (ValueError, SimError) as e:
+            self.send_json(400, {"error": f"bad content option: {e}"})
+            return
+        self.serve_content(Body("file:" + name, kind, size), True, opts=opts)
 
     # ----- Notion -----
     def route_notion(self, method: str, path: str) -> None:

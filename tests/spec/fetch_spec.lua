@@ -193,7 +193,7 @@ describe("assetd.fetch", function()
     assert.matches("ENOENT", err.message)
   end)
 
-  it("never replaces a file already under the target name", function()
+  it("never replaces a file already under the target name, and does not fetch it", function()
     s:video{id = "vid_x", sizes = {video = 300000}}
     local path = dir .. "/taken.mp4"
     local f = assert(io.open(path, "w"))
@@ -202,11 +202,12 @@ describe("assetd.fetch", function()
     for _, direct in ipairs{false, true} do
       local res, err = assetd.fetch{url = content("vid_x"), headers = auth, to = path, direct = direct}
       assert.is_nil(res)
-      assert.are.equal("disk", err.category)
-      assert.are.equal("commit " .. path .. ": a file with that name exists; not replaced", err.message)
+      assert.are.equal("exists", err.category)
+      assert.are.equal(path .. ' exists; not fetched again (exists = "skip" returns it as it is)', err.message)
       assert.are.equal("someone else's file", sim.read(path))
-      os.remove(dir .. "/.taken.mp4.part")
+      assert.is_nil(io.open(dir .. "/.taken.mp4.part"))
     end
+    assert.are.equal(0, #s:log())
   end)
 
   it("enforces the memory sink's max_bytes", function()
