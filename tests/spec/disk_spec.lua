@@ -36,3 +36,60 @@ describe("assetd.fetch on a full disk", function()
     assert.are.equal(10000, res.bytes)
   end)
 end)
+
+-- Issue 14 item 11: what reached the disk before ENOSPC is kept and resumed from, and while the
+-- disk stays full a try fails at once instead of streaming bytes it can only drop.
+describe("assetd.fetch after ENOSPC", function()
+  local s, dir
+  setup(function()
+    s = sim.start()
+    dir = sim.tmpdir()
+    assert(os.execute("mount -t tmpfs -o size=256k tmpfs " .. dir),
+      "this test mounts a small tmpfs and needs root (or run it under `unshare -Urm`)")
+  end)
+  teardown(function()
+    s:stop()
+    os.execute("umount " .. dir .. " && rmdir " .. dir)
+  end)
+
+  local function content_requests()
+    local n, bytes = 0, 0
+    for _, e in ipairs(s:log()) do
+      if e.path:match("/content") then n, bytes = n + 1, bytes + e.bytes end
+    end
+    return n, bytes
+  end
+
+  it("makes no request while the disk is full, then resumes from what is on disk", function()
+    local total = 1024 * 1024
+    s:video{id = "vid_full", sizes = {video = total}}
+    local url, path = s.openai .. "/videos/vid_full/content", dir .. "/full.mp4"
+    local res, err = assetd.fetch{url = url, to = path, resume = true, check = "video"}
+    assert.is_nil(res)
+    assert.are.equal("disk", err.category)
+    assert.matches("ENOSPC", err.message)
+    local part = assert(io.open(sim.part_of(path)))
+    local kept = part:seek("end")
+    part:close()
+    assert.is_true(kept > 0)
+    -- still full: at once, without a request
+    s:call("DELETE", "/_control/log")
+    res, err = assetd.fetch{url = url, to = path, resume = true, check = "video"}
+    assert.is_nil(res)
+    assert.are.equal("disk", err.category)
+    assert.matches("ENOSPC", err.message)
+    assert.are.equal(0, (content_requests()))
+    -- room again: only the rest comes over the wire
+    assert(os.execute("mount -o remount,size=4m " .. dir))
+    res = assert(assetd.fetch{url = url, to = path, resume = true, check = "video"})
+    assert.are.equal(206, res.status)
+    assert.are.equal(kept, res.resumed_from)
+    local n, bytes = content_requests()
+    assert.are.equal(1, n)
+    assert.are.equal(total - kept, bytes)
+    local log = s:log()
+    assert.are.equal("bytes=" .. kept .. "-", log[#log].headers.range)
+    assert.is_truthy(log[#log].headers["if-range"])
+    assert.are.equal(s:info("vid_full").sha256.video, sim.sha256_file(path))
+  end)
+end)
