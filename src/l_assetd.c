@@ -2,6 +2,7 @@
  * daemon's options. Waiting functions yield only the calling task; handles are userdata
  * pinned in the registry while libuv uses them (luv's rule), released in their close callback. */
 #include "clock.h"
+#include "datadir.h"
 #include "lbind.h"
 #include "log.h"
 #include "runtime.h"
@@ -309,6 +310,14 @@ static int l_bounded(lua_State *L) {
     return bounded_done(L, lua_pcallk(L, nargs, LUA_MULTRET, 2, 0, bounded_done), 0);
 }
 
+/* assetd.lock_data(dir) -> true | nil, err: this process becomes DIR's one daemon (datadir.c) */
+static int l_lock_data(lua_State *L) {
+    char err[512];
+    if (datadir_lock(luaL_checkstring(L, 1), err, sizeof err) < 0) return rt_fail(L, "busy", "%s", err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static int l_stop(lua_State *L) {
     rt_stop(rt_get(L), (int)luaL_optinteger(L, 1, 0));
     return 0;
@@ -414,7 +423,7 @@ static void push_options(lua_State *L, const struct rt_options *o) {
 int luaopen_assetd_core(lua_State *L) {
     static const luaL_Reg fns[] = {
         {"now", l_now}, {"monotonic", l_monotonic}, {"sleep", l_sleep}, {"timer", l_timer},
-        {"at", l_at}, {"alarm", l_alarm}, {"spawn", l_spawn}, {"bounded", l_bounded}, {"stop", l_stop}, {"error", l_error},
+        {"at", l_at}, {"alarm", l_alarm}, {"spawn", l_spawn}, {"bounded", l_bounded}, {"lock_data", l_lock_data}, {"stop", l_stop}, {"error", l_error},
         {"is_secret_key", l_is_secret_key}, {"redact", l_redact}, {NULL, NULL}};
     static const luaL_Reg logfns[] = {
         {"debug", l_log_debug}, {"info", l_log_info}, {"warn", l_log_warn},

@@ -191,6 +191,9 @@ function M.start(c)
   local runner = require "assetd.jobs"
   assetd.fetch_limits{max_active = c.limits.max_active, per_host = c.limits.per_host,
                       max_bytes_per_sec = c.limits.max_bytes_per_sec}
+  -- one daemon per data directory: a second one would expire and re-fetch the first's jobs
+  local locked, lerr = assetd.lock_data(assetd.options.data)
+  if not locked then error(assetd.error("config", lerr.message)) end
   local jobs = assert(assetd.jobs.open(assetd.options.data))
   local store = assert(versions.open{root = c.storage.root, jobs = jobs, naming = c.naming})
   local metrics = require("assetd.metrics").standard()
