@@ -199,13 +199,15 @@ int store_check_format(store_format f, int64_t size, store_read_fn rd, void *ud,
         if (rd(ud, head, n, 0)) return EIO;
         f = store_format_sniff(head, n);
     }
-    *why = NULL;
+    int err = 0;
     switch (f) {
-    case STORE_FORMAT_MP4: return check_mp4(size, rd, ud, why);
-    case STORE_FORMAT_WEBP: return check_webp(size, rd, ud, why);
-    case STORE_FORMAT_JPEG: return check_jpeg(size, rd, ud, why);
-    default: return 0;
+    case STORE_FORMAT_MP4: err = check_mp4(size, rd, ud, why); break;
+    case STORE_FORMAT_WEBP: err = check_webp(size, rd, ud, why); break;
+    case STORE_FORMAT_JPEG: err = check_jpeg(size, rd, ud, why); break;
+    default: break;
     }
+    if (!err) *why = NULL;           /* a reason exactly when refused */
+    return err;
 }
 
 typedef struct { const unsigned char *p; size_t len; } mem_reader;
@@ -240,9 +242,7 @@ int store_check_fd(int fd, store_format f, int64_t expect, const char **why) {
     if (st.st_size == 0) return EINVAL;
     *why = "the file's size differs from the expected size";
     if (expect >= 0 && st.st_size != expect) return EINVAL;
-    int err = store_check_format(f, st.st_size, read_fd, &fd, why);
-    if (!err) *why = NULL;
-    return err;
+    return store_check_format(f, st.st_size, read_fd, &fd, why);
 }
 
 int store_check_file(int fd, const char *variant, int64_t expect, const char **why) {
