@@ -196,12 +196,29 @@ M.NOT_FOUND_POLLS = 3
 
 -- Why a failed poll ends the wait (credentials refused, a persistent 404, another 4xx but
 -- 408/429), or nil to poll again. MISSES counts the 404s in a row so far.
-local function poll_verdict(job, err, misses)
+local function poll_verdict(job, err, misses, base_url)
   if err.category == "auth" then return tostring(err) end
   if err.status ~= 404 then return retry.client_error(err) and tostring(err) or nil end
   if misses < M.NOT_FOUND_POLLS then return nil end
-  return string.format("video %s not found: the provider answered 404 to %d status polls in a row; check soraVideoId",
-                       job.soraVideoId, misses)
+  local hint = "check soraVideoId"
+  -- every path 404s on a base URL without its API version: the mistake is the URL, not the id
+  if base_url and not base_url:match("/v%d+/?$") then
+    hint = string.format("check soraVideoId, and the base URL %s, which has no API version (/v1)", base_url)
+  end
+  return string.format("video %s not found: the provider answered 404 to %d status polls in a row; %s",
+                       job.soraVideoId, misses, hint)
+end
+
+-- A failed status poll that will be tried again is told: an event, a warn line naming the
+-- host, the cause and the next try, and the job's error until a poll succeeds.
+function Runner:note_poll_failure(job, p, err, wait)
+  local host = type(p.base_url) == "string" and p.base_url:match("^%a+://([^/]+)") or job.provider
+  local msg = string.format("status poll of %s failed (%s): %s", host, retry.cause(err), tostring(err))
+  self:event(job, "poll_failed", msg)
+  assetd.log.warn("status poll failed; polling again", {job = job.notionPageId, video = job.soraVideoId,
+                  host = host, cause = retry.cause(err), error = tostring(err), retry_in = string.format("%.1f s", wait)})
+  local now = self.jobs:get(job.id)
+  if now and now.status == "waiting" then self.jobs:transition(now, "waiting", {error = msg}) end
 end
 
 function Runner:poll_until_ready(job, alarm)
@@ -211,17 +228,21 @@ function Runner:poll_until_ready(job, alarm)
     if st and st.state == "completed" then
       local completed = st.completedAt or job.completedAt or assetd.now()
       local expires = st.expiresAt or job.expiresAt or (completed + 3600)
-      return assert(self.jobs:transition(job, "pending", {completedAt = completed, expiresAt = expires}))
+      return assert(self.jobs:transition(job, "pending", {completedAt = completed, expiresAt = expires, error = false}))
     elseif st and st.state == "failed" then
       return self:fail(job, st.error or "video generation failed")
     end
     misses = (not st and err.status == 404) and misses + 1 or 0
-    local verdict = not st and poll_verdict(job, err, misses)
+    local verdict = not st and poll_verdict(job, err, misses, p.base_url)
     if verdict then return self:fail(job, verdict) end
     attempt = attempt + 1
     local wait = math.min(self.poll.max, self.poll.interval * 1.5 ^ math.min(attempt - 1, 20))
-    -- honoured up to the longest poll wait: a huge Retry-After would sleep past the video's window
-    if not st and err.retry_after then wait = math.min(math.max(wait, err.retry_after), self.poll.max) end
+    -- the server's word, webhooks or not, up to the longest poll wait (a huge Retry-After would
+    -- sleep past the video's window) and never closer than the retry floor
+    if not st and err.retry_after then
+      wait = math.min(math.max(err.retry_after, retry.floor(1, self.retry)), self.poll.max)
+    end
+    if not st then self:note_poll_failure(job, p, err, wait) end
     if alarm:sleep(wait) == nil then return self.jobs:get(job.id) end     -- canceled
     job = self.jobs:get(job.id)
     if job.status ~= "waiting" then return job end

@@ -1,0 +1,56 @@
+-- Never silent (issue 16): a provider that cannot be reached, a base URL without its API
+-- version and a Retry-After on a status poll are each told or honoured, with webhooks or not.
+local sim = require "sim"
+local daemon = require "daemon"
+
+local function job(d, page)
+  local _, j = d:json("POST", "/api/downloads/status", {body = {notionPageId = page}})
+  return type(j) == "table" and j or {}
+end
+
+local function enqueue(d, page, video)
+  assert.are.equal(202, (d:json("POST", "/api/downloads", {body = {notionPageId = page, soraVideoId = video, batchId = "bs"}})))
+end
+
+describe("status polls that fail", function()
+  it("a provider on a closed port: the waiting job's error and a warn line name the host and the cause", function()
+    local d = daemon.start{pipeline = daemon.SIM_PIPELINE, env = {OPENAI_API_KEY = "sk-s", OPENAI_BASE_URL = "http://127.0.0.1:1/v1"}}
+    enqueue(d, "p-closed", "vid_closed")
+    daemon.eventually(function()
+      local e = job(d, "p-closed").error
+      return type(e) == "string" and e:find("127.0.0.1:1", 1, true)
+    end, 10, "the job's error names the host")
+    local j = job(d, "p-closed")
+    assert.are.equal("waiting", j.status)
+    assert.matches("status poll of 127%.0%.0%.1:1 failed", j.error)
+    assert.truthy(d:log():find('level=warn msg="status poll failed; polling again"[^\n]*host=127.0.0.1:1'), d:log())
+    d:stop_clean()
+  end)
+
+  it("a base URL without /v1 ends naming the URL, not only the video id", function()
+    local s = sim.start("--openai-key sk-s")
+    s:video{id = "vid_nov1", sizes = {video = 1000, thumbnail = 100, spritesheet = 100}}
+    local base = s.openai:gsub("/v1$", "")
+    local d = daemon.start{pipeline = daemon.SIM_PIPELINE, env = {OPENAI_API_KEY = "sk-s", OPENAI_BASE_URL = base}}
+    enqueue(d, "p-nov1", "vid_nov1")
+    daemon.eventually(function() return job(d, "p-nov1").status == "failed" end, 15, "failed")
+    assert.matches("has no API version %(/v1%)", job(d, "p-nov1").error)
+    d:stop_clean()
+    s:stop()
+  end)
+
+  it("a 429 poll is tried again after its Retry-After when webhooks are configured, not a minute later", function()
+    local s = sim.start("--openai-key sk-s")
+    s:video{id = "vid_429", sizes = {video = 1000, thumbnail = 100, spritesheet = 100}}
+    s:fault{path = [[^/v1/videos/vid_429$]], kind = "429", retry_after = 1, count = 1}
+    local d = daemon.start{pipeline = daemon.SIM_PIPELINE,
+      env = {OPENAI_API_KEY = "sk-s", OPENAI_BASE_URL = s.openai, OPENAI_WEBHOOK_SECRET = "whsec_" .. ("QUJD"):rep(8)}}
+    local t0 = assetd.monotonic()
+    enqueue(d, "p-429", "vid_429")
+    daemon.eventually(function() return job(d, "p-429").status == "completed" end, 10, "completed after the Retry-After")
+    assert.is_true(assetd.monotonic() - t0 >= 0.9)
+    assert.are.equal(require("cjson").null, job(d, "p-429").error)
+    d:stop_clean()
+    s:stop()
+  end)
+end)
