@@ -41,7 +41,7 @@ static const char usage_text[] =
     "exit status: 0 clean stop, 1 runtime or script error, 2 bad usage\n";
 
 static rt_runtime runtime;
-static uv_signal_t sig_int, sig_term;
+static uv_signal_t sig_int, sig_term, sig_hup;
 
 static int usage_error(const char *what, const char *arg) {
     fprintf(stderr, "assetd: %s%s\n%s", what, arg, usage_text);
@@ -81,6 +81,23 @@ static void on_signal(uv_signal_t *h, int signum) {
     rt_runtime *rt = h->data;
     log_event(LOG_INFO, "stopping", "signal", signum == SIGINT ? "SIGINT" : "SIGTERM", NULL);
     rt_stop(rt, 0);
+}
+
+/* SIGHUP: the pipeline module reloads the script in a task of its own (its policy: what may
+ * change without a restart); nothing here touches the running jobs. */
+static void on_hangup(uv_signal_t *h, int signum) {
+    rt_runtime *rt = h->data;
+    lua_State *L = rt->L;
+    if (rt->stopping) return;
+    log_event(LOG_INFO, "reloading", "signal", "SIGHUP", NULL);
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "assetd.pipeline");
+    if (rt_pcall(L, 1, 1, "SIGHUP") != LUA_OK) return;
+    lua_getfield(L, -1, "on_sighup");
+    lua_remove(L, -2);
+    if (!lua_isfunction(L, -1)) { lua_pop(L, 1); return; }
+    rt_spawn(L, 0, 0, "reload", RT_DETACHED);
+    lua_pop(L, 1);                                /* the task handle */
 }
 
 /* With no callback: right only for handles whose memory outlives the loop (statics, userdata
@@ -136,11 +153,14 @@ static int setup_logging(const struct rt_options *o) {
  * interrupts the running chunk, and never stops the daemon. */
 static int start_signals(uv_loop_t *loop, rt_runtime *rt, int with_sigint) {
     int err = uv_signal_init(loop, &sig_int) || uv_signal_init(loop, &sig_term) ||
+              uv_signal_init(loop, &sig_hup) ||
               (with_sigint && uv_signal_start(&sig_int, on_signal, SIGINT)) ||
-              uv_signal_start(&sig_term, on_signal, SIGTERM);
-    sig_int.data = sig_term.data = rt;
+              uv_signal_start(&sig_term, on_signal, SIGTERM) ||
+              uv_signal_start(&sig_hup, on_hangup, SIGHUP);
+    sig_int.data = sig_term.data = sig_hup.data = rt;
     uv_unref((uv_handle_t *)&sig_int);
     uv_unref((uv_handle_t *)&sig_term);
+    uv_unref((uv_handle_t *)&sig_hup);
     return err;
 }
 

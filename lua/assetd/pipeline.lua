@@ -137,6 +137,20 @@ function M.describe(c)
   return table.concat(lines, "\n")
 end
 
+-- What will not work as configured, told once at --check and at start: a missing credential
+-- makes every request of its service fail later, one job at a time.
+function M.warnings(c)
+  local out = {}
+  local function unset(k) local v = os.getenv(k) return v == nil or v == "" end
+  if unset("OPENAI_API_KEY") then
+    out[#out + 1] = "OPENAI_API_KEY is not set: the openai provider's requests will be refused (401)"
+  end
+  if c.notion.enabled ~= false and not c.notion.base_url and unset("NOTION_TOKEN") then
+    out[#out + 1] = "NOTION_TOKEN is not set: Notion pages will not be updated (jobs show notion: off)"
+  end
+  return out
+end
+
 -- Waiting jobs are polled in any case (a webhook can be missed), less often when webhooks
 -- are configured: every `with_webhooks` seconds (default 60) instead of `interval`.
 function M.poll(p)
@@ -184,6 +198,7 @@ end
 
 -- Build and start everything; returns the runner.
 function M.start(c)
+  for _, w in ipairs(M.warnings(c)) do assetd.log.warn(w) end
   local hooks = require "assetd.hooks"
   hooks.budget = c.limits.hook_budget
   local notion = require "assetd.notion"
@@ -228,13 +243,45 @@ function M.main(cfg)
   end
   if assetd.options.check then
     print(M.describe(c))
+    for _, w in ipairs(M.warnings(c)) do print("warning: " .. w) end
     print("pipeline OK")
     return
   end
-  M.runner = M.start(c)
+  M.config, M.runner = c, M.start(c)
   M.script = arg and arg[0]
   require("assetd.repl").listen()          -- `assetd attach` reaches this daemon
   return M.runner
+end
+
+-- Keys a running daemon cannot take without a restart (they sized or opened what is running):
+-- a reload that changes one is refused, naming it, and the running configuration stays.
+M.RESTART_ONLY = {"storage.root", "storage.direct_io", "sora.base_url", "sora.variants",
+  "notion.base_url", "notion.version", "notion.rate", "notion.enabled", "http.listen", "http.enabled",
+  "http.max_body", "http.max_conns", "http.timeout", "limits.max_active", "limits.per_host",
+  "limits.max_bytes_per_sec", "limits.max_jobs"}
+
+local function at(c, key)
+  local v = c
+  for part in key:gmatch("[^.]+") do v = type(v) == "table" and v[part] or nil end
+  if type(v) == "table" then v = table.concat(v, ",") end
+  return v
+end
+
+-- The first restart-only key whose value differs between configurations A and B, or nil.
+function M.restart_only_change(a, b)
+  for _, key in ipairs(M.RESTART_ONLY) do
+    if at(a, key) ~= at(b, key) then return key end
+  end
+end
+
+-- SIGHUP (main.c): reload, and log what happened; a failed reload leaves everything as it was.
+function M.on_sighup()
+  if not M.runner then return assetd.log.warn("SIGHUP: no pipeline is running; nothing to reload") end
+  local ok, res = pcall(M.reload)
+  if not ok then
+    return assetd.log.error("pipeline not reloaded; the running configuration stays", {error = tostring(res)})
+  end
+  assetd.log.info("pipeline reloaded", {script = res.script, naming = res.naming, properties = res.properties})
 end
 
 -- reload(): read the pipeline script again and swap its hooks (naming, notion.properties,
@@ -249,6 +296,9 @@ function M.reload(path)
   if type(cfg) ~= "table" then error(path .. ": did not return a pipeline table", 0) end
   local c, errs = M.validate(cfg)
   if not c then error("invalid pipeline:\n  " .. table.concat(errs, "\n  "), 0) end
+  local changed = M.config and M.restart_only_change(M.config, c)
+  if changed then error(changed .. " changes only with a restart; nothing was reloaded", 0) end
+  M.config = c
   require("assetd.hooks").budget = c.limits.hook_budget
   local h = M.hooks(c)
   r.alerts, r.properties, r.on_error = h.alerts, h.properties, h.on_error
