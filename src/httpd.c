@@ -1,15 +1,28 @@
 /* httpd.c: libmicrohttpd in external-epoll mode on the libuv loop. MHD owns the sockets and
  * HTTP parsing; this file owns the loop integration (one uv_poll on MHD's epoll fd, one
- * uv_timer from MHD_get_timeout), the body buffer with its limit, and the answer helpers. */
+ * uv_timer from MHD_get_timeout and the read deadlines), the body buffer with its limit, the
+ * read deadlines of each connection, and the answer helpers. */
 #include "httpd.h"
 #include "bytebuf.h"
 #include "log.h"
 
+#include <arpa/inet.h>
 #include <microhttpd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
+
+/* One per TCP connection (MHD's socket context): the time by which what it is reading now, a
+ * request head or a body, must have arrived. MHD's own timeout is an idle timeout that every
+ * byte resets, so a client sending a byte a second would hold its connection for ever. */
+typedef struct httpd_conn {
+    struct httpd_conn *prev, *next;
+    struct MHD_Connection *conn;
+    uint64_t deadline;           /* uv_now milliseconds; 0 while answering (no read pending) */
+    int cut;                     /* shut down past its deadline; MHD closes it on its next run */
+} httpd_conn;
 
 struct httpd {
     struct MHD_Daemon *mhd;
@@ -20,6 +33,7 @@ struct httpd {
     int in_run;                  /* inside MHD_run: MHD_stop_daemon must wait for its return */
     int port;
     struct httpd_config cfg;
+    httpd_conn *conns;           /* every open connection, for the deadline sweep */
 };
 
 struct httpd_req {
@@ -28,7 +42,8 @@ struct httpd_req {
     const char *method, *path;
     bytebuf body;
     int too_large, answered;
-    char remote[64];
+    char remote[64], local[64];
+    int local_port;
 };
 
 static void httpd_pump(httpd *h);
@@ -50,9 +65,41 @@ static void on_poll(uv_poll_t *p, int status, int events) {
     httpd_pump(p->data);
 }
 
-/* Run MHD, then arm the timer for the next time it must run even without socket activity. */
+static uint64_t now_ms(const httpd *h) { return uv_now(h->timer.loop); }
+
+static void conn_set_deadline(httpd *h, httpd_conn *c, unsigned seconds) {
+    if (c) c->deadline = seconds ? now_ms(h) + 1000u * (uint64_t)seconds : 0;
+}
+
+static httpd_conn *conn_of(struct MHD_Connection *conn) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+/* Shut down every connection past its read deadline and return the milliseconds to the next
+ * deadline (UINT64_MAX: none). shutdown, not close: the descriptor stays MHD's, which sees the
+ * end of the stream on its next run and closes the connection itself. */
+static uint64_t sweep_deadlines(httpd *h) {
+    uint64_t now = now_ms(h), next = UINT64_MAX;
+    for (httpd_conn *c = h->conns; c; c = c->next) {
+        if (!c->deadline || c->cut) continue;
+        if (c->deadline > now) {
+            if (c->deadline - now < next) next = c->deadline - now;
+            continue;
+        }
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (ci) shutdown(ci->connect_fd, SHUT_RDWR);
+        c->cut = 1;
+        log_event(LOG_DEBUG, "http connection too slow; closed", NULL);
+    }
+    return next;
+}
+
+/* Run MHD, then arm the timer for the next time it must run even without socket activity:
+ * MHD's own timeout or the next read deadline, whichever comes first. */
 static void httpd_pump(httpd *h) {
     MHD_UNSIGNED_LONG_LONG ms = 0;
+    sweep_deadlines(h);
     h->in_run = 1;
     MHD_run(h->mhd);
     h->in_run = 0;
@@ -60,18 +107,63 @@ static void httpd_pump(httpd *h) {
         stop_mhd(h);                 /* a handler closed the server, too early for MHD */
         return;
     }
-    if (MHD_get_timeout(h->mhd, &ms) == MHD_YES) uv_timer_start(&h->timer, on_timer, ms, 0);
+    uint64_t wait = sweep_deadlines(h);
+    if (MHD_get_timeout(h->mhd, &ms) == MHD_YES && ms < wait) wait = ms;
+    if (wait != UINT64_MAX) uv_timer_start(&h->timer, on_timer, wait, 0);
     else uv_timer_stop(&h->timer);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe) {
+    httpd *h = cls;
+    httpd_conn *c = *socket_context;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        c = calloc(1, sizeof *c);
+        if (!c) return;              /* untracked: MHD's idle timeout still bounds it */
+        c->conn = conn;
+        c->next = h->conns;
+        if (h->conns) h->conns->prev = c;
+        h->conns = c;
+        conn_set_deadline(h, c, h->cfg.header_timeout_s);
+        *socket_context = c;
+        return;
+    }
+    if (!c) return;
+    if (c->prev) c->prev->next = c->next;
+    else h->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    free(c);
+    *socket_context = NULL;
 }
 
 /* ---- requests ------------------------------------------------------------------------- */
 
-static void req_remote(httpd_req *r) {
+/* SA's address as text into OUT ("" for another family); its port, 0 when none. */
+static int addr_name(const struct sockaddr *sa, char *out, size_t cap) {
+    out[0] = '\0';
+    if (sa && sa->sa_family == AF_INET) {
+        uv_ip4_name((const struct sockaddr_in *)sa, out, cap);
+        return ntohs(((const struct sockaddr_in *)sa)->sin_port);
+    }
+    if (sa && sa->sa_family == AF_INET6) {
+        uv_ip6_name((const struct sockaddr_in6 *)sa, out, cap);
+        return ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+    }
+    return 0;
+}
+
+/* The client's address, and ours as this connection reached it (for a wildcard listen, the
+ * interface the client used), which the routes compare with the Host header. */
+static void req_addresses(httpd_req *r) {
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
-    r->remote[0] = '\0';
-    if (sa && sa->sa_family == AF_INET) uv_ip4_name((const struct sockaddr_in *)sa, r->remote, sizeof r->remote);
-    else if (sa && sa->sa_family == AF_INET6) uv_ip6_name((const struct sockaddr_in6 *)sa, r->remote, sizeof r->remote);
+    addr_name(ci ? ci->client_addr : NULL, r->remote, sizeof r->remote);
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ci && getsockname(ci->connect_fd, (struct sockaddr *)&ss, &len) == 0)
+        r->local_port = addr_name((struct sockaddr *)&ss, r->local, sizeof r->local);
+    else
+        r->local[0] = '\0';
 }
 
 static int append_body(httpd_req *r, const char *data, size_t n) {
@@ -87,6 +179,22 @@ static enum MHD_Result respond_error(httpd_req *r, int status, const char *code,
     int n = snprintf(body, sizeof body, "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}", code, msg);
     static const char *const hdrs[] = {"Content-Type", "application/json", "Connection", "close", NULL};
     return httpd_respond(r, status, hdrs, body, (size_t)n) == 0 ? MHD_YES : MHD_NO;
+}
+
+static enum MHD_Result find_nul(void *cls, enum MHD_ValueKind kind, const char *k, size_t klen,
+                                const char *v, size_t vlen) {
+    int *found = cls;
+    (void)kind;
+    *found = strlen(k) != klen || (v && strlen(v) != vlen);
+    return *found ? MHD_NO : MHD_YES;
+}
+
+/* A NUL inside a header or query value would cut the C string every later reader sees:
+ * "Bearer <token>\0junk" would read as the token alone. */
+static int holds_nul(httpd_req *r) {
+    int found = 0;
+    MHD_get_connection_values_n(r->conn, MHD_HEADER_KIND | MHD_GET_ARGUMENT_KIND, find_nul, &found);
+    return found;
 }
 
 static int declared_too_large(httpd_req *r) {
@@ -107,8 +215,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         r->conn = conn;
         r->method = method;
         r->path = url;
-        req_remote(r);
+        req_addresses(r);
         *con_cls = r;
+        conn_set_deadline(h, conn_of(conn), h->cfg.body_timeout_s);     /* the head is in */
+        if (holds_nul(r)) return respond_error(r, 400, "invalid_header", "a request header or query value holds a NUL byte");
         if (declared_too_large(r)) return respond_error(r, 413, "payload_too_large", "request body over the limit");
         return MHD_YES;
     }
@@ -128,10 +238,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
+    httpd *h = cls;
     httpd_req *r = *con_cls;
-    (void)cls;
-    (void)conn;
     (void)toe;
+    conn_set_deadline(h, conn_of(conn), h->cfg.header_timeout_s);   /* a kept-alive connection's next head */
     if (!r) return;
     bytebuf_free(&r->body);
     free(r);
@@ -141,6 +251,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 const char *httpd_req_method(const httpd_req *r) { return r->method; }
 const char *httpd_req_path(const httpd_req *r) { return r->path; }
 const char *httpd_req_remote(const httpd_req *r) { return r->remote; }
+const char *httpd_req_local(const httpd_req *r, int *port) {
+    *port = r->local_port;
+    return r->local;
+}
 
 const char *httpd_req_body(const httpd_req *r, size_t *len) {
     *len = r->body.len;
@@ -171,6 +285,7 @@ static int queue(httpd_req *r, int status, const char *const *headers, struct MH
     enum MHD_Result ok = MHD_queue_response(r->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
     r->answered = ok == MHD_YES;      /* refused (a status HTTP cannot carry): on_access answers 500 */
+    if (r->answered) conn_set_deadline(r->server, conn_of(r->conn), 0);  /* nothing left to read */
     return ok == MHD_YES ? 0 : -1;
 }
 
@@ -239,7 +354,8 @@ int httpd_start(uv_loop_t *loop, const struct httpd_config *cfg, httpd **out, ch
                               MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->per_ip,
                               MHD_OPTION_CONNECTION_TIMEOUT, cfg->timeout_s,
                               MHD_OPTION_CONNECTION_MEMORY_LIMIT, cfg->conn_memory,
-                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+                              MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
                               MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                               MHD_OPTION_SIGPIPE_HANDLED_BY_APP, 1,
                               MHD_OPTION_END);

@@ -17,6 +17,9 @@ struct httpd_config {
     const char *listen;          /* "HOST:PORT" or "[V6]:PORT"; port 0 picks one */
     size_t max_body;             /* larger bodies get 413 without reaching the handler */
     unsigned max_conns, per_ip, timeout_s;
+    /* Read deadlines, from the connection's start or its previous answer: the request head
+     * must arrive within header_timeout_s, then its body within body_timeout_s (0: none). */
+    unsigned header_timeout_s, body_timeout_s;
     size_t conn_memory;          /* per-connection buffer: bounds the request header size */
     httpd_handler handler;
     void *ud;
@@ -34,6 +37,8 @@ const char *httpd_req_method(const httpd_req *r);
 const char *httpd_req_path(const httpd_req *r);
 const char *httpd_req_body(const httpd_req *r, size_t *len);
 const char *httpd_req_remote(const httpd_req *r);
+/* The address and port this connection reached the server on. */
+const char *httpd_req_local(const httpd_req *r, int *port);
 typedef void (*httpd_pair_cb)(const char *name, const char *value, void *ud);
 void httpd_req_foreach(httpd_req *r, enum httpd_kind kind, httpd_pair_cb cb, void *ud);
 

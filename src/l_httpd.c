@@ -1,5 +1,6 @@
-/* l_httpd.c: `assetd.http_listen{listen=, handler=}` and `assetd.file_info(root, rel)`. The handler
- * is a Lua function called with a request table {method, path, query, headers, body, remote}
+/* l_httpd.c: `assetd.http_listen{listen=, handler=}`, `assetd.file_info(root, rel)` and
+ * `assetd.probe_write(dir)`. The handler is a Lua function called with a request table
+ * {method, path, query, headers, body, remote, local_addr, local_port}
  * that returns a response table {status, headers, body} or {status, headers, root, file,
  * offset, length} (FILE relative to ROOT, opened without following symlinks, streamed); it
  * runs on the loop and must not wait. A raised error becomes a bare 500. The server returned
@@ -16,6 +17,7 @@
 #include <fcntl.h>
 #include <lauxlib.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -48,8 +50,13 @@ static void set_arg(const char *k, const char *v, void *ud) {
 
 static void push_request(lua_State *L, httpd_req *r) {
     size_t len;
+    int port;
     const char *body = httpd_req_body(r, &len);
-    lua_createtable(L, 0, 6);
+    lua_createtable(L, 0, 8);
+    lua_pushstring(L, httpd_req_local(r, &port));
+    lua_setfield(L, -2, "local_addr");
+    lua_pushinteger(L, port);
+    lua_setfield(L, -2, "local_port");
     lua_pushstring(L, httpd_req_method(r));
     lua_setfield(L, -2, "method");
     lua_pushstring(L, httpd_req_path(r));
@@ -214,7 +221,8 @@ static int server_port(lua_State *L) {
     return 1;
 }
 
-/* http_listen{listen=, handler=, max_body=, max_conns=, per_ip=, timeout=, header_limit=} */
+/* http_listen{listen=, handler=, max_body=, max_conns=, per_ip=, timeout=, header_timeout=,
+ * body_timeout=, header_limit=} */
 /* A whole number in 1..MAX, or an error naming the option. */
 static lua_Integer limit_field(lua_State *L, const char *k, lua_Integer def, lua_Integer max) {
     lua_Integer v = l_optintfield(L, 1, k, def);
@@ -229,8 +237,11 @@ static int l_http_listen(lua_State *L) {
         .listen = l_optstrfield(L, 1, "listen", rt->opts.listen ? rt->opts.listen : "127.0.0.1:8787"),
         .max_body = (size_t)limit_field(L, "max_body", 1 << 20, (lua_Integer)1 << 40),
         .max_conns = (unsigned)limit_field(L, "max_conns", 256, 65536),
-        .per_ip = (unsigned)limit_field(L, "per_ip", 64, 65536),
+        /* well under max_conns, so one address cannot take every connection */
+        .per_ip = (unsigned)limit_field(L, "per_ip", 16, 65536),
         .timeout_s = (unsigned)limit_field(L, "timeout", 30, 86400),
+        .header_timeout_s = (unsigned)limit_field(L, "header_timeout", 10, 86400),
+        .body_timeout_s = (unsigned)limit_field(L, "body_timeout", 30, 86400),
         .conn_memory = (size_t)limit_field(L, "header_limit", 32 * 1024, (lua_Integer)1 << 30),
         .handler = on_request,
     };
@@ -273,10 +284,37 @@ static int l_file_info(lua_State *L) {
     return 1;
 }
 
+/* probe_write(dir) -> true, or nil, err (category "disk", naming the errno): a small file
+ * written, fsynced and removed in DIR, so "usable" means a commit there would work. The name
+ * is new (O_EXCL with the pid and a counter) and O_NOFOLLOW: whatever was planted in DIR, a
+ * link is never followed and no existing file is touched. O_TMPFILE would need no name, but
+ * not every filesystem has it, and it would not prove a name can be made there. */
+static int l_probe_write(lua_State *L) {
+    static unsigned seq;
+    const char *dir = luaL_checkstring(L, 1);
+    char name[64];
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) return rt_fail(L, "disk", "%s: %s (%s)", dir, strerror(errno), strerrorname_np(errno));
+    snprintf(name, sizeof name, ".assetd-probe-%ld-%u", (long)getpid(), ++seq);
+    int fd = openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    int err = fd < 0 ? errno : 0;
+    if (fd >= 0) {
+        errno = 0;
+        if (write(fd, "ok\n", 3) != 3 || fsync(fd) != 0) err = errno ? errno : EIO;
+        close(fd);
+        unlinkat(dfd, name, 0);
+    }
+    close(dfd);
+    if (err) return rt_fail(L, "disk", "%s is not writable: %s (%s)", dir, strerror(err), strerrorname_np(err));
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 void l_httpd_open(lua_State *L) {
     static const luaL_Reg methods[] = {{"close", server_close}, {"port", server_port}, {NULL, NULL}};
     static const luaL_Reg meta[] = {{"__gc", server_close}, {"__close", server_close}, {NULL, NULL}};
-    static const luaL_Reg fns[] = {{"http_listen", l_http_listen}, {"file_info", l_file_info}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"http_listen", l_http_listen}, {"file_info", l_file_info},
+                                     {"probe_write", l_probe_write}, {NULL, NULL}};
     l_newclass(L, SERVER_MT, methods, meta);
     luaL_setfuncs(L, fns, 0);
 }
