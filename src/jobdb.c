@@ -13,7 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 
 static const char schema_v1[] =
     "CREATE TABLE jobs(id INTEGER PRIMARY KEY, page_id TEXT NOT NULL, video_id TEXT NOT NULL,"
@@ -35,12 +35,22 @@ static const char schema_v1[] =
     "CREATE TABLE versions(batch_id TEXT NOT NULL, video_id TEXT NOT NULL,"
     " max_version INTEGER NOT NULL, PRIMARY KEY(batch_id, video_id)) WITHOUT ROWID;";
 
+/* v2: webhook ids already acted on (kept for the signature tolerance window, so a replay
+ * after a restart is still known), and one row the health probe rewrites. */
+static const char schema_v2[] =
+    "CREATE TABLE webhook_ids(id TEXT PRIMARY KEY, seen_at REAL NOT NULL) WITHOUT ROWID;"
+    "CREATE INDEX webhook_ids_seen ON webhook_ids(seen_at);"
+    "CREATE TABLE health(id INTEGER PRIMARY KEY CHECK(id = 1), checked_at REAL NOT NULL);";
+
+static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2};
+
 #define JOB_COLS "id, page_id, video_id, batch_id, provider, state, completed_at, expires_at," \
                  " created_at, updated_at, version, retry_count, error, data"
 
 enum stmt_id {
     S_INSERT, S_BY_ID, S_BY_KEY, S_BY_PAGE, S_UPDATE, S_EVENT_ADD, S_EVENTS, S_COUNTS,
-    S_APPROACHING, S_EXPIRING, S_MAXV, S_NOTEV, S_ASSET_ADD, S_ASSETS, S_BEGIN, S_COMMIT, S_ROLLBACK, S_NSTMTS
+    S_APPROACHING, S_EXPIRING, S_MAXV, S_NOTEV, S_ASSET_ADD, S_ASSETS, S_WEBHOOK_ADD, S_WEBHOOK_PRUNE,
+    S_PROBE, S_BEGIN, S_COMMIT, S_ROLLBACK, S_NSTMTS
 };
 
 static const char *const stmt_sql[S_NSTMTS] = {
@@ -66,6 +76,10 @@ static const char *const stmt_sql[S_NSTMTS] = {
                     " downloaded_at) VALUES(?,?,?,?,?,?,?,?)",
     [S_ASSETS] = "SELECT variant, path, file_name, size, sha256, version, downloaded_at FROM assets"
                  " WHERE job_id = ? ORDER BY id",
+    [S_WEBHOOK_ADD] = "INSERT INTO webhook_ids(id, seen_at) VALUES(?,?) ON CONFLICT(id) DO NOTHING",
+    [S_WEBHOOK_PRUNE] = "DELETE FROM webhook_ids WHERE seen_at < ?",
+    [S_PROBE] = "INSERT INTO health(id, checked_at) VALUES(1, ?)"
+                " ON CONFLICT(id) DO UPDATE SET checked_at = excluded.checked_at",
     [S_BEGIN] = "BEGIN IMMEDIATE",
     [S_COMMIT] = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
@@ -146,15 +160,16 @@ static int migrate(jobdb *db) {
     if (version == SCHEMA_VERSION) return 0;
     char sql[64];
     snprintf(sql, sizeof sql, "PRAGMA user_version = %d;", SCHEMA_VERSION);
-    if (sqlite3_exec(db->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_exec(db->db, schema_v1, NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_exec(db->db, sql, NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_exec(db->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-        int rc = sql_err(db, "creating the schema");
-        sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
-        return rc;
-    }
-    return 0;
+    /* every step from the store's version on, in one transaction: all of them or none */
+    int ok = sqlite3_exec(db->db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK;
+    for (int v = version; ok && v < SCHEMA_VERSION; v++)
+        ok = sqlite3_exec(db->db, migrations[v], NULL, NULL, NULL) == SQLITE_OK;
+    if (ok && sqlite3_exec(db->db, sql, NULL, NULL, NULL) == SQLITE_OK &&
+        sqlite3_exec(db->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK)
+        return 0;
+    int rc = sql_err(db, "migrating the schema");
+    sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
 }
 
 int jobdb_open(const char *dir, jobdb **out, char *err, size_t errlen) {
@@ -475,4 +490,26 @@ int jobdb_assets(jobdb *db, int64_t job_id, jobdb_asset_cb cb, void *ud) {
     rc = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? 0 : sql_err(db, "reading assets");
     sqlite3_reset(s);
     return rc;
+}
+
+int jobdb_webhook_seen(jobdb *db, const char *id, double now, double keep, int *seen) {
+    if (exec1(db, S_BEGIN) != 0) return JOBDB_EIO;
+    sqlite3_stmt *s = stmt(db, S_WEBHOOK_PRUNE);
+    sqlite3_bind_double(s, 1, now - keep);
+    int rc = sqlite3_step(s) == SQLITE_DONE ? 0 : sql_err(db, "pruning webhook ids");
+    if (rc == 0) {
+        s = stmt(db, S_WEBHOOK_ADD);
+        sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+        sqlite3_bind_double(s, 2, now);
+        rc = sqlite3_step(s) == SQLITE_DONE ? 0 : sql_err(db, "recording a webhook id");
+        *seen = rc == 0 && sqlite3_changes(db->db) == 0;
+    }
+    return finish_tx(db, rc);
+}
+
+int jobdb_probe(jobdb *db) {
+    if (exec1(db, S_BEGIN) != 0) return JOBDB_EIO;
+    sqlite3_stmt *s = stmt(db, S_PROBE);
+    sqlite3_bind_double(s, 1, clock_now());
+    return finish_tx(db, sqlite3_step(s) == SQLITE_DONE ? 0 : sql_err(db, "writing the health row"));
 }

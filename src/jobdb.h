@@ -92,6 +92,12 @@ int jobdb_asset_add(jobdb *db, int64_t job_id, const jobdb_asset *a);
 typedef int (*jobdb_asset_cb)(const jobdb_asset *a, void *ud);
 int jobdb_assets(jobdb *db, int64_t job_id, jobdb_asset_cb cb, void *ud);
 
+/* Record webhook delivery ID as seen at NOW; *SEEN says it was already there (a replay).
+ * Ids older than NOW - KEEP are forgotten on the way (their signatures no longer pass). */
+int jobdb_webhook_seen(jobdb *db, const char *id, double now, double keep, int *seen);
+/* A real write (one row rewritten in a committed transaction): 0 when the store can write. */
+int jobdb_probe(jobdb *db);
+
 void jobdb_job_clear(jobdb_job *job);
 
 #endif

@@ -317,6 +317,25 @@ static int l_note_version(lua_State *L) {
     return 1;
 }
 
+/* jobs:webhook_seen(id, now, keep) -> true for a replay, false for a new id (now recorded) */
+static int l_webhook_seen(lua_State *L) {
+    ljobs *s = check_store(L);
+    int seen = 0;
+    int rc = jobdb_webhook_seen(s->db, luaL_checkstring(L, 2), luaL_checknumber(L, 3), luaL_checknumber(L, 4), &seen);
+    if (rc) return fail_db(L, s, rc);
+    lua_pushboolean(L, seen);
+    return 1;
+}
+
+/* jobs:probe() -> true, or nil, err when the store cannot write */
+static int l_probe(lua_State *L) {
+    ljobs *s = check_store(L);
+    int rc = jobdb_probe(s->db);
+    if (rc) return fail_db(L, s, rc);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static int l_close(lua_State *L) {
     ljobs *s = luaL_checkudata(L, 1, JOBS_MT);
     jobdb_close(s->db);
@@ -340,6 +359,7 @@ void l_jobs_open(lua_State *L) {
         {"summary", l_summary}, {"expiring", l_expiring}, {"events", l_events}, {"event", l_event}, {"recover", l_recover},
         {"add_asset", l_add_asset}, {"assets", l_assets},
         {"max_version", l_max_version}, {"note_version", l_note_version},
+        {"webhook_seen", l_webhook_seen}, {"probe", l_probe},
         {"close", l_close}, {NULL, NULL}};
     static const luaL_Reg meta[] = {{"__gc", l_close}, {"__close", l_close}, {NULL, NULL}};
     l_newclass(L, JOBS_MT, methods, meta);
