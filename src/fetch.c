@@ -14,6 +14,8 @@
 #include "partfile.h"
 #include "store.h"
 
+#include <arpa/inet.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -417,6 +419,73 @@ static int add_if_range(fetch_xfer *x) {
     return 0;
 }
 
+/* ---- deny_private ---------------------------------------------------------------------- */
+
+static int private_v4(const unsigned char *a) {
+    return a[0] == 0 || a[0] == 10 || a[0] == 127 || a[0] >= 224 ||          /* this net, RFC 1918, loopback, multicast, reserved */
+           (a[0] == 100 && (a[1] & 0xc0) == 64) ||                         /* shared (CGNAT) 100.64/10 */
+           (a[0] == 169 && a[1] == 254) || (a[0] == 172 && (a[1] & 0xf0) == 16) ||
+           (a[0] == 192 && a[1] == 168) || (a[0] == 192 && a[1] == 0 && a[2] == 0) ||
+           (a[0] == 198 && (a[1] & 0xfe) == 18);
+}
+
+int fetch_private_address(int family, const unsigned char *a) {
+    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    static const unsigned char nat64[12] = {0, 0x64, 0xff, 0x9b};
+    static const unsigned char zero[12];
+    if (family == AF_INET) return private_v4(a);
+    if (family != AF_INET6) return 1;
+    /* an IPv4 address inside an IPv6 one reaches that IPv4 host: judged as it (:: and ::1 too) */
+    if (!memcmp(a, mapped, 12) || !memcmp(a, nat64, 12) || !memcmp(a, zero, 12)) return private_v4(a + 12);
+    if (a[0] == 0x20 && a[1] == 0x02) return private_v4(a + 2);                      /* 6to4 */
+    return (a[0] & 0xfe) == 0xfc || a[0] == 0xff ||                                   /* ULA, multicast */
+           (a[0] == 0xfe && (a[1] & 0xc0) == 0x80) || (a[0] == 0xfe && (a[1] & 0xc0) == 0xc0);  /* link-, site-local */
+}
+
+/* Records the first refused address, for the error message. */
+static int refuse(fetch_xfer *x, int family, const unsigned char *addr) {
+    if (!fetch_private_address(family, addr)) return 0;
+    if (!x->refused[0]) inet_ntop(family, addr, x->refused, sizeof x->refused);
+    return 1;
+}
+
+/* Before connecting: a private address is never connected to, whatever the name resolved to
+ * (a DNS-rebinding name included), also after a redirect. */
+static curl_socket_t open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a) {
+    fetch_xfer *x = ud;
+    const struct sockaddr *sa = &a->addr;
+    if (purpose == CURLSOCKTYPE_IPCXN && sa->sa_family == AF_INET &&
+        refuse(x, AF_INET, (const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr))
+        return CURL_SOCKET_BAD;
+    if (purpose == CURLSOCKTYPE_IPCXN && sa->sa_family == AF_INET6 &&
+        refuse(x, AF_INET6, (const unsigned char *)&((const struct sockaddr_in6 *)sa)->sin6_addr))
+        return CURL_SOCKET_BAD;
+    return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
+/* Before each request, on a new or a reused connection (which open_socket never saw: another
+ * transfer may have opened it): the address it is actually connected to. */
+static int before_request(void *ud, char *ip, char *local_ip, int port, int local_port) {
+    fetch_xfer *x = ud;
+    unsigned char a[16];
+    int family = strchr(ip, ':') ? AF_INET6 : AF_INET;
+    (void)local_ip;
+    (void)port;
+    (void)local_port;
+    if (inet_pton(family, ip, a) != 1) {
+        snprintf(x->refused, sizeof x->refused, "%s", ip);
+        return CURL_PREREQFUNC_ABORT;
+    }
+    return refuse(x, family, a) ? CURL_PREREQFUNC_ABORT : CURL_PREREQFUNC_OK;
+}
+
+static void set_deny_private(CURL *c, fetch_xfer *x) {
+    curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+    curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, x);
+    curl_easy_setopt(c, CURLOPT_PREREQFUNCTION, before_request);
+    curl_easy_setopt(c, CURLOPT_PREREQDATA, x);
+}
+
 static int setup_easy(fetch_xfer *x) {
     if (x->res.resumed_from > 0 && add_if_range(x) != 0) return -1;
     CURL *c = x->easy = curl_easy_init();
@@ -439,6 +508,7 @@ static int setup_easy(fetch_xfer *x) {
     curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(c, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
     curl_easy_setopt(c, CURLOPT_USERAGENT, "assetd/" ASSETD_VERSION);
+    if (r->deny_private) set_deny_private(c, x);
     if (r->headers) curl_easy_setopt(c, CURLOPT_HTTPHEADER, r->headers);
     if (r->method) curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, r->method);
     if (r->method && strcmp(r->method, "HEAD") == 0) curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
@@ -627,6 +697,8 @@ static void finish(fetch_engine *e, fetch_xfer *x, CURLcode rc) {
                         : ver == CURL_HTTP_VERSION_1_0 ? "1.0" : "1.1";
     if (x->cancel_requested) fail(x, "canceled", "transfer canceled");
     if (rc == CURLE_OK) finish_ok(x);
+    if (x->refused[0])
+        fail(x, "config", "refused to connect to %s: a loopback, link-local or private address", x->refused);
     if (x->http_error) describe_http_error(x);
     else if (rc == CURLE_OPERATION_TIMEDOUT) fail(x, "timeout", "%s", x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
     else if (rc != CURLE_OK) fail(x, "network", "%s", x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));

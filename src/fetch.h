@@ -41,6 +41,7 @@ typedef struct fetch_request {
     char *check;                /* file sink: validate as this variant before the rename */
     int64_t expect_size;        /* with check: required size, -1 when unknown */
     int exists_skip;            /* file sink: a file already under the name is the result */
+    int deny_private;           /* never connect to (or send on a connection to) a private address */
 } fetch_request;
 
 /* What came back. `category` is NULL on success. */
@@ -90,7 +91,13 @@ struct fetch_xfer {
     fetch_xfer *next_done;      /* engine lists */
     uv_work_t work;
     char errbuf[CURL_ERROR_SIZE];
+    char refused[64];           /* deny_private: the address refused, "" when none */
 };
+
+/* Whether ADDR (4 bytes for AF_INET, 16 for AF_INET6) is loopback, link-local, private,
+ * unspecified, multicast or reserved, also inside an IPv4-mapped, -compatible, NAT64 or 6to4
+ * IPv6 address: what deny_private refuses. */
+int fetch_private_address(int family, const unsigned char *addr);
 
 int fetch_engine_new(uv_loop_t *loop, fetch_engine **out);
 /* Cancel everything without callbacks and release the multi handle and loop handles. */

@@ -6,6 +6,7 @@
 #include "log.h"
 #include "runtime.h"
 
+#include <arpa/inet.h>
 #include <lauxlib.h>
 #include <math.h>
 #include <stdlib.h>
@@ -110,7 +111,9 @@ static void read_request(lua_State *L, fetch_xfer *x) {
     r->resume = lua_toboolean(L, -1);
     lua_getfield(L, 1, "direct");
     r->direct = lua_toboolean(L, -1);
-    lua_pop(L, 2);
+    lua_getfield(L, 1, "deny_private");
+    r->deny_private = lua_toboolean(L, -1);
+    lua_pop(L, 3);
     r->deadline = l_optnumfield(L, 1, "deadline", INFINITY);
     r->timeout_ms = ms_field(L, "timeout");
     r->connect_timeout_ms = ms_field(L, "connect_timeout");
@@ -290,9 +293,22 @@ static int l_fetch_limits(lua_State *L) {
     return 1;
 }
 
+/* private_address(ip) -> whether the IP literal is one deny_private refuses; nil for anything
+ * that is not an IP literal (a name is judged when it is resolved, at connect time). */
+static int l_private_address(lua_State *L) {
+    const char *ip = luaL_checkstring(L, 1);
+    unsigned char a[16];
+    int family = strchr(ip, ':') ? AF_INET6 : AF_INET;
+    if (inet_pton(family, ip, a) != 1) lua_pushnil(L);
+    else lua_pushboolean(L, fetch_private_address(family, a));
+    return 1;
+}
+
 void l_fetch_open(lua_State *L) {
     lua_pushcfunction(L, l_fetch);
     lua_setfield(L, -2, "fetch");
     lua_pushcfunction(L, l_fetch_limits);
     lua_setfield(L, -2, "fetch_limits");
+    lua_pushcfunction(L, l_private_address);
+    lua_setfield(L, -2, "private_address");
 }
