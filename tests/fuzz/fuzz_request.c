@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
@@ -61,10 +62,22 @@ static void plant_tree(void) {
     FUZZ_CHECK(mkfifo(path, 0644) == 0, "mkfifo: %s", strerror(errno));
 }
 
+static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    remove(path);
+    return 0;
+}
+
+/* libFuzzer ends the run with exit(): the tree and its job store go with it. */
+static void remove_tree(void) { nftw(dir, remove_one, 16, FTW_DEPTH | FTW_PHYS); }
+
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc;
     (void)argv;
     plant_tree();
+    atexit(remove_tree);
     ref = fuzz_lua_load("request");
     fuzz_str arg = {dir, strlen(dir)};
     port = (int)fuzz_lua_call(ref, "setup", &arg, 1);
