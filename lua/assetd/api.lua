@@ -35,6 +35,23 @@ local function err(status, code, message, headers)
 end
 M.error_response = err
 
+-- Server faults, by the category of the error a binding returned: the request was fine and
+-- may succeed later, so 503 with Retry-After; a 4xx would tell the client not to retry.
+local FAULTS = {database = "store_unavailable", disk = "storage_unavailable"}
+M.RETRY_AFTER = 5
+
+local function fault_code(e) return type(e) == "table" and FAULTS[e.category] end
+
+local function unavailable(code, message)
+  return err(503, code, message, {["Retry-After"] = tostring(M.RETRY_AFTER)})
+end
+
+-- E as a 503 if it is a server fault; else nil.
+local function fault(e)
+  local code = fault_code(e)
+  return code and unavailable(code, tostring(e))
+end
+
 -- ---- shapes ------------------------------------------------------------------------------
 
 function Api:asset_url(job, name)
@@ -43,7 +60,7 @@ end
 
 function Api:job_json(job)
   local assets = {}
-  for _, a in ipairs(self.jobs:assets(job) or {}) do
+  for _, a in ipairs(assert(self.jobs:assets(job))) do     -- a store fault: 503 from the handler
     assets[#assets + 1] = {type = a.type, fileName = a.fileName, filePath = a.filePath, fileSize = a.fileSize,
                            version = a.version, downloadedAt = timefmt.iso(a.downloadedAt), sha256 = a.sha256,
                            url = self:asset_url(job, a.fileName)}
@@ -81,11 +98,15 @@ local function check_id(body, field)
 end
 
 -- An optional time field: its unix seconds (nil when absent), or nil and an error response.
+-- Within ten years of now (timefmt.near), as the provider's times: "9999-12-31" is a mistake,
+-- and a deadline there would never expire.
 local function time_field(body, field)
   local v = body[field]
   if v == nil or v == cjson.null then return nil end
-  local t = timefmt.parse(v)
-  if not t then return nil, bad(field, "must be an ISO 8601 time (e.g. 2026-11-24T10:30:00Z) or unix seconds") end
+  local t = timefmt.near(v, assetd.now())
+  if not t then
+    return nil, bad(field, "must be an ISO 8601 time (e.g. 2026-11-24T10:30:00Z) or unix seconds within ten years of now")
+  end
   return t
 end
 
@@ -133,8 +154,8 @@ function Api:find_page(req)
     local e3 = check_id(body, "soraVideoId")
     if e3 then return nil, e3 end
   end
-  local job = self.jobs:get(body.notionPageId, body.soraVideoId)
-  if not job then return nil, err(404, "not_found", "no download for notionPageId " .. body.notionPageId) end
+  local job, e4 = self.jobs:get(body.notionPageId, body.soraVideoId)
+  if not job then return nil, fault(e4) or err(404, "not_found", "no download for notionPageId " .. body.notionPageId) end
   return job
 end
 
@@ -154,7 +175,7 @@ function Api:retry(req)
     return err(409, "not_failed", "the download is " .. job.status .. "; only a failed download can be retried")
   end
   local ok, why = self.runner:retry_job(job.id)
-  if not ok then return err(409, "not_failed", tostring(why)) end
+  if not ok then return fault(why) or err(409, "not_failed", tostring(why)) end
   return json(200, {success = true, message = "Download retry initiated"})
 end
 
@@ -165,6 +186,7 @@ function Api:redownload(req)
   if not job then return e end
   local again, why = self.runner:redownload_job(job.id)
   if again then return json(202, self:job_json(again)) end
+  if fault_code(why) then return fault(why) end
   if why.category == "expired" then return err(410, "expired", tostring(why)) end
   if job.status == "completed" then return err(409, "busy", tostring(why)) end
   return err(409, "not_completed", "the download is " .. job.status .. "; only a completed download can be downloaded again")
@@ -190,7 +212,7 @@ function Api:enqueue(req)
     notionPageId = body.notionPageId, soraVideoId = body.soraVideoId, batchId = body.batchId,
     completedAt = completed, expiresAt = expires,
     provider = body.provider, assets = body.assets ~= cjson.null and body.assets or nil}
-  if not job then return err(400, "validation_error", tostring(created)) end
+  if not job then return fault(created) or err(400, "validation_error", tostring(created)) end
   return json(202, self:job_json(job), created and {} or {["X-Assetd-Existing"] = "true"})
 end
 
@@ -224,6 +246,7 @@ function Api:webhook(req)
   local ok, why = self.verifier:verify(req.headers, req.body)
   if ok == nil then
     self.metrics:inc("assetd_webhooks_total", {outcome = why.code})
+    if why.status == 503 then return unavailable(why.code, why.message) end
     return err(why.status, why.code, why.message)
   end
   if ok == false then
@@ -244,14 +267,16 @@ function Api:webhook(req)
   return json(200, {received = true})
 end
 
+-- Usable means writable, so both are written: a row of the job store in a committed
+-- transaction, and a new file in the storage root (assetd.probe_write: O_EXCL|O_NOFOLLOW, so
+-- a link planted there is never followed), written, fsynced and removed.
 function Api:healthz()
   local problems = {}
-  if not self.jobs:summary(assetd.now(), 0) then problems[#problems + 1] = "job database is not readable" end
-  local probe = self.root .. "/.assetd-healthz"
-  local f = io.open(probe, "w")
-  if not f or not f:write("ok") or not f:close() then problems[#problems + 1] = "storage root is not writable" end
-  os.remove(probe)
-  if #problems > 0 then return json(503, {status = "unavailable", reasons = problems}) end
+  local ok, e = self.jobs:probe()
+  if not ok then problems[#problems + 1] = tostring(e) end
+  ok, e = assetd.probe_write(self.root)
+  if not ok then problems[#problems + 1] = "storage root: " .. tostring(e) end
+  if #problems > 0 then return json(500, {status = "unavailable", reasons = problems}) end
   return json(200, {status = "ok"})
 end
 
@@ -285,8 +310,11 @@ M.routes = {
   ["/api/downloads/status"] = {GET = Api.status_get, POST = Api.status_post},
   ["/api/downloads/retry"] = {POST = Api.retry},
   ["/api/downloads/redownload"] = {POST = Api.redownload},
-  ["/webhooks/openai"] = {POST = Api.webhook, public = true},
+  -- signed: its signature authenticates it, from any origin and under any Host (a proxy's)
+  ["/webhooks/openai"] = {POST = Api.webhook, public = true, signed = true},
 }
+
+local FLAGS = {public = true, signed = true}
 
 -- ---- dispatch ----------------------------------------------------------------------------
 
@@ -299,14 +327,56 @@ end
 
 local function allow(route)
   local m = {}
-  for k in pairs(route) do if k ~= "public" then m[#m + 1] = k end end
+  for k in pairs(route) do if not FLAGS[k] then m[#m + 1] = k end end
   if route.GET then m[#m + 1] = "HEAD" end
   table.sort(m)
   return table.concat(m, ", ")
 end
 
+-- Without a token, what keeps other web pages out. DNS rebinding: evil.example, resolved to
+-- 127.0.0.1, reaches the API with Host: evil.example, so a Host must name this server: the
+-- address the connection came in on, with its port, or localhost / 127.0.0.1 / [::1] when that
+-- is a loopback address. CSRF: a form or a text/plain POST needs no CORS preflight, so a write
+-- from another origin (Origin, or Sec-Fetch-Site) is refused. A request without Host or Origin
+-- is no browser's and passes.
+local LOOPBACK_NAMES = {localhost = true, ["127.0.0.1"] = true, ["[::1]"] = true}
+local WRITES = {POST = true, PUT = true, PATCH = true, DELETE = true}
+
+local function is_loopback(addr) return addr == "::1" or addr:match("^127%.") ~= nil end
+
+function Api:host_allowed(req)
+  local host = req.headers.host
+  if not host then return true end
+  local name, port = host:lower():match("^(%[[%x:.]+%]):?(%d*)$")
+  if not name then name, port = host:lower():match("^([^:]+):?(%d*)$") end
+  if not name or (tonumber(port) or 80) ~= req.local_port then return false end
+  local addr = req.local_addr:lower():gsub("^::ffff:(%d+%.)", "%1")     -- v4-mapped, on a [::] listen
+  if name == addr or name == "[" .. addr .. "]" then return true end
+  return is_loopback(addr) and LOOPBACK_NAMES[name] == true
+end
+
+local function cross_origin(req)
+  local site = req.headers["sec-fetch-site"]
+  if site and site ~= "same-origin" and site ~= "none" then return true end
+  local origin = req.headers.origin
+  return origin ~= nil and origin:lower():match("^https?://(.*)$") ~= (req.headers.host or ""):lower()
+end
+
+function Api:foreign(req, route)
+  if self.token or (route and route.signed) then return nil end
+  if not self:host_allowed(req) then
+    return err(403, "host_not_allowed", "Host " .. tostring(req.headers.host) ..
+               " is not an address this server listens on; without ASSETD_API_TOKEN only those are answered")
+  end
+  if WRITES[req.method] and cross_origin(req) then
+    return err(403, "cross_origin", "a write from another origin is refused; without ASSETD_API_TOKEN only same-origin writes are taken")
+  end
+end
+
 function Api:handle(req)
   local route = M.routes[req.path]
+  local refused = self:foreign(req, route)
+  if refused then return refused end
   local asset = not route and self.files:match(req.path)
   if not route and not asset then return err(404, "not_found", "no route " .. req.path) end
   if not (route and route.public) and not self:authorized(req) then
@@ -325,7 +395,7 @@ function M.new(opts)
     runner = opts.runner, jobs = opts.runner.jobs, root = opts.root,
     public_base_url = (opts.public_base_url or "/generated-videos"):gsub("/+$", ""),
     token = opts.token, metrics = opts.metrics or require("assetd.metrics").standard(),
-    verifier = webhooks.new{secret = opts.webhook_secret},
+    verifier = webhooks.new{secret = opts.webhook_secret, ids = opts.runner.jobs},
   }, Api)
   self.files = require("assetd.files").new{root = opts.root, public_base_url = self.public_base_url}
   local f = assert(io.open(assetd.luadir .. "/assetd/dashboard.html"))
@@ -334,12 +404,18 @@ function M.new(opts)
   return self
 end
 
--- The function assetd.http_listen calls: errors never leak a traceback to the client.
+-- The function assetd.http_listen calls: errors never leak a traceback to the client. A
+-- store or disk fault raised on the way (assert of a binding's nil, err) is a 503.
 function Api:handler()
   return function(req)
     local ok, res = xpcall(self.handle, debug.traceback, self, req)
     if ok then return res end
-    assetd.log.error("http route failed", {path = req.path, error = res})
+    local answer = fault(res)
+    if answer then
+      assetd.log.warn("http route: server fault", {path = req.path, error = tostring(res)})
+      return answer
+    end
+    assetd.log.error("http route failed", {path = req.path, error = tostring(res)})
     return err(500, "internal", "internal error")
   end
 end

@@ -47,4 +47,15 @@ function M.parse(v)
   return t
 end
 
+-- A time a job can have: one within ten years of NOW. Beyond that it is a mistake (unix
+-- milliseconds, say, or "9999-12-31"), and a deadline there would never fire an alert or expire.
+M.TEN_YEARS = 10 * 365 * 86400
+
+-- parse(V) when that lies within TEN_YEARS of NOW, else nil.
+function M.near(v, now)
+  local t = M.parse(v)
+  if t and math.abs(t - now) <= M.TEN_YEARS then return t end
+  return nil
+end
+
 return M

@@ -2,7 +2,8 @@
 -- "{webhook-id}.{webhook-timestamp}.{body}", HMAC-SHA256 with the base64 key after "whsec_";
 -- webhook-signature holds one or more space-separated "v1,<base64>" (several during a secret
 -- rotation). The timestamp must be within the tolerance, and a webhook-id seen before is a
--- replay: acknowledged, not acted on.
+-- replay: acknowledged, not acted on. Ids are kept in the job store (jobs:webhook_seen), so
+-- a replay after a restart is still known.
 local assetd = require "assetd"
 
 local M = {}
@@ -21,26 +22,37 @@ local function keys_of(secret)
   return keys
 end
 
--- new{secret=, tolerance = 300, now = assetd.now}
+-- Ids in memory, for a verifier without a job store (tests, benchmarks): the same
+-- webhook_seen(id, now, keep) as the store's (jobs:webhook_seen), forgotten at a restart.
+-- Ids older than KEEP are dropped; the next sweep waits until the table has doubled, so that
+-- a busy window (every id still young) costs one sweep per doubling rather than one per
+-- delivery.
+local Memory = {}
+Memory.__index = Memory
+
+function M.memory_ids() return setmetatable({seen = {}, count = 0, prune_at = 1024}, Memory) end
+
+function Memory:webhook_seen(id, now, keep)
+  if self.seen[id] then return true end
+  if self.count >= self.prune_at then
+    local n = 0
+    for k, t in pairs(self.seen) do
+      if now - t > keep then self.seen[k] = nil else n = n + 1 end
+    end
+    self.count, self.prune_at = n, math.max(1024, 2 * n)
+  end
+  self.seen[id] = now
+  self.count = self.count + 1
+  return false
+end
+
+-- new{secret=, tolerance = 300, now = assetd.now, ids = the job store (else memory_ids())}
 function M.new(opts)
   return setmetatable({keys = keys_of(opts.secret), tolerance = opts.tolerance or 300,
-                       now = opts.now or assetd.now, seen = {}, seen_count = 0, prune_at = 1024}, Verifier)
+                       now = opts.now or assetd.now, ids = opts.ids or M.memory_ids()}, Verifier)
 end
 
 function Verifier:configured() return #self.keys > 0 end
-
--- Ids older than twice the tolerance cannot come back (their timestamp is refused), so they
--- are dropped; the next sweep waits until the table has doubled, so that a busy window (every
--- id still young) costs one sweep per doubling rather than one per delivery.
-function Verifier:forget_old(now)
-  if self.seen_count < self.prune_at then return end
-  local n = 0
-  for id, t in pairs(self.seen) do
-    if now - t > 2 * self.tolerance then self.seen[id] = nil else n = n + 1 end
-  end
-  self.seen_count = n
-  self.prune_at = math.max(1024, 2 * n)
-end
 
 local function fail(status, code, message) return nil, {status = status, code = code, message = message} end
 
@@ -57,7 +69,7 @@ function Verifier:signed_by_us(id, ts, body, header)
 end
 
 -- Verify a delivery. Returns true (act on it), false (a replay: acknowledge only), or nil and
--- {status, code, message}.
+-- {status, code, message} (503 when the id cannot be recorded: the sender retries later).
 function Verifier:verify(headers, body)
   if not self:configured() then return fail(401, "webhook_not_configured", "OPENAI_WEBHOOK_SECRET is not set") end
   local id, ts, sig = headers["webhook-id"], headers["webhook-timestamp"], headers["webhook-signature"]
@@ -73,11 +85,10 @@ function Verifier:verify(headers, body)
   if not self:signed_by_us(id, ts, body, sig) then
     return fail(401, "invalid_signature", "no webhook-signature matches")
   end
-  if self.seen[id] then return false end
-  self:forget_old(now)
-  self.seen[id] = now
-  self.seen_count = self.seen_count + 1
-  return true
+  -- an id can pass again while its timestamp does: up to 2 * tolerance after it was seen
+  local seen, err = self.ids:webhook_seen(id, now, 2 * self.tolerance)
+  if seen == nil then return fail(503, "store_unavailable", "the webhook id cannot be recorded: " .. tostring(err)) end
+  return not seen
 end
 
 -- Sign like a sender does (used by tests, the simulator's twin and examples).

@@ -110,11 +110,13 @@ function daemon:job_status(page, headers)
   return type(j) == "table" and j.status
 end
 
--- A pipeline against the simulator, polling fast; {DIR} is the daemon's directory.
+-- A pipeline against the simulator, polling fast; {DIR} is the daemon's directory. The
+-- simulator is on 127.0.0.1, so the urls provider may fetch private addresses here.
 daemon.SIM_PIPELINE = [[
 return {
   storage = {root = "{DIR}/root", public_base_url = "/generated-videos"},
   sora = {poll = {interval = 0.2, max = 0.5}, retry = {base = 0.2, cap = 0.5}},
+  providers = {urls = require("assetd.providers.urls").new{allow_private = true}},
 }
 ]]
 

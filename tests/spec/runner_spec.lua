@@ -19,7 +19,7 @@ describe("job runner", function()
     local function note(name) return function(job, x) fired[#fired + 1] = {name = name, job = job, x = x, t = assetd.now()} end end
     r = runner.new{
       jobs = jobs, versions = assert(versions.open{root = dir .. "/root", jobs = jobs}),
-      providers = {openai = openai.new{base_url = s.openai, api_key = "sk-test"}, urls = urls.new()},
+      providers = {openai = openai.new{base_url = s.openai, api_key = "sk-test"}, urls = urls.new{allow_private = true}},
       notion = notion.new{base_url = s.notion, token = "secret_n", rate = 20, retry = {base = 0.05, cap = 0.1, attempts = 2}},
       properties = function(job) return notion.properties(job, "http://cdn.test/generated-videos") end,
       alerts = {warn_before = 3, expiring = note("expiring"), expired = note("expired"),

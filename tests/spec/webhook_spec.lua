@@ -198,12 +198,12 @@ describe("webhook replay table", function()
   it("knows every id in the window as a replay, through its sweeps, and forgets the old ones", function()
     for i = 1, 5000 do assert.is_true(deliver("a" .. i)) end
     for _, i in ipairs{1, 1024, 2048, 5000} do assert.is_false(deliver("a" .. i)) end
-    assert.are.equal(5000, v.seen_count)
+    assert.are.equal(5000, v.ids.count)
     now = now + 2 * v.tolerance + 1                  -- every "a" id is too old to pass now
     for i = 1, 6000 do assert.is_true(deliver("b" .. i)) end
-    assert.is_true(v.seen_count <= 6000, v.seen_count)
+    assert.is_true(v.ids.count <= 6000, v.ids.count)
     local left = 0
-    for id in pairs(v.seen) do if id:sub(1, 1) == "a" then left = left + 1 end end
+    for id in pairs(v.ids.seen) do if id:sub(1, 1) == "a" then left = left + 1 end end
     assert.are.equal(0, left)
     assert.is_false(deliver("b1"))
   end)

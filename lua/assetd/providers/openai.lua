@@ -40,13 +40,11 @@ end
 -- A time of the video object as unix seconds, or nil for none or an unusable one: gateways
 -- differ, some send ISO 8601 strings (parsed), some milliseconds, which would put the deadline
 -- in the year 55000 where no alert or expiry ever fires. So a time must lie within ten years
--- of now; without it the runner falls back to completedAt + 1 h.
-local TEN_YEARS = 10 * 365 * 86400
-
+-- of now (timefmt.near); without it the runner falls back to completedAt + 1 h.
 local function unix_time(v, field, id)
   if v == nil or v == cjson.null then return nil end
-  local t = timefmt.parse(v)
-  if t and math.abs(t - assetd.now()) <= TEN_YEARS then return t end
+  local t = timefmt.near(v, assetd.now())
+  if t then return t end
   assetd.log.warn("the videos API gave an unusable time; ignored", {video = id, field = field, value = tostring(v):sub(1, 64)})
   return nil
 end

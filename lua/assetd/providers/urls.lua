@@ -1,6 +1,10 @@
 -- Provider `urls`: a job that carries its own asset URLs and deadline, for any generator
 -- that hands out signed output URLs (Runway, Seedance, fal, Replicate, ...). The job's
 -- `assets` = {{variant=, url=, ext=?}} and `expiresAt` come with it; it is complete at once.
+-- Anyone who may enqueue may name any URL, so unless `allow_private` is set the engine never
+-- connects to a loopback, link-local or private address (fetch's deny_private, checked on the
+-- address actually connected to, so a name that resolves or rebinds to one fails too), and a
+-- URL naming one outright fails the job at once.
 local assetd = require "assetd"
 
 local M = {}
@@ -8,8 +12,27 @@ M.__index = M
 
 local EXT = {video = "mp4", thumbnail = "webp", spritesheet = "jpg"}
 
+-- new{headers=, allow_private = false}
 function M.new(opts)
-  return setmetatable({headers = (opts or {}).headers}, M)
+  opts = opts or {}
+  return setmetatable({headers = opts.headers, allow_private = opts.allow_private == true}, M)
+end
+
+-- The host of an http(s) URL as written: without userinfo, port or IPv6 brackets.
+local function url_host(url)
+  local authority = url:match("^[hH][tT][tT][pP][sS]?://([^/?#]*)") or ""
+  authority = authority:gsub("^.*@", "")
+  return (authority:match("^%[(.*)%]") or authority:gsub(":%d*$", "")):lower()
+end
+
+-- Why URL may not be fetched by this provider, or nil. Names are judged where they resolve.
+function M:refuses(url)
+  if self.allow_private then return nil end
+  local host = url_host(url)
+  if host == "localhost" or host:match("%.localhost%.?$") or assetd.private_address(host) then
+    return "names a loopback, link-local or private address (" .. host ..
+           "); set providers.urls.allow_private = true to allow it"
+  end
 end
 
 function M:__tostring() return "provider.urls" end
@@ -42,13 +65,17 @@ end
 function M:status(job)
   local field, why = M.check_assets(job.assets)
   if field then return {state = "failed", error = "a `urls` job's " .. field .. " " .. why} end
+  for i, a in ipairs(job.assets) do
+    local refused = self:refuses(a.url)
+    if refused then return {state = "failed", error = string.format("a `urls` job's assets[%d].url %s", i, refused)} end
+  end
   return {state = "completed", completedAt = job.completedAt or assetd.now(), expiresAt = job.expiresAt}
 end
 
 function M:assets(job)
   local out = {}
   for _, a in ipairs(job.assets) do
-    out[#out + 1] = {variant = a.variant, url = a.url, headers = self.headers,
+    out[#out + 1] = {variant = a.variant, url = a.url, headers = self.headers, deny_private = not self.allow_private,
                      ext = a.ext or EXT[a.variant] or (a.url:match("%.(%w+)%f[?#%z]") or "bin")}
   end
   return out
