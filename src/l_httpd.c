@@ -295,8 +295,13 @@ static int l_probe_write(lua_State *L) {
     char name[64];
     int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0) return rt_fail(L, "disk", "%s: %s (%s)", dir, strerror(errno), strerrorname_np(errno));
-    snprintf(name, sizeof name, ".assetd-probe-%ld-%u", (long)getpid(), ++seq);
-    int fd = openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    int fd = -1;
+    /* a name taken (planted there, say) is passed over, a few times */
+    for (int tries = 0; fd < 0 && tries < 8; tries++) {
+        snprintf(name, sizeof name, ".assetd-probe-%ld-%u", (long)getpid(), ++seq);
+        fd = openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0 && errno != EEXIST) break;
+    }
     int err = fd < 0 ? errno : 0;
     if (fd >= 0) {
         errno = 0;

@@ -28,8 +28,8 @@ end
 -- Why URL may not be fetched by this provider, or nil. Names are judged where they resolve.
 function M:refuses(url)
   if self.allow_private then return nil end
-  local host = url_host(url)
-  if host == "localhost" or host:match("%.localhost%.?$") or assetd.private_address(host) then
+  local host = url_host(url):gsub("%.$", "")                  -- "localhost." is localhost
+  if host == "localhost" or host:match("%.localhost$") or assetd.private_address(host) then
     return "names a loopback, link-local or private address (" .. host ..
            "); set providers.urls.allow_private = true to allow it"
   end
