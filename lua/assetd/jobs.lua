@@ -9,6 +9,7 @@ local assetd = require "assetd"
 local cjson = require "cjson"
 local retry = require "assetd.retry"
 local hooks = require "assetd.hooks"
+local watch = require "assetd.watch"
 
 local Runner = {}
 Runner.__index = Runner
@@ -78,7 +79,7 @@ function M.new(cfg)
     alerts = cfg.alerts or {}, retry = cfg.retry, poll = cfg.poll or {interval = 5, max = 60},
     metrics = cfg.metrics or require("assetd.metrics").standard(),
     slots = require("assetd.slots").new(cfg.max_jobs or 32),
-    running = {}, timers = {}, progress = {}, direct_io = cfg.direct_io ~= false,
+    running = {}, timers = {}, progress = {}, marks = {}, direct_io = cfg.direct_io ~= false,
   }, Runner)
   self.alerts.warn_before = self.alerts.warn_before or 600
   return self
@@ -102,6 +103,9 @@ function Runner:hook(name, job, ...)
 end
 
 function Runner:data(job) return decode(job.data) end
+
+-- The job made progress now (a poll answered, a byte arrived, a step done): the watch's clock.
+function Runner:mark(id) self.marks[id] = assetd.now() end
 
 function Runner:set_data(job, patch)
   local d = decode(job.data)
@@ -225,6 +229,7 @@ function Runner:poll_until_ready(job, alarm)
   local p, attempt, misses = self:provider(job), 0, 0
   while true do
     local st, err = p:status(self:job_view(job))
+    if st then self:mark(job.id) end
     if st and st.state == "completed" then
       local completed = st.completedAt or job.completedAt or assetd.now()
       local expires = st.expiresAt or job.expiresAt or (completed + 3600)
@@ -267,6 +272,7 @@ function Runner:download_variant(job, asset)
   local progress = self.progress[job.id]
   local function on_progress(bytes, total)
     if progress then progress:update(asset.variant, bytes, total) end
+    self:mark(job.id)
   end
   while true do
     attempt = attempt + 1
@@ -365,6 +371,7 @@ function Runner:download_in_slot(job)
   local names, err = self.versions:names(job.batchId, job.soraVideoId, fields.version or job.version, assets)
   if not names then return self:fail(job, tostring(err)) end
   job = assert(self.jobs:transition(job, "downloading", fields))
+  self:mark(job.id)
   local progress = setmetatable({parts = {}, bytes = 0, total = 0, video = job.soraVideoId}, Progress)
   self.progress[job.id] = progress
   local function drop_progress()                  -- not a newer run's (a retry right after a cancel)
@@ -445,6 +452,8 @@ function Runner:run(job)
   self.running[id] = me
   -- detached: a job started from the REPL (retry, enqueue) is the daemon's, not held to the
   -- REPL's time budget for the hours it may run
+  self:mark(id)
+  watch.start(self, id, function() return self.running[id] == me end)
   me.task = assetd.spawn({name = "job " .. job.notionPageId, detached = true, on_error = function(msg)
     if self.running[id] == me then self.running[id] = nil end
     local ok, err = pcall(self.crashed, self, id, msg)
@@ -457,7 +466,7 @@ function Runner:run(job)
     self:arm_deadlines(job)
     if job.status == "pending" then job = self:download(job) end
     if job.status == "completed" then self:sync_notion(job) end
-    if self.running[id] == me then self.running[id] = nil end
+    if self.running[id] == me then self.running[id], self.marks[id] = nil, nil end
   end)
 end
 

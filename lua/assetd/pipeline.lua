@@ -15,7 +15,8 @@ M.schema = {
   naming = "fn",
   notion = {properties = "fn", fields = "table", version = "string", rate = "positive", on_error = "fn",
             base_url = "string", enabled = "boolean"},
-  alerts = {warn_before = "nonnegative", expiring = "fn", expired = "fn", failed = "fn", completed = "fn"},
+  alerts = {warn_before = "nonnegative", stall_after = "positive", expiring = "fn", stalled = "fn", at_risk = "fn",
+            expired = "fn", failed = "fn", completed = "fn"},
   http = {listen = "string", enabled = "boolean", max_body = "count", max_conns = "count", timeout = "count"},
   -- per_host 0: no limit per host; max_bytes_per_sec 0: no cap
   limits = {max_active = "count", per_host = "nonnegative", max_bytes_per_sec = "nonnegative", max_jobs = "count",
@@ -85,6 +86,7 @@ function M.validate(cfg)
   c.notion.version = c.notion.version or "2022-06-28"
   c.alerts = c.alerts or {}
   c.alerts.warn_before = c.alerts.warn_before or 600
+  c.alerts.stall_after = c.alerts.stall_after or require("assetd.watch").DEFAULT_STALL_AFTER
   c.http = c.http or {}
   c.http.listen = assetd.options.listen or c.http.listen or "127.0.0.1:8787"   -- --listen wins
   c.limits = c.limits or {}
@@ -125,6 +127,7 @@ function M.describe(c)
     "notion.version          " .. c.notion.version,
     "naming                  " .. (c.naming and "custom function" or "default ({videoId}_V{n}...)"),
     "alerts.warn_before      " .. c.alerts.warn_before .. " s",
+    "alerts.stall_after      " .. c.alerts.stall_after .. " s",
     "http.listen             " .. c.http.listen,
     "limits.max_active       " .. c.limits.max_active,
     "limits.max_jobs         " .. c.limits.max_jobs,
@@ -304,7 +307,7 @@ function M.reload(path)
   r.alerts, r.properties, r.on_error = h.alerts, h.properties, h.on_error
   r.versions.naming = c.naming or require("assetd.naming").default
   local alerts = {}
-  for _, k in ipairs{"expiring", "expired", "failed", "completed"} do
+  for _, k in ipairs(require("assetd.alerts").NAMES) do
     alerts[#alerts + 1] = k .. (c.alerts[k] and "" or " (default)")
   end
   return {script = path, naming = c.naming and "custom" or "default",

@@ -19,10 +19,13 @@ local function job(d, page)
   return type(j) == "table" and j or {}
 end
 
+-- The simulator's answers for the video variant of VIDEO: {full = 200s, ranged = bytes of 206s}.
 local function served(s, video)
-  local n = 0
+  local n = {full = 0, ranged = 0}
   for _, e in ipairs(s:log()) do
-    if e.path:find("/videos/" .. video .. "/content?variant=video", 1, true) then n = n + (e.bytes or 0) end
+    if e.path:find("/videos/" .. video .. "/content?variant=video", 1, true) then
+      if e.status == 200 then n.full = n.full + 1 elseif e.status == 206 then n.ranged = n.ranged + (e.bytes or 0) end
+    end
   end
   return n
 end
@@ -61,9 +64,11 @@ return {storage = {root = "ROOT"}, sora = {retry = {base = 0.2, cap = 1}}}
     local j = job(d, "p-big")
     assert.are.equal(sim.sha256_file(root .. "/bf/bigvid_V1.mp4"), s:info("bigvid").sha256.video)
     assert.are.equal(require("cjson").null, j.error)
-    -- the bytes before the disk filled are not fetched again: the tries resumed from the .part
+    -- the bytes before the disk filled are not fetched again: one full answer, then a resume
+    -- from the .part for the rest (the first answer's count is what left the server's socket)
     local n = served(s, "bigvid")
-    assert.is_true(n >= 3 * MiB and n < 3 * MiB + 1.5 * MiB, "served " .. n)
+    assert.are.equal(1, n.full)
+    assert.is_true(n.ranged > 0 and n.ranged < 3 * MiB, "ranged bytes " .. n.ranged)
   end)
 end)
 

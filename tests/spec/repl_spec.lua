@@ -496,7 +496,7 @@ sys.exit("still open after 10 s")
       'f:write(job.notionPageId, "\\n") f:close() end},', dir .. "/completed.txt")
     write(dir .. "/script.lua", (read(dir .. "/script.lua"):gsub("return {", function() return "return {\n  " .. hook end, 1)))
     out = attach("reload()\nretry('page-c1')\nenqueue{notionPageId = 'page-c2', soraVideoId = 'video_c2', batchId = 'cb'}\n")
-    assert.matches("reloaded .*alerts expiring %(default%), expired %(default%), failed %(default%), completed\n" ..
+    assert.matches("reloaded .*alerts expiring %(default%), stalled %(default%), at_risk %(default%), expired %(default%), failed %(default%), completed\n" ..
       "job 1  page%-c1  video_c1  pending\njob 2  page%-c2  video_c2  waiting\ttrue\n$", out)
     wait_for(function()
       local done = read(dir .. "/completed.txt") or ""

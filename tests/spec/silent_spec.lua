@@ -68,3 +68,43 @@ describe("missing credentials", function()
     assert.is_nil(out2:find("warning:", 1, true))
   end)
 end)
+
+describe("alerts before the loss", function()
+  local function count(s, pat)
+    local n = 0
+    for _ in s:gmatch(pat) do n = n + 1 end
+    return n
+  end
+
+  it("stalled fires once when a job makes no progress for alerts.stall_after seconds", function()
+    local d = daemon.start{pipeline = [[
+return {storage = {root = "{DIR}/root"}, sora = {poll = {interval = 0.2, max = 0.5}}, alerts = {stall_after = 1}}
+]], env = {OPENAI_API_KEY = "sk-s", OPENAI_BASE_URL = "http://127.0.0.1:1/v1"}}
+    local done
+    finally(function() if not done then d:stop() end end)
+    enqueue(d, "p-stall", "vid_stall")
+    daemon.eventually(function() return d:log():find('msg="download stalled"', 1, true) end, 10, "stalled")
+    assetd.sleep(2.5)
+    local log = d:log()
+    assert.are.equal(1, count(log, 'msg="download stalled"'))
+    assert.truthy(log:find('level=warn msg="download stalled"[^\n]*reason="status poll of 127.0.0.1:1 failed'), log)
+    done = true
+    d:stop_clean()
+  end)
+
+  it("at_risk fires before the deadline when the observed rate cannot finish in time", function()
+    local s = sim.start("--openai-key sk-s")
+    s:video{id = "vid_risk", expires_in = 12, sizes = {video = 4 * 1024 * 1024, thumbnail = 100, spritesheet = 100}}
+    s:fault{path = [[vid_risk/content\?variant=video$]], kind = "slow", rate = 150000, count = -1}
+    local d = daemon.start{pipeline = daemon.SIM_PIPELINE, env = {OPENAI_API_KEY = "sk-s", OPENAI_BASE_URL = s.openai}}
+    local done
+    finally(function() s:stop(); if not done then d:stop() end end)
+    local t0 = assetd.monotonic()
+    enqueue(d, "p-risk", "vid_risk")
+    daemon.eventually(function() return d:log():find('msg="download at risk of missing its deadline"', 1, true) end, 11, "at risk")
+    assert.is_true(assetd.monotonic() - t0 < 11, "before the deadline")
+    assert.matches("s after the deadline", d:log():match('msg="download at risk[^\n]*'))
+    done = true
+    d:stop_clean()
+  end)
+end)

@@ -1,0 +1,69 @@
+-- The watch over one job's run: it tells people of a loss while there is still time. `stalled`
+-- fires once when the job has made no progress (no successful poll, no new byte, no step) for
+-- alerts.stall_after seconds; `at_risk` once when its projected finish (the bytes left at the
+-- rate observed, or never while it is stalled) passes its deadline. Both are hooks of the
+-- pipeline's alerts, run through the runner like the others, and events on the job.
+local assetd = require "assetd"
+
+local M = {}
+
+M.DEFAULT_STALL_AFTER = 120
+
+local live = {waiting = true, pending = true, downloading = true}
+
+-- Bytes per second, smoothed, from successive (time, bytes) samples of a transfer.
+local function rate_of(state, now, bytes)
+  if state.t and now > state.t then
+    local r = math.max(0, bytes - state.bytes) / (now - state.t)
+    state.rate = state.rate and (0.7 * state.rate + 0.3 * r) or r
+    state.samples = (state.samples or 0) + 1
+  end
+  state.t, state.bytes = now, bytes
+  return state.rate
+end
+
+-- When the job would finish at this pace, or nil when it is too early to tell.
+local function projected(state, job, progress, stalled, now)
+  if stalled then return math.huge end
+  if job.status ~= "downloading" or not progress or (progress.total or 0) <= 0 then return nil end
+  local rate = rate_of(state, now, progress.bytes)
+  if not rate or state.samples < 3 then return nil end
+  local left = progress.total - progress.bytes
+  if left <= 0 then return now end
+  return rate > 0 and now + left / rate or math.huge
+end
+
+-- Watch job ID while RUNNING() says its run goes on.
+function M.start(runner, id, running)
+  local stall_after = runner.alerts.stall_after or M.DEFAULT_STALL_AFTER
+  -- a rate needs a few samples a second apart; a waiting job (thousands may wait) is looked at less often
+  local tick = math.max(0.25, math.min(5, stall_after / 4))
+  local state, fired, status = {}, {}, nil
+  assetd.spawn({name = "watch", detached = true}, function()
+    while true do
+      assetd.sleep(status == "downloading" and math.min(1, tick) or tick)
+      if not running() then return end
+      local job = runner.jobs:get(id)
+      if not job or not live[job.status] then return end
+      status = job.status
+      local now = assetd.now()
+      local idle = now - (runner.marks[id] or now)
+      local stalled = idle >= stall_after
+      if stalled and not fired.stalled then
+        fired.stalled = true
+        local reason = job.error or ("no progress for " .. math.floor(idle) .. " s")
+        runner:event(job, "stalled", reason)
+        runner:hook("stalled", job, reason)
+      end
+      local finish = job.expiresAt and not fired.at_risk and projected(state, job, runner.progress[id], stalled, now)
+      if finish and finish > job.expiresAt then
+        fired.at_risk = true
+        runner:event(job, "at_risk", finish == math.huge and "no projected finish" or
+                     string.format("projected finish %.0f s after the deadline", finish - job.expiresAt))
+        runner:hook("at_risk", job, finish)
+      end
+    end
+  end)
+end
+
+return M
