@@ -45,7 +45,7 @@ function M.decide(err, attempt, deadline, now, opts, rand)
     return {action = "fail", reason = tostring(err)}
   end
   if cat == "canceled" then return {action = "fail", reason = "canceled"} end
-  if cat == "invalid" or cat == "config" then return {action = "fail", reason = tostring(err)} end
+  if cat == "invalid" or cat == "config" or cat == "exists" then return {action = "fail", reason = tostring(err)} end
   if deadline and now >= deadline then
     return {action = "expire", reason = "the deadline passed: " .. tostring(err)}
   end
