@@ -17,7 +17,8 @@ M.schema = {
             base_url = "string", enabled = "boolean"},
   alerts = {warn_before = "nonnegative", stall_after = "positive", expiring = "fn", stalled = "fn", at_risk = "fn",
             expired = "fn", failed = "fn", completed = "fn"},
-  http = {listen = "string", enabled = "boolean", max_body = "count", max_conns = "count", timeout = "count"},
+  http = {listen = "string", enabled = "boolean", max_body = "count", max_conns = "count", timeout = "count",
+          per_ip = "count", header_timeout = "count", body_timeout = "count"},
   -- per_host 0: no limit per host; max_bytes_per_sec 0: no cap
   limits = {max_active = "count", per_host = "nonnegative", max_bytes_per_sec = "nonnegative", max_jobs = "count",
             hook_budget = "budget"},
@@ -175,7 +176,8 @@ function M.serve(c, runner, metrics)
   local api = require("assetd.api").new{runner = runner, root = c.storage.root, metrics = metrics,
     public_base_url = c.storage.public_base_url, token = token, webhook_secret = os.getenv("OPENAI_WEBHOOK_SECRET")}
   local server = assert(assetd.http_listen{listen = c.http.listen, handler = api:handler(),
-    max_body = c.http.max_body, max_conns = c.http.max_conns, timeout = c.http.timeout})
+    max_body = c.http.max_body, max_conns = c.http.max_conns, timeout = c.http.timeout, per_ip = c.http.per_ip,
+    header_timeout = c.http.header_timeout, body_timeout = c.http.body_timeout})
   local addr = c.http.listen:gsub(":%d+$", ":" .. server:port())
   assetd.log.info("http listening", {addr = addr, url = "http://" .. addr .. "/", auth = token and "bearer" or "none"})
   if not token and not loopback(c.http.listen) then
@@ -260,7 +262,8 @@ end
 -- a reload that changes one is refused, naming it, and the running configuration stays.
 M.RESTART_ONLY = {"storage.root", "storage.direct_io", "sora.base_url", "sora.variants",
   "notion.base_url", "notion.version", "notion.rate", "notion.enabled", "http.listen", "http.enabled",
-  "http.max_body", "http.max_conns", "http.timeout", "limits.max_active", "limits.per_host",
+  "http.max_body", "http.max_conns", "http.timeout", "http.per_ip", "http.header_timeout", "http.body_timeout",
+  "limits.max_active", "limits.per_host",
   "limits.max_bytes_per_sec", "limits.max_jobs"}
 
 local function at(c, key)
