@@ -286,6 +286,7 @@ function Runner:download_variant(job, asset)
       return self:record(job, asset.variant, path, name)
     end
     local res, err = assetd.fetch{url = asset.url, headers = asset.headers, to = path, resume = true,
+                                  deny_private = asset.deny_private,
                                   direct = self.direct_io, check = asset.variant, deadline = job.expiresAt, low_speed = {1024, 60},
                                   on_progress = on_progress}
     if res then
@@ -405,9 +406,16 @@ function Runner:download_in_slot(job)
   job = assert(self.jobs:transition(job, "completed", {error = false}))
   self:disarm(job)
   if job.expiresAt then self.metrics:observe("assetd_deadline_slack_seconds", math.max(0, job.expiresAt - assetd.now())) end
-  job = self:set_data(job, {notion = self.notion and "pending" or "off"})
+  job = self:set_data(job, self.notion and {notion = "pending"} or {notion = "skipped", notionError = "no NOTION_TOKEN"})
   self:hook("completed", job)
   return job
+end
+
+-- The Notion step gave up: the files stay stored (the job is completed), and people are told.
+function Runner:notion_failed(job, message)
+  self:event(job, "notion", "failed: " .. message)
+  assetd.log.warn("Notion page not updated", {job = job.notionPageId, video = job.soraVideoId, error = message})
+  return self:set_data(job, {notion = "failed", notionError = message})
 end
 
 -- Notion sync: its own retried step; a Notion outage never re-downloads anything.
@@ -418,19 +426,15 @@ function Runner:sync_notion(job)
   while true do
     attempt = attempt + 1
     local ok, props = hooks.call(self.properties, view)
-    if not ok then
-      self:event(job, "notion", "mapping failed: " .. tostring(props))
-      return self:set_data(job, {notion = "failed", notionError = tostring(props)})
-    end
+    if not ok then return self:notion_failed(job, "the notion.properties mapping failed: " .. tostring(props):match("[^\n]*")) end
     local page, err = self.notion:update_page(job.notionPageId, props)
     if page then
       self:event(job, "notion", "synced")
       return self:set_data(job, {notion = "synced", notionError = cjson.null})
     end
     self:event(job, "notion", tostring(err))
-    if not err.retryable then
-      return self:set_data(job, {notion = "failed", notionError = tostring(err)})
-    end
+    if not err.retryable then return self:notion_failed(job, tostring(err)) end
+    assetd.log.warn("Notion update failed; trying again", {job = job.notionPageId, error = tostring(err)})
     assetd.sleep(math.min(300, 2 ^ math.min(attempt, 8)))
   end
 end

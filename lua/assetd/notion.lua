@@ -156,7 +156,8 @@ function Client:request(method, path, body)
     if answer then return answer end
     last = err
     local status = err.status
-    if status == 429 then
+    -- 529 is Notion's "service unavailable, try later": its Retry-After holds us like a 429's
+    if status == 429 or (status == 529 and err.retry_after) then
       self:block(err.retry_after)
     elseif permanent(status) then
       return nil, assetd.error("notion", notion_message(err), {status = status, retryable = false})

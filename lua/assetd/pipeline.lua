@@ -201,6 +201,13 @@ function M.hooks(c)
   }
 end
 
+-- providers.NAME is either a provider of the user's own (it has an assets method) or, for a
+-- built-in one, its settings: providers.urls = {allow_private = true}.
+function M.provider_settings(c, name)
+  local p = (c.providers or {})[name]
+  if name == "urls" and type(p) == "table" and type(p.assets) ~= "function" then return p end
+end
+
 -- Build and start everything; returns the runner.
 function M.start(c)
   for _, w in ipairs(M.warnings(c)) do assetd.log.warn(w) end
@@ -221,8 +228,10 @@ function M.start(c)
     notion.new{base_url = c.notion.base_url, version = c.notion.version, rate = c.notion.rate,
                observe = function(status) metrics:inc("assetd_notion_requests_total", {status = tostring(status)}) end} or nil
   local providers = {openai = require("assetd.providers.openai").new{base_url = c.sora.base_url, variants = c.sora.variants},
-                     urls = require("assetd.providers.urls").new()}
-  for name, p in pairs(c.providers or {}) do providers[name] = p end
+                     urls = require("assetd.providers.urls").new(M.provider_settings(c, "urls") or {})}
+  for name, p in pairs(c.providers or {}) do
+    if not M.provider_settings(c, name) then providers[name] = p end      -- a provider of the user's own
+  end
   local h = M.hooks(c)
   local r = runner.new{
     jobs = jobs, versions = store, providers = providers, notion = client,

@@ -116,7 +116,7 @@ daemon.SIM_PIPELINE = [[
 return {
   storage = {root = "{DIR}/root", public_base_url = "/generated-videos"},
   sora = {poll = {interval = 0.2, max = 0.5}, retry = {base = 0.2, cap = 0.5}},
-  providers = {urls = require("assetd.providers.urls").new{allow_private = true}},
+  providers = {urls = {allow_private = true}},
 }
 ]]
 

@@ -108,3 +108,25 @@ return {storage = {root = "{DIR}/root"}, sora = {poll = {interval = 0.2, max = 0
     d:stop_clean()
   end)
 end)
+
+describe("Notion failures are visible", function()
+  it("a 400 from Notion: a warn line, the job's notion state failed with the message; no token: skipped", function()
+    local s = sim.start("--openai-key sk-s --notion-token secret_s")
+    s:video{{id = "vid_n400", sizes = {video = 1000, thumbnail = 100, spritesheet = 100}},
+            {id = "vid_nskip", sizes = {video = 1000, thumbnail = 100, spritesheet = 100}}}
+    s:fault{path = [[^/notion/v1/pages/]], method = "PATCH", kind = "status", status = 400, count = -1,
+            body = [[{"object":"error","status":400,"code":"validation_error","message":"Video URL is not a property that exists."}]]}
+    local d = daemon.start{pipeline = daemon.SIM_PIPELINE, env = {OPENAI_API_KEY = "sk-s", OPENAI_BASE_URL = s.openai,
+                                                                  NOTION_TOKEN = "secret_s", NOTION_BASE_URL = s.notion}}
+    local d2 = daemon.start{pipeline = daemon.SIM_PIPELINE, env = {OPENAI_API_KEY = "sk-s", OPENAI_BASE_URL = s.openai}}
+    finally(function() d:stop(); d2:stop(); s:stop() end)
+    enqueue(d, "p-n400", "vid_n400")
+    daemon.eventually(function() return job(d, "p-n400").notion == "failed" end, 15, "notion failed")
+    assert.are.equal("completed", job(d, "p-n400").status)
+    assert.truthy(d:log():find('level=warn msg="Notion page not updated"[^\n]*is not a property that exists'), d:log())
+    enqueue(d2, "p-nskip", "vid_nskip")
+    daemon.eventually(function() return job(d2, "p-nskip").status == "completed" end, 15, "completed")
+    assert.are.equal("skipped", job(d2, "p-nskip").notion)
+    assert.truthy(d2:log():find("NOTION_TOKEN is not set", 1, true))
+  end)
+end)
