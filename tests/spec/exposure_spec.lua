@@ -353,6 +353,13 @@ describe("webhook replays, far dates and NUL bytes (item 13)", function()
     assert.are.equal(200, (d:json("GET", "/api/downloads?batchId=b", {headers = auth})))
   end)
 
+  it("refuses a header value holding a bare CR (RFC 9112 2.2; libmicrohttpd passes it on)", function()
+    local head = "GET /api/downloads HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\nConnection: close\\r\\n"
+    local status, out = raw_request(d.url, string.format([[b"%sAuthorization: Bearer %s\r\x1b[2J\r\n\r\n"]], head, TOKEN))
+    assert.are.equal(400, status, out)
+    assert.matches("invalid_header", out)
+  end)
+
   it("refuses a header holding a NUL (Bearer <token>\\0junk is not the token)", function()
     local head = "GET /api/downloads HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\nConnection: close\\r\\n"
     local status, out = raw_request(d.url, string.format([[b"%sAuthorization: Bearer %s\x00junk\r\n\r\n"]], head, TOKEN))
