@@ -15,8 +15,6 @@ local seen = nil                 -- the first thing wrong with a request the han
 local KNOWN = {
   nul_in_head = "issue 14 item 13: a NUL inside a header value cuts it short; " ..
                 "\"Authorization: Bearer <token>\\0junk\" is taken (corpus/request/token-nul)",
-  bare_cr = "libmicrohttpd passes a bare CR inside a header value (RFC 9112 2.2: refuse it or make it SP); " ..
-            "l_httpd.c hands it on (corpus/request/host-bare-cr)",
 }
 local told = {}
 
