@@ -309,22 +309,31 @@ int httpd_respond_fd(httpd_req *r, int status, const char *const *headers, int f
 
 /* ---- the server ----------------------------------------------------------------------- */
 
+/* HOST:PORT with HOST an IPv4 or IPv6 address ([::1]) or "localhost" (127.0.0.1: no resolver
+ * runs on the loop). Each mistake gets its own message. */
 static int parse_listen(const char *listen, struct sockaddr_storage *ss, char *err, size_t errlen) {
     char host[256];
     const char *colon = strrchr(listen, ':');
     const char *h = listen;
     size_t hl = colon ? (size_t)(colon - listen) : 0;
-    if (!colon || hl == 0 || hl >= sizeof host) goto bad;
-    if (h[0] == '[' && h[hl - 1] == ']') { h++; hl -= 2; }
+    if (!colon || hl == 0 || hl >= sizeof host) {
+        snprintf(err, errlen, "listen address '%s' is not HOST:PORT (e.g. 127.0.0.1:8787)", listen);
+        return -1;
+    }
+    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') { h++; hl -= 2; }
     memcpy(host, h, hl);
     host[hl] = '\0';
     char *end;
     long port = strtol(colon + 1, &end, 10);
-    if (*end || end == colon + 1 || port < 0 || port > 65535) goto bad;
+    if (*end || end == colon + 1 || port < 0 || port > 65535) {
+        snprintf(err, errlen, "listen address '%s': the port '%s' is not a number from 0 to 65535", listen, colon + 1);
+        return -1;
+    }
+    if (strcmp(host, "localhost") == 0) snprintf(host, sizeof host, "127.0.0.1");
     if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) == 0) return 0;
     if (uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)ss) == 0) return 0;
-bad:
-    snprintf(err, errlen, "listen address '%s' is not HOST:PORT with a numeric host", listen);
+    snprintf(err, errlen, "listen address '%s': the host is not an IP address or localhost (give the "
+             "address to listen on, e.g. 0.0.0.0 or [::])", listen);
     return -1;
 }
 

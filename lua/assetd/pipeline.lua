@@ -150,7 +150,7 @@ function M.warnings(c)
     out[#out + 1] = "OPENAI_API_KEY is not set: the openai provider's requests will be refused (401)"
   end
   if c.notion.enabled ~= false and not c.notion.base_url and unset("NOTION_TOKEN") then
-    out[#out + 1] = "NOTION_TOKEN is not set: Notion pages will not be updated (jobs show notion: off)"
+    out[#out + 1] = "NOTION_TOKEN is not set: Notion pages will not be updated (jobs show notion: skipped)"
   end
   return out
 end
@@ -175,9 +175,10 @@ function M.serve(c, runner, metrics)
   if token == "" then token = nil end
   local api = require("assetd.api").new{runner = runner, root = c.storage.root, metrics = metrics,
     public_base_url = c.storage.public_base_url, token = token, webhook_secret = os.getenv("OPENAI_WEBHOOK_SECRET")}
-  local server = assert(assetd.http_listen{listen = c.http.listen, handler = api:handler(),
+  local server, lerr = assetd.http_listen{listen = c.http.listen, handler = api:handler(),
     max_body = c.http.max_body, max_conns = c.http.max_conns, timeout = c.http.timeout, per_ip = c.http.per_ip,
-    header_timeout = c.http.header_timeout, body_timeout = c.http.body_timeout})
+    header_timeout = c.http.header_timeout, body_timeout = c.http.body_timeout}
+  if not server then error(assetd.error("config", tostring(lerr))) end     -- the user's address: no traceback
   local addr = c.http.listen:gsub(":%d+$", ":" .. server:port())
   assetd.log.info("http listening", {addr = addr, url = "http://" .. addr .. "/", auth = token and "bearer" or "none"})
   if not token and not loopback(c.http.listen) then

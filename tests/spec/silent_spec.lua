@@ -130,3 +130,38 @@ describe("Notion failures are visible", function()
     assert.truthy(d2:log():find("NOTION_TOKEN is not set", 1, true))
   end)
 end)
+
+describe("--listen", function()
+  local bin = os.getenv("ASSETD_BIN") or "./assetd"
+  local function start(listen)
+    local dir = sim.tmpdir()
+    local path = dir .. "/p.lua"
+    local f = assert(io.open(path, "w"))
+    f:write('return {storage = {root = "' .. dir .. '/root"}}\n')
+    f:close()
+    -- the daemon is stopped by timeout when it does start; `assetd: ...` is its start-up error
+    local out, rc = sim.run("timeout --preserve-status -s TERM 2 " .. bin .. " " .. path .. " --listen " .. listen .. " --data " .. dir .. "/data")
+    os.execute("rm -rf " .. dir)
+    return out, rc
+  end
+
+  it("takes localhost", function()
+    local out, rc = start("localhost:0")
+    assert.are.equal(0, rc, out)
+    assert.matches('msg="http listening" addr=localhost:%d+', out)
+  end)
+
+  it("names what is wrong with an address it cannot take, without a traceback", function()
+    local cases = {
+      ["127.0.0.1:99999"] = "the port '99999' is not a number from 0 to 65535",
+      ["example.com:80"] = "the host is not an IP address or localhost",
+      ["8787"] = "is not HOST:PORT",
+    }
+    for listen, msg in pairs(cases) do
+      local out, rc = start(listen)
+      assert.are.equal(1, rc, out)
+      assert.truthy(out:find(msg, 1, true), out)
+      assert.is_nil(out:find("stack traceback", 1, true), out)
+    end
+  end)
+end)
