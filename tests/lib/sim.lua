@@ -108,6 +108,17 @@ function sim.part_of(path)
   return (d or "") .. "." .. (base or path) .. ".part"
 end
 
+-- A small tmpfs of SIZE ("256k", "8m") mounted at a new directory (or DIR), for full-disk
+-- specs: they need root, as CI has (or `unshare -Urm`). Returns the directory.
+function sim.tmpfs(size, dir)
+  dir = dir or sim.tmpdir()
+  assert(os.execute("mkdir -p " .. dir .. " && mount -t tmpfs -o size=" .. size .. " tmpfs " .. dir),
+    "this spec mounts a small tmpfs and needs root (or run it under `unshare -Urm`)")
+  return dir
+end
+
+function sim.untmpfs(dir) os.execute("umount " .. dir .. " 2>/dev/null; rmdir " .. dir .. " 2>/dev/null") end
+
 function sim.tmpdir()
   local d = os.tmpname()
   os.remove(d)

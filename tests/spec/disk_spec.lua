@@ -5,13 +5,11 @@ describe("assetd.fetch on a full disk", function()
   local s, dir
   setup(function()
     s = sim.start()
-    dir = sim.tmpdir()
-    assert(os.execute("mount -t tmpfs -o size=256k tmpfs " .. dir),
-      "this test mounts a small tmpfs and needs root (or run it under `unshare -Urm`)")
+    dir = sim.tmpfs("256k")
   end)
   teardown(function()
     s:stop()
-    os.execute("umount " .. dir .. " && rmdir " .. dir)
+    sim.untmpfs(dir)
   end)
 
   it("comes back as a disk error naming ENOSPC, keeping the .part", function()
@@ -43,13 +41,11 @@ describe("assetd.fetch after ENOSPC", function()
   local s, dir
   setup(function()
     s = sim.start()
-    dir = sim.tmpdir()
-    assert(os.execute("mount -t tmpfs -o size=256k tmpfs " .. dir),
-      "this test mounts a small tmpfs and needs root (or run it under `unshare -Urm`)")
+    dir = sim.tmpfs("256k")
   end)
   teardown(function()
     s:stop()
-    os.execute("umount " .. dir .. " && rmdir " .. dir)
+    sim.untmpfs(dir)
   end)
 
   local function content_requests()

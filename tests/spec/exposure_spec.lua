@@ -42,15 +42,13 @@ describe("a full job-store disk (item 4)", function()
   local s, d, data
   setup(function()
     s = sim.start("--openai-key sk-exp --notion-token secret_exp")
-    data = sim.tmpdir()
-    assert(os.execute("mount -t tmpfs -o size=2m tmpfs " .. data),
-      "this spec mounts a small tmpfs and needs root (or run it under `unshare -Urm`)")
+    data = sim.tmpfs("2m")
     d = daemon.start{pipeline = daemon.SIM_PIPELINE, env = env(s), args = "--data " .. data}
   end)
   teardown(function()
     d:stop_clean()
     s:stop()
-    os.execute("umount " .. data .. " && rmdir " .. data)
+    sim.untmpfs(data)
   end)
 
   it("answers 503 with Retry-After (never 4xx), /healthz 500 naming the store, and both recover", function()

@@ -8,11 +8,6 @@ local daemon = require "daemon"
 
 local MiB = 1024 * 1024
 
-local function mount(dir, size)
-  assert(os.execute("mkdir -p " .. dir .. " && mount -t tmpfs -o size=" .. size .. " tmpfs " .. dir),
-    "this spec mounts small tmpfs file systems and needs root (or run it under `unshare -Urm`)")
-end
-local function umount(dir) os.execute("umount " .. dir .. " 2>/dev/null; rmdir " .. dir .. " 2>/dev/null") end
 
 local function job(d, page)
   local _, j = d:json("POST", "/api/downloads/status", {body = {notionPageId = page}})
@@ -34,8 +29,7 @@ describe("a full storage disk", function()
   local s, d, root
   setup(function()
     s = sim.start("--openai-key sk-f")
-    root = sim.tmpdir() .. "/root"
-    mount(root, "1m")
+    root = sim.tmpfs("1m", sim.tmpdir() .. "/root")
     s:video{id = "bigvid", sizes = {video = 3 * MiB, thumbnail = 2000, spritesheet = 2000}}
     d = daemon.start{pipeline = ([[
 return {storage = {root = "ROOT"}, sora = {retry = {base = 0.2, cap = 1}}}
@@ -44,7 +38,7 @@ return {storage = {root = "ROOT"}, sora = {retry = {base = 0.2, cap = 1}}}
   teardown(function()
     if d then d:stop() end
     s:stop()
-    umount(root)
+    sim.untmpfs(root)
   end)
 
   it("is logged at error and shown as the job's error while it retries", function()
@@ -76,8 +70,7 @@ describe("a full job-store disk", function()
   local s, d, data
   setup(function()
     s = sim.start("--openai-key sk-f")
-    data = sim.tmpdir() .. "/data"
-    mount(data, "8m")
+    data = sim.tmpfs("8m", sim.tmpdir() .. "/data")
     local videos = {}
     for i = 1, 4 do videos[i] = {id = "dbvid" .. i, sizes = {video = 600000, thumbnail = 2000, spritesheet = 2000}} end
     s:video(videos)
@@ -89,7 +82,7 @@ describe("a full job-store disk", function()
   teardown(function()
     if d then d:stop() end
     s:stop()
-    umount(data)
+    sim.untmpfs(data)
   end)
 
   it("holds running jobs while it is full; they complete by themselves once there is room", function()
