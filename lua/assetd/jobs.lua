@@ -36,32 +36,31 @@ local function is_fault(err) return type(err) == "table" and err.category == "da
 -- The wait before the next try at a store in fault: 0.5 s doubling to 30 s.
 local function fault_delay(attempt) return math.min(30, 0.5 * 2 ^ math.min(attempt - 1, 6)) end
 
--- The job store as the runner uses it: every method of STORE, with that patience.
-local function patient(store)
-  local faults = 0
-  local function wait(method, err, attempt)
-    faults = faults + 1
+-- FN(...), tried again while it fails with a store fault, on a job's thread (elsewhere once):
+-- the job waits where it is until the disk has room, logged at error now and then.
+local function patiently(what, fn, ...)
+  local attempt = 0
+  while true do
+    local r = table.pack(fn(...))
+    if r[1] ~= nil or not is_fault(r[2]) or not patient_threads[coroutine.running()] then
+      return table.unpack(r, 1, r.n)
+    end
+    attempt = attempt + 1
     local delay = fault_delay(attempt)
     if attempt == 1 or attempt % 10 == 0 then
       assetd.log.error("job store write refused; the job waits and tries again",
-                       {method = method, error = tostring(err), attempt = attempt, retry_in = delay})
+                       {method = what, error = tostring(r[2]), attempt = attempt, retry_in = delay})
     end
     assetd.sleep(delay)
   end
-  return setmetatable({faults = function() return faults end}, {__index = function(t, k)
+end
+
+-- The job store as the runner uses it: every method of STORE, with that patience.
+local function patient(store)
+  return setmetatable({}, {__index = function(t, k)
     local f = store[k]
     if type(f) ~= "function" then return f end
-    local method = function(_, ...)
-      local attempt = 0
-      while true do
-        local r = table.pack(f(store, ...))
-        if r[1] ~= nil or not is_fault(r[2]) or not patient_threads[coroutine.running()] then
-          return table.unpack(r, 1, r.n)
-        end
-        attempt = attempt + 1
-        wait(k, r[2], attempt)
-      end
-    end
+    local method = function(_, ...) return patiently(k, f, store, ...) end
     rawset(t, k, method)
     return method
   end})
@@ -358,13 +357,8 @@ function Runner:download_in_slot(job)
   local fields = {}
   local assets = self:provider(job):assets(self:job_view(job))
   if job.version == 0 then
-    local v, err
-    for attempt = 1, math.huge do          -- the version table is the job store's: as patient
-      v, err = self.versions:reserve(job.batchId, job.soraVideoId, assets)
-      if v or not is_fault(err) then break end
-      assetd.log.error("version not reserved; the job waits and tries again", {job = job.notionPageId, error = tostring(err)})
-      assetd.sleep(fault_delay(attempt))
-    end
+    -- the version table is the job store's: as patient
+    local v, err = patiently("reserve", self.versions.reserve, self.versions, job.batchId, job.soraVideoId, assets)
     if not v then return self:fail(job, tostring(err)) end
     fields.version = v
   end
