@@ -11,7 +11,7 @@ local function state(i)
   return i % 10 == 0 and "failed" or "completed"
 end
 
-local jobs = assert(assetd.jobs.open(dir))
+local jobs = assert(assetd.jobdb.open(dir))
 local t0 = mono()
 local now = assetd.now()
 for i = 1, n do
@@ -23,7 +23,7 @@ local insert = mono() - t0
 jobs:close()
 
 t0 = mono()
-jobs = assert(assetd.jobs.open(dir))
+jobs = assert(assetd.jobdb.open(dir))
 jobs:recover()
 local s = jobs:summary(now, 600)
 local startup = mono() - t0

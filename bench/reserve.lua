@@ -9,7 +9,7 @@ for i = 1, n do
     assert(io.open(string.format("%s/root/b1/" .. name, dir, i), "w")):close()
   end
 end
-local jobs = assert(assetd.jobs.open(dir .. "/data"))
+local jobs = assert(assetd.jobdb.open(dir .. "/data"))
 local v = assert(versions.open{root = dir .. "/root", jobs = jobs})
 local t0 = assetd.monotonic()
 for i = 1, 200 do assert(v:reserve("b1", "other_" .. i)) end

@@ -446,7 +446,7 @@ int luaopen_assetd_core(lua_State *L) {
     lua_pushliteral(L, ASSETD_VERSION);
     lua_setfield(L, -2, "version");
     l_fetch_open(L);
-    l_jobs_open(L);
+    l_jobdb_open(L);
     l_store_open(L);
     l_httpd_open(L);
     l_crypto_open(L);

@@ -8,7 +8,7 @@
 
 int luaopen_assetd_core(lua_State *L);
 void l_fetch_open(lua_State *L);
-void l_jobs_open(lua_State *L);
+void l_jobdb_open(lua_State *L);
 void l_store_open(lua_State *L);
 void l_httpd_open(lua_State *L);
 void l_crypto_open(lua_State *L);

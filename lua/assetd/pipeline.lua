@@ -216,13 +216,13 @@ function M.start(c)
   hooks.budget = c.limits.hook_budget
   local notion = require "assetd.notion"
   local versions = require "assetd.versions"
-  local runner = require "assetd.jobs"
+  local runner = require "assetd.runner"
   assetd.fetch_limits{max_active = c.limits.max_active, per_host = c.limits.per_host,
                       max_bytes_per_sec = c.limits.max_bytes_per_sec}
   -- one daemon per data directory: a second one would expire and re-fetch the first's jobs
   local locked, lerr = assetd.lock_data(assetd.options.data)
   if not locked then error(assetd.error("config", lerr.message)) end
-  local jobs = assert(assetd.jobs.open(assetd.options.data))
+  local jobs = assert(assetd.jobdb.open(assetd.options.data))
   local store = assert(versions.open{root = c.storage.root, jobs = jobs, naming = c.naming})
   local metrics = require("assetd.metrics").standard()
   local client = (c.notion.enabled ~= false) and (c.notion.base_url or os.getenv("NOTION_TOKEN")) and

@@ -6,7 +6,7 @@ local versions = require "assetd.versions"
 local naming = require "assetd.naming"
 local base, root, data, n = arg[1], arg[2], arg[3], tonumber(arg[4])
 
-local jobs = assert(assetd.jobs.open(data))
+local jobs = assert(assetd.jobdb.open(data))
 jobs:recover()
 local store = assert(versions.open{root = root, jobs = jobs})
 for i = 1, n do

@@ -45,9 +45,9 @@ local function inspect(req)
 end
 
 function M.setup(dir)
-  local jobs = assert(assetd.jobs.open(dir .. "/data"))
+  local jobs = assert(assetd.jobdb.open(dir .. "/data"))
   local versions = assert(require("assetd.versions").open{root = dir .. "/root", jobs = jobs})
-  local runner = require("assetd.jobs").new{jobs = jobs, versions = versions,
+  local runner = require("assetd.runner").new{jobs = jobs, versions = versions,
                                               providers = {openai = provider, urls = provider}}
   local api = require("assetd.api").new{runner = runner, root = dir .. "/root", token = "fuzz-token",
                                          webhook_secret = "whsec_" .. assetd.base64_encode("fuzz-webhook-key")}

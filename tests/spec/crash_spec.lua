@@ -37,7 +37,7 @@ describe("kill -9 at random moments", function()
     assert.is_true(kills >= 9, "only " .. kills .. " kills landed on a running worker")
     assert.is_true(os.execute(cmd .. " >>" .. dir .. "/log 2>&1"), "final run failed")
 
-    local jobs = assert(assetd.jobs.open(dir .. "/data"))
+    local jobs = assert(assetd.jobdb.open(dir .. "/data"))
     local summary = jobs:summary()
     assert.are.equal(n, summary.completed)
     local listing = io.popen("ls -A " .. dir .. "/root/crash"):read("a")

@@ -68,7 +68,7 @@ describe("versions under a naming hook that breaks the rules at run time", funct
   local assets = {{variant = "video", ext = "mp4"}, {variant = "thumbnail", ext = "webp"}}
   before_each(function()
     dir = sim.tmpdir()
-    jobs = assert(assetd.jobs.open(dir .. "/data"))
+    jobs = assert(assetd.jobdb.open(dir .. "/data"))
     -- the rules hold for the sample ids --check tries, not for this video
     store = assert(versions.open{root = dir .. "/root", jobs = jobs, naming = function(a)
       if a.videoId == "novers" then return "novers_" .. a.variant .. "." .. a.ext end

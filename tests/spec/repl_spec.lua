@@ -533,13 +533,13 @@ end)
 
 describe("Runner:cancel_job", function()
   local s, dir, jobs, r
-  local runner = require "assetd.jobs"
+  local runner = require "assetd.runner"
   setup(function() s = sim.start() end)
   teardown(function() s:stop() end)
   before_each(function()
     s:reset()
     dir = sim.tmpdir()
-    jobs = assert(assetd.jobs.open(dir .. "/data"))
+    jobs = assert(assetd.jobdb.open(dir .. "/data"))
     r = runner.new{
       jobs = jobs, versions = assert(require("assetd.versions").open{root = dir .. "/root", jobs = jobs}),
       providers = {openai = require("assetd.providers.openai").new{base_url = s.openai, api_key = "k"}},

@@ -1,6 +1,6 @@
 -- The job runner end to end against the simulator (OpenAI videos + Notion).
 local sim = require "sim"
-local runner = require "assetd.jobs"
+local runner = require "assetd.runner"
 local versions = require "assetd.versions"
 local notion = require "assetd.notion"
 local openai = require "assetd.providers.openai"
@@ -14,7 +14,7 @@ describe("job runner", function()
   before_each(function()
     s:reset()
     dir = sim.tmpdir()
-    jobs = assert(assetd.jobs.open(dir .. "/data"))
+    jobs = assert(assetd.jobdb.open(dir .. "/data"))
     fired = {}
     local function note(name) return function(job, x) fired[#fired + 1] = {name = name, job = job, x = x, t = assetd.now()} end end
     r = runner.new{

@@ -1,4 +1,4 @@
-/* l_jobs.c: `assetd.jobs`, the job store as Lua sees it. `jobs.open(dir)` gives a store
+/* l_jobdb.c: `assetd.jobdb`, the job store as Lua sees it. `jobs.open(dir)` gives a store
  * object; jobs come and go as plain tables with the original design's camelCase names.
  * Database failures return nil, err; an illegal transition is an error value too (category
  * "state"), since a caller racing another task may meet it at run time. */
@@ -11,7 +11,7 @@
 #include <lauxlib.h>
 #include <string.h>
 
-#define JOBS_MT "assetd.jobstore"
+#define JOBS_MT "assetd.jobdb"
 
 typedef struct ljobs {
     jobdb *db;
@@ -353,7 +353,7 @@ static int l_open(lua_State *L) {
     return 1;
 }
 
-void l_jobs_open(lua_State *L) {
+void l_jobdb_open(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"create", l_create}, {"get", l_get}, {"transition", l_transition}, {"list", l_list},
         {"summary", l_summary}, {"expiring", l_expiring}, {"events", l_events}, {"event", l_event}, {"recover", l_recover},
@@ -366,5 +366,5 @@ void l_jobs_open(lua_State *L) {
     lua_createtable(L, 0, 1);
     lua_pushcfunction(L, l_open);
     lua_setfield(L, -2, "open");
-    lua_setfield(L, -2, "jobs");
+    lua_setfield(L, -2, "jobdb");
 }

@@ -6,7 +6,7 @@ describe("versioned file store", function()
   local dir, jobs, v
   before_each(function()
     dir = sim.tmpdir()
-    jobs = assert(assetd.jobs.open(dir .. "/data"))
+    jobs = assert(assetd.jobdb.open(dir .. "/data"))
     v = assert(versions.open{root = dir .. "/root", jobs = jobs})
   end)
   after_each(function()

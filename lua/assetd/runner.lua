@@ -316,10 +316,10 @@ function Runner:note_failure(job, variant, err, delay)
 end
 
 -- Live bytes of a downloading job, summed over its variants (for the API and dashboard).
-local Progress = {}
-Progress.__index = Progress
+local LiveBytes = {}
+LiveBytes.__index = LiveBytes
 
-function Progress:update(variant, bytes, total)
+function LiveBytes:update(variant, bytes, total)
   self.parts[variant] = {bytes, total or 0}
   local b, t = 0, 0
   for _, p in pairs(self.parts) do b, t = b + p[1], t + p[2] end
@@ -367,7 +367,7 @@ function Runner:download_in_slot(job)
   if not names then return self:fail(job, tostring(err)) end
   job = assert(self.jobs:transition(job, "downloading", fields))
   self:mark(job.id)
-  local progress = setmetatable({parts = {}, bytes = 0, total = 0, video = job.soraVideoId}, Progress)
+  local progress = setmetatable({parts = {}, bytes = 0, total = 0, video = job.soraVideoId}, LiveBytes)
   self.progress[job.id] = progress
   local function drop_progress()                  -- not a newer run's (a retry right after a cancel)
     if self.progress[job.id] == progress then self.progress[job.id] = nil end

@@ -1,11 +1,11 @@
--- assetd.jobs: the durable job store as Lua sees it.
+-- assetd.jobdb: the durable job store as Lua sees it.
 local sim = require "sim"
 
-describe("assetd.jobs", function()
+describe("assetd.jobdb", function()
   local dir, store
   before_each(function()
     dir = sim.tmpdir()
-    store = assert(assetd.jobs.open(dir))
+    store = assert(assetd.jobdb.open(dir))
   end)
   after_each(function()
     store:close()
@@ -77,7 +77,7 @@ describe("assetd.jobs", function()
     local j = store:create{notionPageId = "p", soraVideoId = "v", batchId = "b", completedAt = 1}
     store:transition(j, "downloading")
     store:close()
-    store = assert(assetd.jobs.open(dir))
+    store = assert(assetd.jobdb.open(dir))
     assert.are.equal(1, store:recover())
     assert.are.equal("pending", store:get("p").status)
     assert.are.equal(j.id, store:get(j.id).id)
@@ -106,7 +106,7 @@ describe("assetd.jobs", function()
   end)
 
   it("gives a clear error for an unusable data directory", function()
-    local s, err = assetd.jobs.open("/proc/nope/dir")
+    local s, err = assetd.jobdb.open("/proc/nope/dir")
     assert.is_nil(s)
     assert.matches("data directory", tostring(err))
   end)
