@@ -597,7 +597,8 @@ static void commit_work(uv_work_t *w) {
     if ((x->sys_errno = partfile_commit(&x->pf)) != 0) partfile_discard(&x->pf);
 }
 
-/* exists_skip: the result of the file already under the name, as a download would give it. */
+/* exists_skip: the result of the file already under the name, as it is (no format check: the
+ * engine checked it when it committed it, and a file put there by hand is the caller's word). */
 static void skip_work(uv_work_t *w) {
     fetch_xfer *x = w->data;
     struct stat st;
@@ -606,8 +607,7 @@ static void skip_work(uv_work_t *w) {
     x->failed_step = "read existing file";
     if ((x->sys_errno = partfile_open_target(&x->pf, &fd)) != 0) return;
     if (fstat(fd, &st) != 0) x->sys_errno = errno;
-    else if (!x->req.check || store_check_file(fd, x->req.check, x->req.expect_size, &x->invalid) == 0)
-        x->sys_errno = store_sha256_fd(fd, x->res.sha256);
+    else x->sys_errno = store_sha256_fd(fd, x->res.sha256);
     x->res.bytes = st.st_size;
     close(fd);
 }

@@ -158,6 +158,11 @@ function Versions:path(asset)
   return dir .. "/" .. name, name
 end
 
+-- A resume's leftover of NAME (the engine's `.NAME.part` beside it), once NAME is committed.
+function Versions:drop_part(batchId, name)
+  return self.files:remove(batchId, "." .. name .. ".part")
+end
+
 -- The video and version a file name stands for, read the one way the default names can be
 -- read: "{videoId}_V{n}.{ext}" or "{videoId}_V{n}_{variant}.{ext}", the video id taken as
 -- long as possible and a variant lowercase. So "intro_V2_V1.mp4" is version 1 of "intro_V2"

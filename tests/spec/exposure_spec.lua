@@ -252,10 +252,6 @@ describe("other origins and DNS rebinding without a token (item 9)", function()
       pending("this host's name (" .. tostring(name) .. ") does not resolve to a private address")
       return
     end
-    if not sim.read("lua/assetd/runner.lua"):find("deny_private", 1, true) then
-      pending("lua/assetd/runner.lua does not pass asset.deny_private to assetd.fetch yet (the engine refuses; see the assetd.fetch spec below)")
-      return
-    end
     local url = s.url:gsub("127%.0%.0%.1", name) .. "/files/named.mp4?size=1000"
     assert.are.equal(202, (d:json("POST", "/api/downloads", {body = {notionPageId = "p-name", soraVideoId = "video_name", batchId = "b",
       provider = "urls", expiresAt = iso(assetd.now() + 600), assets = {{variant = "video", url = url}}}})))

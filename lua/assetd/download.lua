@@ -1,0 +1,143 @@
+-- The pending step: wait for a download slot (earliest deadline first), reserve a version,
+-- download every variant at once into the versions room's names, record each stored asset on
+-- the job, and end completed, failed or expired. A failed try that will be tried again is told.
+local assetd = require "assetd"
+local retry = require "assetd.retry"
+local patience = require "assetd.patience"
+
+local M = {}
+
+-- Live bytes of a downloading job, summed over its variants (for the API and dashboard).
+local LiveBytes = {}
+LiveBytes.__index = LiveBytes
+
+function LiveBytes:update(variant, bytes, total)
+  self.parts[variant] = {bytes, total or 0}
+  local b, t = 0, 0
+  for _, p in pairs(self.parts) do b, t = b + p[1], t + p[2] end
+  self.bytes, self.total = b, t
+end
+
+-- The stored file RES (the engine's result) as the job's asset of VARIANT, once.
+local function record(runner, job, variant, name, res)
+  for _, a in ipairs(assert(runner.jobs:assets(job))) do
+    if a.type == variant and a.version == job.version then return a end
+  end
+  assert(runner.jobs:add_asset(job, {variant = variant, filePath = res.path, fileName = name, fileSize = res.bytes,
+                                     sha256 = res.sha256, version = job.version}))
+  return true
+end
+
+-- A failed try that will be tried again is not silent: a log line (error for a full or failing
+-- disk, which a person must act on; warn otherwise) and the job's error until it succeeds.
+local function note_failure(runner, job, variant, err, delay)
+  local level = err.category == "disk" and "error" or "warn"
+  assetd.log[level]("transfer failed; trying again", {job = job.notionPageId, variant = variant,
+                    error = tostring(err), retry_in = string.format("%.1f s", delay)})
+  local now = runner.jobs:get(job.id)
+  if now and now.status == "downloading" then
+    runner.jobs:transition(now, "downloading", {error = variant .. ": " .. tostring(err)})
+  end
+end
+
+-- One variant of the job's version, tried until stored or retry.decide gives up.
+function M.variant(runner, job, asset)
+  local path, name = runner.versions:path{batchId = job.batchId, videoId = job.soraVideoId,
+                                          version = job.version, variant = asset.variant, ext = asset.ext}
+  if not path then return nil, name end
+  local attempt = 0
+  local progress = runner.progress[job.id]
+  local function on_progress(bytes, total)
+    if progress then progress:update(asset.variant, bytes, total) end
+    runner:mark(job.id)
+  end
+  while true do
+    attempt = attempt + 1
+    -- exists = "skip": committed earlier, before a crash or by a run canceled during its
+    -- commit (whose .part this run resumed). Reservation skipped every version whose files
+    -- existed, so the file is this job's; and the commit never renames over it.
+    local res, err = assetd.fetch{url = asset.url, headers = asset.headers, to = path, resume = true,
+                                  exists = "skip", deny_private = asset.deny_private,
+                                  direct = runner.direct_io, check = asset.variant, deadline = job.expiresAt, low_speed = {1024, 60},
+                                  on_progress = on_progress}
+    if res and res.skipped then
+      runner.versions:drop_part(job.batchId, name)      -- a resume's leftover, if any
+      return record(runner, job, asset.variant, name, res)
+    end
+    if res then
+      runner.metrics:inc("assetd_downloaded_bytes_total", nil, res.bytes)
+      runner.metrics:inc("assetd_assets_stored_total", {variant = asset.variant})
+      runner.metrics:observe("assetd_transfer_duration_seconds", res.elapsed or 0)
+      return record(runner, job, asset.variant, name, res)
+    end
+    local d = retry.decide(err, attempt, job.expiresAt, assetd.now(), runner.retry)
+    runner:event(job, "retry", asset.variant .. ": " .. tostring(err))
+    if d.action ~= "retry" then return nil, d end
+    note_failure(runner, job, asset.variant, err, d.delay)
+    runner.metrics:inc("assetd_retries_total", {cause = retry.cause(err)})
+    assetd.sleep(d.delay)
+  end
+end
+
+-- One version, every variant at once, in a slot.
+local function in_slot(runner, job)
+  if job.status ~= "pending" then return job end    -- expired or canceled while queued
+  if job.expiresAt and assetd.now() >= job.expiresAt then
+    return runner:expire(job, "the video had already expired")
+  end
+  local fields = {}
+  local assets = runner:provider(job):assets(runner:job_view(job))
+  if job.version == 0 then
+    -- the version table is the job store's: as patient
+    local v, err = patience.call("reserve", runner.versions.reserve, runner.versions, job.batchId, job.soraVideoId, assets)
+    if not v then return runner:fail(job, tostring(err)) end
+    fields.version = v
+  end
+  -- a resumed job's names too: a naming hook changed by a reload may give two variants one name
+  local names, err = runner.versions:names(job.batchId, job.soraVideoId, fields.version or job.version, assets)
+  if not names then return runner:fail(job, tostring(err)) end
+  job = assert(runner.jobs:transition(job, "downloading", fields))
+  runner:mark(job.id)
+  local progress = setmetatable({parts = {}, bytes = 0, total = 0, video = job.soraVideoId}, LiveBytes)
+  runner.progress[job.id] = progress
+  local function drop_progress()                  -- not a newer run's (a retry right after a cancel)
+    if runner.progress[job.id] == progress then runner.progress[job.id] = nil end
+  end
+  local left, failure, tasks, done = #assets, nil, {}, assetd.alarm()
+  local run = runner.running[job.id]
+  if run then run.variants = tasks end            -- cancel stops them at once
+  for _, a in ipairs(assets) do
+    tasks[#tasks + 1] = assetd.spawn({name = "asset"}, function()
+      patience.adopt()
+      local ok, res, why = pcall(M.variant, runner, job, a)
+      if not ok then failure = failure or res elseif not res then failure = failure or why end
+      left = left - 1
+      if left == 0 then done:ring() end
+    end)
+  end
+  while left > 0 do
+    if done:sleep(86400) == nil then               -- canceled: stop the variants too
+      for _, t in ipairs(tasks) do t:cancel() end
+      drop_progress()
+      return runner.jobs:get(job.id)
+    end
+  end
+  drop_progress()
+  if failure then
+    local reason = type(failure) == "table" and (failure.reason or tostring(failure)) or tostring(failure)
+    if type(failure) == "table" and failure.action == "expire" then return runner:expire(job, reason) end
+    return runner:fail(job, reason)
+  end
+  return runner:complete(job)
+end
+
+-- pending -> completed, failed or expired; the job as it is then.
+function M.run(runner, job)
+  if not runner.slots:acquire(job.expiresAt) then return runner.jobs:get(job.id) end     -- canceled
+  local ok, res = pcall(in_slot, runner, runner.jobs:get(job.id))
+  runner.slots:release()
+  if not ok then error(res, 0) end
+  return res
+end
+
+return M

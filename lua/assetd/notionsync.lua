@@ -1,0 +1,55 @@
+-- The Notion step: a completed job's page is updated through the notion.properties mapping,
+-- as its own retried step (a Notion outage never re-downloads anything); a failed or expired
+-- job's error goes to its page through notion.on_error. Giving up is logged and recorded.
+local assetd = require "assetd"
+local cjson = require "cjson"
+local hooks = require "assetd.hooks"
+
+local M = {}
+
+-- The state a completed job starts its Notion step in.
+function M.initial(runner)
+  return runner.notion and {notion = "pending"} or {notion = "skipped", notionError = "no NOTION_TOKEN"}
+end
+
+-- The step gave up: the files stay stored (the job is completed), and people are told.
+local function failed(runner, job, message)
+  runner:event(job, "notion", "failed: " .. message)
+  assetd.log.warn("Notion page not updated", {job = job.notionPageId, video = job.soraVideoId, error = message})
+  return runner:set_data(job, {notion = "failed", notionError = message})
+end
+
+function M.sync(runner, job)
+  if not runner.notion or runner:data(job).notion ~= "pending" then return job end
+  local view = runner:job_view(job, runner.jobs:assets(job))   -- the stored files
+  local attempt = 0
+  while true do
+    attempt = attempt + 1
+    local ok, props = hooks.call(runner.properties, view)
+    if not ok then return failed(runner, job, "the notion.properties mapping failed: " .. tostring(props):match("[^\n]*")) end
+    local page, err = runner.notion:update_page(job.notionPageId, props)
+    if page then
+      runner:event(job, "notion", "synced")
+      return runner:set_data(job, {notion = "synced", notionError = cjson.null})
+    end
+    runner:event(job, "notion", tostring(err))
+    if not err.retryable then return failed(runner, job, tostring(err)) end
+    assetd.log.warn("Notion update failed; trying again", {job = job.notionPageId, error = tostring(err)})
+    assetd.sleep(math.min(300, 2 ^ math.min(attempt, 8)))
+  end
+end
+
+-- A failed or expired job's error to its page, in a task of its own so a slow or failing
+-- Notion never holds the job's steps up.
+function M.report_error(runner, job, reason)
+  if not (runner.notion and runner.on_error) then return end
+  assetd.spawn({name = "notion error " .. job.notionPageId, detached = true}, function()
+    local ok, props = hooks.call(runner.on_error, runner:job_view(job), reason)
+    if not ok then return runner:event(job, "hook_error", "notion.on_error: " .. tostring(props)) end
+    if not props then return end
+    local page, err = runner.notion:update_page(job.notionPageId, props)
+    runner:event(job, "notion", page and "error reported" or ("error not reported: " .. tostring(err)))
+  end)
+end
+
+return M
