@@ -17,7 +17,7 @@ LDLIBS  += $(shell $(PKG_CONFIG) --libs $(PKGS)) -lm
 BUILD   ?= build
 
 CORE    := runtime log clock partfile curluv admit fetch store jobdb httphdr deadline path httpd lineio repl attach bytebuf digest datadir
-BINDS   := l_assetd l_fetch l_jobdb l_store l_httpd l_crypto l_repl
+BINDS   := l_assetd l_fetch l_jobdb l_store l_httpd l_crypto l_repl l_deadline
 OBJS    := $(patsubst %,$(BUILD)/%.o,$(CORE) $(BINDS) main)
 UNITS   := httphdr deadline path store jobdb bytebuf partfile admit
 

@@ -451,5 +451,6 @@ int luaopen_assetd_core(lua_State *L) {
     l_httpd_open(L);
     l_crypto_open(L);
     l_repl_open(L);
+    l_deadline_open(L);
     return 1;
 }

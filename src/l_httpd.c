@@ -221,30 +221,31 @@ static int server_port(lua_State *L) {
     return 1;
 }
 
-/* http_listen{listen=, handler=, max_body=, max_conns=, per_ip=, timeout=, header_timeout=,
- * body_timeout=, header_limit=} */
-/* A whole number in 1..MAX, or an error naming the option. */
-static lua_Integer limit_field(lua_State *L, const char *k, lua_Integer def, lua_Integer max) {
-    lua_Integer v = l_optintfield(L, 1, k, def);
+/* A whole number in 1..MAX, or an error naming the option. No defaults here: the caller's
+ * (lua/assetd/defaults.lua through assetd.http_listen). */
+static lua_Integer limit_field(lua_State *L, const char *k, lua_Integer max) {
+    lua_Integer v = l_optintfield(L, 1, k, 0);
     if (v < 1 || v > max) luaL_error(L, "option '%s' must be 1..%I", k, max);
     return v;
 }
 
+/* http_listen{listen=, handler=, max_body=, max_conns=, per_ip=, timeout=, header_timeout=,
+ * body_timeout=, header_limit=}: every field given (assetd.http_listen fills them in). */
 static int l_http_listen(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     rt_runtime *rt = rt_get(L);
     struct httpd_config cfg = {
-        .listen = l_optstrfield(L, 1, "listen", rt->opts.listen ? rt->opts.listen : "127.0.0.1:8787"),
-        .max_body = (size_t)limit_field(L, "max_body", 1 << 20, (lua_Integer)1 << 40),
-        .max_conns = (unsigned)limit_field(L, "max_conns", 256, 65536),
-        /* well under max_conns, so one address cannot take every connection */
-        .per_ip = (unsigned)limit_field(L, "per_ip", 16, 65536),
-        .timeout_s = (unsigned)limit_field(L, "timeout", 30, 86400),
-        .header_timeout_s = (unsigned)limit_field(L, "header_timeout", 10, 86400),
-        .body_timeout_s = (unsigned)limit_field(L, "body_timeout", 30, 86400),
-        .conn_memory = (size_t)limit_field(L, "header_limit", 32 * 1024, (lua_Integer)1 << 30),
+        .listen = l_optstrfield(L, 1, "listen", NULL),
+        .max_body = (size_t)limit_field(L, "max_body", (lua_Integer)1 << 40),
+        .max_conns = (unsigned)limit_field(L, "max_conns", 65536),
+        .per_ip = (unsigned)limit_field(L, "per_ip", 65536),
+        .timeout_s = (unsigned)limit_field(L, "timeout", 86400),
+        .header_timeout_s = (unsigned)limit_field(L, "header_timeout", 86400),
+        .body_timeout_s = (unsigned)limit_field(L, "body_timeout", 86400),
+        .conn_memory = (size_t)limit_field(L, "header_limit", (lua_Integer)1 << 30),
         .handler = on_request,
     };
+    luaL_argcheck(L, cfg.listen != NULL, 1, "listen must be HOST:PORT");
     luaL_argcheck(L, lua_getfield(L, 1, "handler") == LUA_TFUNCTION, 1, "handler must be a function");
     /* its handles would outlive the stop's close of the loop's handles, and the loop would
      * never end */

@@ -367,4 +367,11 @@ void l_jobdb_open(lua_State *L) {
     lua_pushcfunction(L, l_open);
     lua_setfield(L, -2, "open");
     lua_setfield(L, -2, "jobdb");
+    /* the state names, in the store's order: jobdb.c writes them once */
+    lua_createtable(L, JOB_NSTATES, 0);
+    for (int i = 0; i < JOB_NSTATES; i++) {
+        lua_pushstring(L, jobdb_state_name((enum jobdb_state)i));
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "job_states");
 }

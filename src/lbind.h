@@ -13,6 +13,7 @@ void l_store_open(lua_State *L);
 void l_httpd_open(lua_State *L);
 void l_crypto_open(lua_State *L);
 void l_repl_open(lua_State *L);
+void l_deadline_open(lua_State *L);
 
 /* Register the metatable NAME once: METHODS as its __index, META (__gc, __tostring, ...) on
  * it. Leaves the stack as it was. */

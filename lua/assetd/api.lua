@@ -6,6 +6,7 @@ local cjson = require "cjson.safe"
 local timefmt = require "assetd.timefmt"
 local urls = require "assetd.providers.urls"
 local webhooks = require "assetd.webhooks"
+local states = require "assetd.states"
 
 local M = {}
 local Api = {}
@@ -65,14 +66,14 @@ function Api:job_json(job)
                            version = a.version, downloadedAt = timefmt.iso(a.downloadedAt), sha256 = a.sha256,
                            url = self:asset_url(job, a.fileName)}
   end
-  local progress = self.runner.progress[job.id]
+  local progress = self.runner:live_bytes(job.id)
   return {
     id = job.id, notionPageId = job.notionPageId, soraVideoId = job.soraVideoId, batchId = job.batchId,
     provider = job.provider, status = job.status, completedAt = opt(timefmt.iso(job.completedAt)),
     expiresAt = opt(timefmt.iso(job.expiresAt)), version = job.version, downloadedAssets = array(assets),
     retryCount = job.retryCount, error = job.error or cjson.null,
     notion = self.runner:data(job).notion or cjson.null,
-    progress = progress and {bytes = progress.bytes, total = progress.total} or cjson.null,
+    progress = progress or cjson.null,
   }
 end
 
@@ -129,18 +130,28 @@ end
 
 function Api:status_get()
   local now = assetd.now()
-  local s = assert(self.jobs:summary(now, 600))
+  local s = assert(self.runner:summary(now))
   local expiring = {}
-  for _, j in ipairs(assert(self.jobs:expiring(now, 600, 100))) do
+  for _, j in ipairs(assert(self.runner:expiring(now, 100))) do
     expiring[#expiring + 1] = {notionPageId = j.notionPageId, soraVideoId = j.soraVideoId, batchId = j.batchId,
                                expiresAt = timefmt.iso(j.expiresAt), status = j.status,
                                minutesRemaining = math.floor((j.expiresAt - now) / 60)}
   end
+  local summary = {approachingExpiration = s.approachingExpiration, stalled = 0, atRisk = 0}
+  for _, st in ipairs(states.names) do summary[st] = s[st] end
+  local concerns = {}
+  for _, c in ipairs(self.runner:concerns()) do
+    summary.stalled = summary.stalled + (c.stalled and 1 or 0)
+    summary.atRisk = summary.atRisk + (c.at_risk and 1 or 0)
+    concerns[#concerns + 1] = {notionPageId = c.job.notionPageId, soraVideoId = c.job.soraVideoId,
+      batchId = c.job.batchId, status = c.job.status, expiresAt = opt(timefmt.iso(c.job.expiresAt)),
+      stalled = c.stalled or cjson.null,
+      projectedFinish = c.at_risk and (c.at_risk == math.huge and "never" or timefmt.iso(c.at_risk)) or cjson.null}
+  end
   return json(200, {
-    summary = {waiting = s.waiting, pending = s.pending, downloading = s.downloading, completed = s.completed,
-               failed = s.failed, expired = s.expired, approachingExpiration = s.approachingExpiration},
+    summary = summary, states = states.names,
     pending = s.pending, expiring = s.approachingExpiration,
-    expiringDownloads = array(expiring),
+    expiringDownloads = array(expiring), concerns = array(concerns),
   })
 end
 
@@ -205,7 +216,7 @@ function Api:enqueue(req)
   if e4 then return e4 end
   local e5 = check_assets(body)
   if e5 then return e5 end
-  if body.provider ~= nil and (type(body.provider) ~= "string" or not self.runner.providers[body.provider]) then
+  if body.provider ~= nil and (type(body.provider) ~= "string" or not self.runner:has_provider(body.provider)) then
     return bad("provider", "must be one of the configured providers")
   end
   local job, created = self.runner:enqueue{
@@ -281,15 +292,28 @@ function Api:healthz()
 end
 
 function Api:metrics_text()
-  local s = assert(self.jobs:summary(assetd.now(), 600))
+  local s = assert(self.runner:summary())
   local series = {}
-  for _, st in ipairs{"waiting", "pending", "downloading", "completed", "failed", "expired"} do
+  for _, st in ipairs(states.names) do
     series[#series + 1] = {labels = {state = st}, value = s[st]}
   end
+  local stalled, at_risk = 0, 0
+  for _, c in ipairs(self.runner:concerns()) do
+    stalled, at_risk = stalled + (c.stalled and 1 or 0), at_risk + (c.at_risk and 1 or 0)
+  end
+  local t = assetd.fetch_limits()
   local body = self.metrics:render{
+    {name = "assetd_build_info", help = "The running build (its version as a label; the value is 1)",
+     series = {{labels = {version = assetd.version}, value = 1}}},
     {name = "assetd_jobs", help = "Jobs by state", series = series},
-    {name = "assetd_jobs_approaching_expiration", help = "Unfinished jobs expiring within 10 minutes",
+    {name = "assetd_jobs_approaching_expiration", help = "Unfinished jobs expiring within alerts.warn_before",
      series = {{value = s.approachingExpiration}}},
+    {name = "assetd_jobs_stalled", help = "Unfinished jobs without progress for alerts.stall_after",
+     series = {{value = stalled}}},
+    {name = "assetd_jobs_at_risk", help = "Unfinished jobs whose projected finish passes their deadline",
+     series = {{value = at_risk}}},
+    {name = "assetd_transfers", help = "Transfers in the engine, running or queued behind the limits",
+     series = {{labels = {state = "running"}, value = t.active}, {labels = {state = "queued"}, value = t.queued}}},
   }
   return {status = 200, headers = {["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"}, body = body}
 end

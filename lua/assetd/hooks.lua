@@ -5,8 +5,8 @@ local assetd = require "assetd"
 
 local M = {}
 
-M.DEFAULT_BUDGET = 5           -- seconds a hook may hold the loop without yielding
-M.budget = M.DEFAULT_BUDGET    -- the running pipeline's limits.hook_budget
+-- seconds a hook may hold the loop without yielding: the running pipeline's limits.hook_budget
+M.budget = require("assetd.defaults").pipeline.limits.hook_budget
 
 -- call(fn, ...) -> true, results... | false, message (with a traceback)
 function M.call(fn, ...)

@@ -6,6 +6,14 @@ local core = require "assetd.core"
 local M = {}
 for k, v in pairs(core) do M[k] = v end
 
+-- The daemon's defaults (defaults.lua) under OPTS: the C side takes every field given.
+function M.http_listen(opts)
+  local o = {}
+  for k, v in pairs(require("assetd.defaults").pipeline.http) do o[k] = v end
+  for k, v in pairs(opts) do o[k] = v end
+  return core.http_listen(o)
+end
+
 -- assetd.pipeline{...}: validate the pipeline table and run it (or only check it with --check).
 function M.pipeline(cfg)
   return require("assetd.pipeline").main(cfg)

@@ -113,6 +113,9 @@ function Registry:render(gauges)
   return table.concat(out, "\n") .. "\n"
 end
 
+-- Seconds an API request takes, from a fast answer to a timeout.
+local REQUEST_BUCKETS = {0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
+
 -- The daemon's own metric families.
 function M.standard()
   return M.new()
@@ -126,6 +129,10 @@ function M.standard()
     :histogram("assetd_deadline_slack_seconds", "Seconds left before expiresAt when a job completed",
                {0, 60, 300, 600, 1200, 1800, 2700, 3600, 7200})
     :counter("assetd_webhooks_total", "Webhook deliveries, by outcome")
+    :histogram("assetd_provider_request_duration_seconds", "Status polls of the video provider, by provider",
+               REQUEST_BUCKETS)
+    :histogram("assetd_notion_request_duration_seconds", "Notion API requests, answered or not",
+               REQUEST_BUCKETS)
 end
 
 return M

@@ -5,6 +5,7 @@
 -- own message, not retried.
 local assetd = require "assetd"
 local cjson = require "cjson"
+local retry = require "assetd.retry"
 
 local M = {}
 local Client = {}
@@ -15,7 +16,8 @@ M.MAX_TEXT = 2000          -- Notion's limit for one rich_text content
 -- for seconds; a far larger value comes from a broken proxy or a bug, and since the hold stops
 -- the Notion update of every job, trusting it could stall them all for days. After the cap
 -- one request goes out, and if Notion is still limiting, its next 429 holds them again.
-M.MAX_RETRY_AFTER = 300
+local defaults = require("assetd.defaults").pipeline.notion
+M.MAX_RETRY_AFTER = defaults.max_retry_after
 
 function M.truncate(s, n)
   n = n or M.MAX_TEXT
@@ -34,19 +36,19 @@ function M.new(opts)
   local self = setmetatable({
     token = opts.token or os.getenv("NOTION_TOKEN"),
     base_url = (opts.base_url or os.getenv("NOTION_BASE_URL") or "https://api.notion.com/v1"):gsub("/+$", ""),
-    version = opts.version or "2022-06-28",
-    interval = 1 / (opts.rate or 3),
+    version = opts.version or defaults.version,
+    interval = 1 / (opts.rate or defaults.rate),
     retry = opts.retry or {},
-    timeout = opts.timeout or 30,
+    timeout = opts.timeout or defaults.timeout,
     observe = opts.observe,            -- called with each answer's status (metrics)
     max_retry_after = opts.max_retry_after or M.MAX_RETRY_AFTER,
     next_slot = 0,
     blocked_until = 0,                 -- no request leaves before this (a 429's Retry-After)
     requests = 0,
   }, Client)
-  self.retry.attempts = self.retry.attempts or 6
-  self.retry.base = self.retry.base or 0.5
-  self.retry.cap = self.retry.cap or 30
+  for k, v in pairs(defaults.retry) do
+    if self.retry[k] == nil then self.retry[k] = v end
+  end
   return self
 end
 
@@ -92,11 +94,6 @@ local function notion_message(err)
   return tostring(err)
 end
 
-local function backoff(self, attempt)
-  local d = math.min(self.retry.cap, self.retry.base * 2 ^ (attempt - 1))
-  return d / 2 + math.random() * d / 2
-end
-
 -- cjson raises on what JSON cannot say (a function, NaN, a sparse array). That is a mistake in
 -- the caller's properties, so it comes back as a value and sending it again would not help.
 local function encode_body(body)
@@ -119,13 +116,14 @@ end
 -- One attempt: the decoded answer, or nil, err.
 function Client:send(method, path, json)
   self.requests = self.requests + 1
+  local started = assetd.monotonic()
   local res, err = assetd.fetch{
     url = self.base_url .. path, method = method, sink = "memory", timeout = self.timeout,
     headers = {Authorization = "Bearer " .. self.token, ["Notion-Version"] = self.version,
                ["Content-Type"] = "application/json"},
     body = json,
   }
-  if self.observe then self.observe(res and res.status or err.status or err.category) end
+  if self.observe then self.observe(res and res.status or err.status or err.category, assetd.monotonic() - started) end
   if not res then return nil, err end
   return decode_answer(res)
 end
@@ -133,10 +131,6 @@ end
 -- Notion's reference says a 409 conflict_error is a data collision to try again, and a 408
 -- is a timeout on the way; every other 4xx but 429 would fail the same way again.
 local TRANSIENT_4XX = {[408] = true, [409] = true, [429] = true}
-
-local function permanent(status)
-  return status ~= nil and status >= 400 and status < 500 and not TRANSIENT_4XX[status]
-end
 
 -- One request with pacing and retries. Returns the decoded body, or nil, err.
 function Client:request(method, path, body)
@@ -159,12 +153,12 @@ function Client:request(method, path, body)
     -- 529 is Notion's "service unavailable, try later": its Retry-After holds us like a 429's
     if status == 429 or (status == 529 and err.retry_after) then
       self:block(err.retry_after)
-    elseif permanent(status) then
+    elseif retry.client_error(status, TRANSIENT_4XX) then
       return nil, assetd.error("notion", notion_message(err), {status = status, retryable = false})
     elseif err.category == "canceled" then
       return nil, err
     else
-      assetd.sleep(backoff(self, attempt))
+      assetd.sleep(retry.backoff(attempt, self.retry))
     end
   end
   return nil, assetd.error("notion", "Notion request failed after " .. self.retry.attempts ..

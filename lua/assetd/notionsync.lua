@@ -4,8 +4,13 @@
 local assetd = require "assetd"
 local cjson = require "cjson"
 local hooks = require "assetd.hooks"
+local retry = require "assetd.retry"
 
 local M = {}
+
+-- Between tries of the step (each already retried inside the Notion client): 2 s doubling to
+-- about four minutes, as long as the job's files wait unlinked on Notion anyway.
+M.BACKOFF = {base = 2, cap = 256, jitter = 0}
 
 -- The state a completed job starts its Notion step in.
 function M.initial(runner)
@@ -35,7 +40,7 @@ function M.sync(runner, job)
     runner:event(job, "notion", tostring(err))
     if not err.retryable then return failed(runner, job, tostring(err)) end
     assetd.log.warn("Notion update failed; trying again", {job = job.notionPageId, error = tostring(err)})
-    assetd.sleep(math.min(300, 2 ^ math.min(attempt, 8)))
+    assetd.sleep(retry.backoff(attempt, M.BACKOFF))
   end
 end
 

@@ -3,6 +3,7 @@
 -- by itself where it was once the disk has room; elsewhere (the API, the REPL) the error comes
 -- back at once, for a 503 or a message.
 local assetd = require "assetd"
+local retry = require "assetd.retry"
 
 local M = {}
 
@@ -14,7 +15,7 @@ function M.adopt() job_threads[coroutine.running()] = true end
 local function is_fault(err) return type(err) == "table" and err.category == "database" end
 
 -- The wait before the next try at a store in fault: 0.5 s doubling to 30 s.
-local function fault_delay(attempt) return math.min(30, 0.5 * 2 ^ math.min(attempt - 1, 6)) end
+local FAULT_BACKOFF = {base = 0.5, cap = 30, jitter = 0}
 
 -- FN(...), tried again while it fails with a store fault, on a job's thread (elsewhere once),
 -- logged at error now and then.
@@ -26,7 +27,7 @@ function M.call(what, fn, ...)
       return table.unpack(r, 1, r.n)
     end
     attempt = attempt + 1
-    local delay = fault_delay(attempt)
+    local delay = retry.backoff(attempt, FAULT_BACKOFF)
     if attempt == 1 or attempt % 10 == 0 then
       assetd.log.error("job store write refused; the job waits and tries again",
                        {method = what, error = tostring(r[2]), attempt = attempt, retry_in = delay})

@@ -2,6 +2,7 @@
 -- against a schema (unknown keys and wrong types are errors naming the key), completed with
 -- defaults, and run: job store, versioned store, providers, Notion, alerts, the runner.
 local assetd = require "assetd"
+local defaults = require "assetd.defaults"
 
 local M = {}
 
@@ -67,33 +68,35 @@ local function check(value, schema, path, errs)
   end
 end
 
+-- A new table: BASE with TOP's fields over it, tables merged key by key (a list, such as
+-- sora.variants, is taken whole from TOP); neither is changed.
+function M.overlay(base, top)
+  local out = {}
+  for k, v in pairs(base) do out[k] = v end
+  for k, v in pairs(top) do
+    if type(v) == "table" and type(out[k]) == "table" and #v == 0 and #out[k] == 0 then
+      out[k] = M.overlay(out[k], v)
+    else
+      out[k] = v
+    end
+  end
+  for k, v in pairs(out) do
+    if type(v) == "table" and v == base[k] then out[k] = M.overlay(v, {}) end   -- never share the defaults
+  end
+  return out
+end
+
 -- Returns the config completed with defaults, or nil and every problem found.
 function M.validate(cfg)
   local errs = {}
   check(cfg, M.schema, "pipeline", errs)
   if #errs > 0 then table.sort(errs); return nil, errs end
-  local c = {}
-  for k, v in pairs(cfg) do c[k] = v end
-  c.storage = c.storage or {}
-  c.storage.root = c.storage.root or "./public/generated-videos"
-  c.storage.public_base_url = c.storage.public_base_url or "/generated-videos"
-  if c.storage.direct_io == nil then c.storage.direct_io = true end
-  c.sora = c.sora or {}
-  c.sora.variants = c.sora.variants or {"video", "thumbnail", "spritesheet"}
-  c.sora.poll = c.sora.poll or {}
-  c.sora.poll.interval = c.sora.poll.interval or 10
-  c.sora.poll.max = c.sora.poll.max or math.max(120, c.sora.poll.interval)
-  c.notion = c.notion or {}
-  c.notion.version = c.notion.version or "2022-06-28"
-  c.alerts = c.alerts or {}
-  c.alerts.warn_before = c.alerts.warn_before or 600
-  c.alerts.stall_after = c.alerts.stall_after or require("assetd.watch").DEFAULT_STALL_AFTER
-  c.http = c.http or {}
-  c.http.listen = assetd.options.listen or c.http.listen or "127.0.0.1:8787"   -- --listen wins
-  c.limits = c.limits or {}
-  c.limits.max_active = c.limits.max_active or 8
+  local user_poll_max = cfg.sora and cfg.sora.poll and cfg.sora.poll.max
+  local c = M.overlay(defaults.pipeline, cfg)
+  -- derived defaults: they follow what the user set
+  if not user_poll_max then c.sora.poll.max = math.max(defaults.pipeline.sora.poll.max, c.sora.poll.interval) end
   c.limits.max_jobs = c.limits.max_jobs or 4 * c.limits.max_active
-  c.limits.hook_budget = c.limits.hook_budget or require("assetd.hooks").DEFAULT_BUDGET
+  c.http.listen = assetd.options.listen or c.http.listen   -- --listen wins
   if c.naming then
     local ok, err = M.check_naming(c)
     if not ok then return nil, {"pipeline.naming: " .. tostring(err)} end
@@ -227,7 +230,10 @@ function M.start(c)
   local metrics = require("assetd.metrics").standard()
   local client = (c.notion.enabled ~= false) and (c.notion.base_url or os.getenv("NOTION_TOKEN")) and
     notion.new{base_url = c.notion.base_url, version = c.notion.version, rate = c.notion.rate,
-               observe = function(status) metrics:inc("assetd_notion_requests_total", {status = tostring(status)}) end} or nil
+               observe = function(status, seconds)
+                 metrics:inc("assetd_notion_requests_total", {status = tostring(status)})
+                 metrics:observe("assetd_notion_request_duration_seconds", seconds)
+               end} or nil
   local providers = {openai = require("assetd.providers.openai").new{base_url = c.sora.base_url, variants = c.sora.variants},
                      urls = require("assetd.providers.urls").new(M.provider_settings(c, "urls") or {})}
   for name, p in pairs(c.providers or {}) do

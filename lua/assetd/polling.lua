@@ -40,7 +40,10 @@ end
 local function poll_until_ready(runner, job, alarm)
   local p, attempt, misses = runner:provider(job), 0, 0
   while true do
+    local started = assetd.monotonic()
     local st, err = p:status(runner:job_view(job))
+    runner.metrics:observe("assetd_provider_request_duration_seconds", assetd.monotonic() - started,
+                           {provider = job.provider})
     if st then runner:mark(job.id) end
     if st and st.state == "completed" then
       local completed = st.completedAt or job.completedAt or assetd.now()
@@ -53,7 +56,7 @@ local function poll_until_ready(runner, job, alarm)
     local why = not st and verdict(job, err, misses, p.base_url)
     if why then return runner:fail(job, why) end
     attempt = attempt + 1
-    local wait = math.min(runner.poll.max, runner.poll.interval * 1.5 ^ math.min(attempt - 1, 20))
+    local wait = retry.backoff(attempt, {base = runner.poll.interval, cap = runner.poll.max, factor = 1.5, jitter = 0})
     -- the server's word, webhooks or not, up to the longest poll wait (a huge Retry-After would
     -- sleep past the video's window) and never closer than the retry floor
     if not st and err.retry_after then

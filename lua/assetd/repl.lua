@@ -51,12 +51,12 @@ end
 
 function H.summary()
   local r = runner()
-  local s = assert(r.jobs:summary(assetd.now(), r.alerts.warn_before))
+  local s = assert(r:summary())
   s.transfers = assetd.fetch_limits()
   s.sessions = assetd.repl.sessions()
   return view(s, function(t)
     local states = {}
-    for _, k in ipairs{"waiting", "pending", "downloading", "completed", "failed", "expired"} do
+    for _, k in ipairs(require("assetd.states").names) do
       states[#states + 1] = k .. " " .. t[k]
     end
     return table.concat({

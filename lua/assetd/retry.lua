@@ -5,22 +5,32 @@
 --                                              | {action = "expire", reason = ...}
 local M = {}
 
-M.defaults = {attempts = 8, base = 1, cap = 60, jitter = 0.5, margin = 5, floor = 0.25}
+M.defaults = require("assetd.defaults").pipeline.sora.retry
 
 local function opt(opts, k) return (opts and opts[k]) or M.defaults[k] end
 
--- Exponential backoff with jitter: base * 2^(attempt-1), capped, then up to `jitter` of it
--- taken off at random, so many jobs failing together do not come back together.
+-- The one backoff of the daemon (downloads, polls, Notion, a store in fault): base *
+-- factor^(attempt-1) (factor 2 unless given), capped, then up to `jitter` of it taken off at
+-- random, so many jobs failing together do not come back together. OPTS fields missing fall
+-- back to M.defaults, so a caller with its own schedule passes every field it means.
 function M.backoff(attempt, opts, rand)
-  local d = math.min(opt(opts, "cap"), opt(opts, "base") * 2 ^ (attempt - 1))
-  return d * (1 - opt(opts, "jitter") * (rand or math.random)())
+  local factor = opts and opts.factor or 2
+  local d = math.min(opt(opts, "cap"), opt(opts, "base") * factor ^ math.min(attempt - 1, 60))
+  local jitter = opts and opts.jitter or M.defaults.jitter
+  if jitter == 0 then return d end
+  return d * (1 - jitter * (rand or math.random)())
 end
 
--- An answer that asking again will not change: a 4xx other than 408 (Request Timeout) and
--- 429 (Too Many Requests). A 404 is one; a caller that allows for a lagging server counts them.
-function M.client_error(err)
-  local status = err.status
-  return status ~= nil and status >= 400 and status < 500 and status ~= 408 and status ~= 429
+-- 4xx answers that asking again may change: 408 (Request Timeout), 429 (Too Many Requests).
+M.TRANSIENT_4XX = {[408] = true, [429] = true}
+
+-- An answer that asking again will not change: a 4xx other than those in TRANSIENT (default
+-- M.TRANSIENT_4XX; a peer with its own, such as Notion's 409, passes it). A 404 is one; a
+-- caller that allows for a lagging server counts them. ERR is an error value or a status.
+function M.client_error(err, transient)
+  local status = err
+  if type(err) == "table" then status = err.status end
+  return status ~= nil and status >= 400 and status < 500 and not (transient or M.TRANSIENT_4XX)[status]
 end
 
 -- The shortest wait after try ATTEMPT: `floor`, doubling with each try up to 16 times it.
@@ -63,12 +73,14 @@ function M.decide(err, attempt, deadline, now, opts, rand)
   return {action = "retry", delay = delay}
 end
 
--- A short label for metrics: why an attempt is being retried.
+-- A short label for metrics: why an attempt is being retried. An error answer by its status
+-- (429, 5xx, another 4xx as itself); a 200 or 206 whose body broke off is the network's fault,
+-- so it is labelled by the error's category, like a refused connection or a timeout.
 function M.cause(err)
   local status = err.status
   if status == 429 then return "429" end
   if status and status >= 500 then return "5xx" end
-  if status then return tostring(status) end
+  if status and status >= 400 then return tostring(status) end
   return err.category or "other"
 end
 

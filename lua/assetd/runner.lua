@@ -16,6 +16,7 @@ local download = require "assetd.download"
 local notionsync = require "assetd.notionsync"
 local commands = require "assetd.commands"
 local live = require("assetd.states").live
+local defaults = require "assetd.defaults"
 
 local Runner = {}
 Runner.__index = Runner
@@ -37,12 +38,12 @@ function M.new(cfg)
   local self = setmetatable({
     jobs = patience.store(assert(cfg.jobs)), versions = assert(cfg.versions), providers = assert(cfg.providers),
     notion = cfg.notion, properties = cfg.properties, on_error = cfg.on_error,
-    alerts = cfg.alerts or {}, retry = cfg.retry, poll = cfg.poll or {interval = 5, max = 60},
+    alerts = cfg.alerts or {}, retry = cfg.retry, poll = cfg.poll or defaults.pipeline.sora.poll,
     metrics = cfg.metrics or require("assetd.metrics").standard(),
-    slots = require("assetd.slots").new(cfg.max_jobs or 32),
-    running = {}, timers = {}, progress = {}, marks = {}, direct_io = cfg.direct_io ~= false,
+    slots = require("assetd.slots").new(cfg.max_jobs or 4 * defaults.pipeline.limits.max_active),
+    running = {}, timers = {}, progress = {}, marks = {}, flagged = {}, direct_io = cfg.direct_io ~= false,
   }, Runner)
-  self.alerts.warn_before = self.alerts.warn_before or 600
+  self.alerts.warn_before = self.alerts.warn_before or defaults.pipeline.alerts.warn_before
   return self
 end
 
@@ -176,8 +177,8 @@ end
 
 -- enqueue{notionPageId, soraVideoId, batchId, completedAt?, expiresAt?, provider?, assets?}
 function Runner:enqueue(req)
-  local provider = req.provider or "openai"
-  if not self.providers[provider] then return nil, assetd.error("validation", "unknown provider '" .. provider .. "'") end
+  local provider = req.provider or defaults.provider
+  if not self:has_provider(provider) then return nil, assetd.error("validation", "unknown provider '" .. provider .. "'") end
   local job, created = self.jobs:create{
     notionPageId = req.notionPageId, soraVideoId = req.soraVideoId, batchId = req.batchId,
     provider = provider, expiresAt = req.expiresAt, completedAt = req.completedAt,
@@ -193,6 +194,37 @@ function Runner:on_video_event(videoId, status)
   if not alarms then return false, status end
   for _, alarm in pairs(alarms) do alarm:ring() end
   return true, status
+end
+
+-- ---- what the API and the REPL read ------------------------------------------------------
+
+function Runner:has_provider(name) return self.providers[name] ~= nil end
+
+-- The live bytes of a downloading job ({bytes=, total=}), or nil.
+function Runner:live_bytes(id)
+  local p = self.progress[id]
+  return p and {bytes = p.bytes, total = p.total}
+end
+
+-- Jobs by state, and the unfinished ones due within alerts.warn_before (as it is now: a
+-- reload may change it).
+function Runner:summary(now)
+  return self.jobs:summary(now or assetd.now(), self.alerts.warn_before)
+end
+
+-- Unfinished jobs the watch has flagged now: {{job=, stalled = reason|nil, at_risk = t|nil}}.
+function Runner:concerns()
+  local out = {}
+  for id, c in pairs(self.flagged) do
+    local job = (c.stalled or c.at_risk) and self.jobs:get(id)
+    if job then out[#out + 1] = {job = job, stalled = c.stalled, at_risk = c.at_risk} end
+  end
+  table.sort(out, function(a, b) return a.job.id < b.job.id end)
+  return out
+end
+
+function Runner:expiring(now, limit, window)
+  return self.jobs:expiring(now or assetd.now(), window or self.alerts.warn_before, limit)
 end
 
 -- ---- the operator's commands (commands.lua) -----------------------------------------------

@@ -222,7 +222,7 @@ end
 -- Versions that jobs still working on them reference: never pruned.
 local function live_versions(jobs)
   local live, cursor = {}, nil
-  for _, status in ipairs{"waiting", "pending", "downloading"} do
+  for _, status in ipairs(require("assetd.states").live_names) do
     cursor = nil
     repeat
       local page

@@ -4,12 +4,10 @@
 -- rate observed, or never while it is stalled) passes its deadline. Both are hooks of the
 -- pipeline's alerts, run through the runner like the others, and events on the job.
 local assetd = require "assetd"
+local defaults = require "assetd.defaults"
+local live = require("assetd.states").live
 
 local M = {}
-
-M.DEFAULT_STALL_AFTER = 120
-
-local live = {waiting = true, pending = true, downloading = true}
 
 -- Bytes per second, smoothed, from successive (time, bytes) samples of a transfer.
 local function rate_of(state, now, bytes)
@@ -33,13 +31,14 @@ local function projected(state, job, progress, stalled, now)
   return rate > 0 and now + left / rate or math.huge
 end
 
--- Watch job ID while RUNNING() says its run goes on.
+-- Watch job ID while RUNNING() says its run goes on. While it is stalled or at risk, so says
+-- runner.flagged[ID] ({stalled = reason, at_risk = projected finish}), for the API's summary.
 function M.start(runner, id, running)
-  local stall_after = runner.alerts.stall_after or M.DEFAULT_STALL_AFTER
+  local stall_after = runner.alerts.stall_after or defaults.pipeline.alerts.stall_after
   -- a rate needs a few samples a second apart; a waiting job (thousands may wait) is looked at less often
   local tick = math.max(0.25, math.min(5, stall_after / 4))
   local state, fired, status = {}, {}, nil
-  assetd.spawn({name = "watch", detached = true}, function()
+  local function watch()
     while true do
       assetd.sleep(status == "downloading" and math.min(1, tick) or tick)
       if not running() then return end
@@ -52,17 +51,28 @@ function M.start(runner, id, running)
       if stalled and not fired.stalled then
         fired.stalled = true
         local reason = job.error or ("no progress for " .. math.floor(idle) .. " s")
+        runner.flagged[id] = runner.flagged[id] or {}
+        runner.flagged[id].stalled = reason
         runner:event(job, "stalled", reason)
         runner:hook("stalled", job, reason)
+      elseif not stalled and fired.stalled and runner.flagged[id] then
+        runner.flagged[id].stalled = nil             -- moving again (the alert stays fired once)
       end
       local finish = job.expiresAt and not fired.at_risk and projected(state, job, runner.progress[id], stalled, now)
       if finish and finish > job.expiresAt then
         fired.at_risk = true
+        runner.flagged[id] = runner.flagged[id] or {}
+        runner.flagged[id].at_risk = finish
         runner:event(job, "at_risk", finish == math.huge and "no projected finish" or
                      string.format("projected finish %.0f s after the deadline", finish - job.expiresAt))
         runner:hook("at_risk", job, finish)
       end
     end
+  end
+  assetd.spawn({name = "watch", detached = true}, function()
+    local ok, err = pcall(watch)
+    runner.flagged[id] = nil
+    if not ok then error(err, 0) end
   end)
 end
 

@@ -499,7 +499,7 @@ def iso(t: float) -> str:
 def page_object(page_id: str, props: dict[str, Any], created: str,
                 now: float) -> dict[str, Any]:
     return {"object": "page", "id": page_id, "created_time": created,
-            "last_edited_time": iso(now), "archived": False,
+            "last_edited_time": iso(now), "in_trash": False,   # "archived" before 2026-03-11
             "properties": json.loads(json.dumps(props)),
             "url": f"https://www.notion.so/{page_id.replace('-', '')}"}
 

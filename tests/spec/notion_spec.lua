@@ -22,7 +22,7 @@ describe("assetd.notion", function()
     assert.are.equal("page-1", page.id)
     local p = patches()
     assert.are.equal(1, #p)
-    assert.are.equal("2022-06-28", p[1].notion_version)
+    assert.are.equal("2026-03-11", p[1].notion_version)
     assert.are.same({Version = {number = 2}}, p[1].properties)
   end)
 
