@@ -73,6 +73,7 @@ function Api:job_json(job)
     expiresAt = opt(timefmt.iso(job.expiresAt)), version = job.version, downloadedAssets = array(assets),
     retryCount = job.retryCount, error = job.error or cjson.null,
     notion = self.runner:data(job).notion or cjson.null,
+    notionError = self.runner:data(job).notionError or cjson.null,
     progress = progress or cjson.null,
   }
 end
@@ -149,7 +150,8 @@ function Api:status_get()
       projectedFinish = c.at_risk and (c.at_risk == math.huge and "never" or timefmt.iso(c.at_risk)) or cjson.null}
   end
   return json(200, {
-    summary = summary, states = states.names,
+    summary = summary, states = states.names, liveStates = states.live_names,
+    warnBefore = self.runner.alerts.warn_before,
     pending = s.pending, expiring = s.approachingExpiration,
     expiringDownloads = array(expiring), concerns = array(concerns),
   })

@@ -109,6 +109,10 @@ local function render_job(j)
       j.version > 0 and "V" .. j.version or "-", j.retryCount, rel(j.completedAt), rel(j.expiresAt)),
   }
   if j.error then lines[#lines + 1] = "  error: " .. pretty.redact(j.error) end
+  if j.data.notion then
+    lines[#lines + 1] = "  notion: " .. j.data.notion ..
+      (type(j.data.notionError) == "string" and ": " .. pretty.redact(j.data.notionError) or "")
+  end
   if j.data and next(j.data) then lines[#lines + 1] = "  data: " .. pretty.format(j.data, {depth = 3}) end
   if #j.assets > 0 then
     local rows = {}

@@ -8,6 +8,8 @@ It loads URL/?poll=500 and waits for the first render, then records:
   counters   the numbers in #count-<state>, read when two status API answers around the read
              agree with them (the page polls, so a state may move between reads); api: that answer
   banner     whether #banner is shown, its text and data-count
+  concerns   whether #concerns (stalled / at-risk jobs) is shown, its text, data-stalled and
+             data-at-risk, once the status API lists a concern
   retry      for --failed PAGE: a real click on its Retry button, then the row's data-status
              until it is completed (every state seen on the way)
   authPrompt with --token: the page loaded without it showed the token prompt (then it is
@@ -158,6 +160,13 @@ def main():
             out["banner"] = b.run("const e = document.getElementById('banner');"
                                   "return {visible: e.offsetParent !== null && getComputedStyle(e).display !== 'none',"
                                   " text: e.textContent, count: Number(e.dataset.count)};")
+            if api_summary(base, a.token).get("concerns"):
+                b.wait("return document.getElementById('concerns').textContent !== ''", timeout=10,
+                       what="the concerns banner")
+            out["concerns"] = b.run("const e = document.getElementById('concerns');"
+                                    "return {visible: e.offsetParent !== null && getComputedStyle(e).display !== 'none',"
+                                    " text: e.textContent, stalled: Number(e.dataset.stalled),"
+                                    " atRisk: Number(e.dataset.atRisk)};")
 
             if a.media:
                 b.wait(SETTLED, a.media, timeout=10, what="the thumbnail and spritesheet of " + a.media)

@@ -121,5 +121,6 @@ return {
 ]]
 
 daemon.eventually = sim.eventually
+daemon.bin = bin           -- the binary under test
 
 return daemon

@@ -8,7 +8,8 @@ local sim = require "sim"
 local daemon = require "daemon"
 local cjson = require "cjson"
 
-local PIPELINE = daemon.SIM_PIPELINE
+-- stall_after 2 s: the job whose server never answers is flagged stalled (and at risk) in time
+local PIPELINE = daemon.SIM_PIPELINE:gsub("providers =", "alerts = {stall_after = 2}, providers =")
 
 local CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
@@ -109,6 +110,10 @@ describe("dashboard in headless Chromium", function()
       local _, j = d:json("POST", "/api/downloads/status", {body = {notionPageId = "page-slow"}})
       return j.progress ~= cjson.null and j.progress.bytes > 0
     end, 10, "page-slow under way")
+    daemon.eventually(function()
+      local _, st = d:json("GET", "/api/downloads/status")
+      return st.summary.stalled == 1 and st.summary.atRisk == 1
+    end, 15, "page-soon flagged stalled and at risk")
 
     -- the browser itself: a missing one is a failure (browse says so), never a skip
     run.out, run.err = browse(d, outdir, "--failed page-failed --media page-media")
@@ -127,6 +132,15 @@ describe("dashboard in headless Chromium", function()
     assert(executable(CHROMEDRIVER), CHROMEDRIVER .. " is missing: install Debian's chromium-driver (scripts/install-deps)")
     local o = seen()
     assert.are.equal("assetd", o.title)
+  end)
+
+  it("shows the stalled and at-risk jobs the status API flags, in their own banner", function()
+    local o = seen()
+    assert.is_true(o.concerns.visible)
+    assert.are.equal(1, o.concerns.stalled)
+    assert.are.equal(1, o.concerns.atRisk)
+    assert.matches("^1 stalled: video_soon %(", o.concerns.text)
+    assert.matches("1 at risk of missing the deadline: video_soon", o.concerns.text, 1, true)
   end)
 
   it("shows one counter per state, equal to the status API's summary", function()
