@@ -3,6 +3,8 @@
 --   decide(err, attempt, deadline, now, opts) -> {action = "retry", delay = s}
 --                                              | {action = "fail", reason = ...}
 --                                              | {action = "expire", reason = ...}
+local errors = require "assetd.errors"
+
 local M = {}
 
 M.defaults = require("assetd.defaults").pipeline.sora.retry
@@ -51,11 +53,8 @@ end
 
 function M.decide(err, attempt, deadline, now, opts, rand)
   local status, cat = err.status, err.category
-  if cat == "auth" or status == 401 or status == 403 then
-    return {action = "fail", reason = tostring(err)}
-  end
   if cat == "canceled" then return {action = "fail", reason = "canceled"} end
-  if cat == "invalid" or cat == "config" or cat == "exists" then return {action = "fail", reason = tostring(err)} end
+  if errors.final(err) or status == 401 or status == 403 then return {action = "fail", reason = tostring(err)} end
   if deadline and now >= deadline then
     return {action = "expire", reason = "the deadline passed: " .. tostring(err)}
   end

@@ -178,7 +178,7 @@ end
 -- enqueue{notionPageId, soraVideoId, batchId, completedAt?, expiresAt?, provider?, assets?}
 function Runner:enqueue(req)
   local provider = req.provider or defaults.provider
-  if not self:has_provider(provider) then return nil, assetd.error("validation", "unknown provider '" .. provider .. "'") end
+  if not self:has_provider(provider) then return nil, assetd.error("invalid", "unknown provider '" .. provider .. "'") end
   local job, created = self.jobs:create{
     notionPageId = req.notionPageId, soraVideoId = req.soraVideoId, batchId = req.batchId,
     provider = provider, expiresAt = req.expiresAt, completedAt = req.completedAt,
