@@ -18,11 +18,13 @@ end
 function M.retry(runner, idOrPage)
   local job, err = find(runner, idOrPage, {failed = true}, "not failed")
   if not job then return nil, err end
-  local committed = #assert(runner.jobs:assets(job)) > 0
+  local assets, aerr = runner.jobs:assets(job)
+  if not assets then return nil, aerr end
   -- a video never seen complete (canceled or failed while waiting) is polled again
-  job = assert(runner.jobs:transition(job, job.completedAt and "pending" or "waiting",
-                                      {error = false, version = committed and 0 or job.version,
-                                       retryCount = job.retryCount + 1}))
+  job, err = runner.jobs:transition(job, job.completedAt and "pending" or "waiting",
+                                    {error = false, version = #assets > 0 and 0 or job.version,
+                                     retryCount = job.retryCount + 1})
+  if not job then return nil, err end
   runner:run(job)
   return job
 end
@@ -38,7 +40,8 @@ function M.redownload(runner, idOrPage)
   if runner.running[job.id] then       -- its Notion sync: a second run would not start
     return nil, assetd.error("state", "job is still updating its Notion page; try again in a moment")
   end
-  job = assert(runner.jobs:transition(job, "pending", {error = false, version = 0}))
+  job, err = runner.jobs:transition(job, "pending", {error = false, version = 0})
+  if not job then return nil, err end
   runner:run(job)
   return job
 end
@@ -49,7 +52,8 @@ end
 function M.cancel(runner, idOrPage)
   local job, err = find(runner, idOrPage, states.live, "there is nothing to cancel")
   if not job then return nil, err end
-  job = assert(runner.jobs:transition(job, "failed", {error = "canceled by operator"}))
+  job, err = runner.jobs:transition(job, "failed", {error = "canceled by operator"})
+  if not job then return nil, err end
   deadlines.disarm(runner, job)
   runner:event(job, "canceled", "by operator")
   local run = runner.running[job.id]

@@ -19,12 +19,16 @@ function LiveBytes:update(variant, bytes, total)
 end
 
 -- The stored file RES (the engine's result) as the job's asset of VARIANT, once.
+-- nil, err when the store refused (the variant then fails the job with it).
 local function record(runner, job, variant, name, res)
-  for _, a in ipairs(assert(runner.jobs:assets(job))) do
+  local assets, err = runner.jobs:assets(job)
+  if not assets then return nil, err end
+  for _, a in ipairs(assets) do
     if a.type == variant and a.version == job.version then return a end
   end
-  assert(runner.jobs:add_asset(job, {variant = variant, filePath = res.path, fileName = name, fileSize = res.bytes,
-                                     sha256 = res.sha256, version = job.version}))
+  local ok, aerr = runner.jobs:add_asset(job, {variant = variant, filePath = res.path, fileName = name,
+                                              fileSize = res.bytes, sha256 = res.sha256, version = job.version})
+  if not ok then return nil, aerr end
   return true
 end
 
@@ -96,7 +100,9 @@ local function in_slot(runner, job)
   -- a resumed job's names too: a naming hook changed by a reload may give two variants one name
   local names, err = runner.versions:names(job.batchId, job.soraVideoId, fields.version or job.version, assets)
   if not names then return runner:fail(job, tostring(err)) end
-  job = assert(runner.jobs:transition(job, "downloading", fields))
+  local moved, merr = runner.jobs:transition(job, "downloading", fields)
+  if not moved then return runner.jobs:get(job.id) or job, merr end     -- canceled meanwhile
+  job = moved
   runner:mark(job.id)
   local progress = setmetatable({parts = {}, bytes = 0, total = 0, video = job.soraVideoId}, LiveBytes)
   runner.progress[job.id] = progress

@@ -48,7 +48,8 @@ local function poll_until_ready(runner, job, alarm)
     if st and st.state == "completed" then
       local completed = st.completedAt or job.completedAt or assetd.now()
       local expires = st.expiresAt or job.expiresAt or (completed + 3600)
-      return assert(runner.jobs:transition(job, "pending", {completedAt = completed, expiresAt = expires, error = false}))
+      local ready = runner.jobs:transition(job, "pending", {completedAt = completed, expiresAt = expires, error = false})
+      return ready or runner.jobs:get(job.id) or job                 -- moved meanwhile (canceled)
     elseif st and st.state == "failed" then
       return runner:fail(job, st.error or "video generation failed")
     end

@@ -69,10 +69,14 @@ function Runner:data(job) return decode(job.data) end
 -- The job made progress now (a poll answered, a byte arrived, a step done): the watch's clock.
 function Runner:mark(id) self.marks[id] = assetd.now() end
 
+-- The job with PATCH merged into its data; the job as it is if the store refused (it was
+-- moved meanwhile, by a cancel say), and why.
 function Runner:set_data(job, patch)
   local d = decode(job.data)
   for k, v in pairs(patch) do d[k] = v end
-  return assert(self.jobs:transition(job, job.status, {data = cjson.encode(d)}))
+  local moved, err = self.jobs:transition(job, job.status, {data = cjson.encode(d)})
+  if not moved then return self.jobs:get(job.id) or job, err end
+  return moved
 end
 
 function Runner:provider(job)
@@ -99,8 +103,11 @@ function Runner:expire(job, reason)
   return expired
 end
 
+-- A job that ends (fail, complete) but was moved meanwhile (canceled) stays as it was moved.
 function Runner:fail(job, reason)
-  job = assert(self.jobs:transition(job, "failed", {error = reason}))
+  local failed = self.jobs:transition(job, "failed", {error = reason})
+  if not failed then return self.jobs:get(job.id) or job end
+  job = failed
   deadlines.disarm(self, job)
   self:hook("failed", job, reason)
   notionsync.report_error(self, job, reason)
@@ -109,7 +116,9 @@ end
 
 -- Every variant stored: the job is completed and its Notion step begins.
 function Runner:complete(job)
-  job = assert(self.jobs:transition(job, "completed", {error = false}))
+  local completed = self.jobs:transition(job, "completed", {error = false})
+  if not completed then return self.jobs:get(job.id) or job end
+  job = completed
   deadlines.disarm(self, job)
   if job.expiresAt then self.metrics:observe("assetd_deadline_slack_seconds", math.max(0, job.expiresAt - assetd.now())) end
   job = self:set_data(job, notionsync.initial(self))
