@@ -259,11 +259,15 @@ function Api:webhook(req)
   local ok, why = self.verifier:verify(req.headers, req.body)
   if ok == nil then
     self.metrics:inc("assetd_webhooks_total", {outcome = why.code})
+    -- a misconfigured secret or a clock far off loses every event: told, not only counted
+    assetd.log.warn("webhook refused", {code = why.code, error = why.message, remote = req.remote,
+                    webhook_id = req.headers["webhook-id"]})
     if why.status == 503 then return unavailable(why.code, why.message) end
     return err(why.status, why.code, why.message)
   end
   if ok == false then
     self.metrics:inc("assetd_webhooks_total", {outcome = "replay"})
+    assetd.log.info("webhook replay ignored", {remote = req.remote, webhook_id = req.headers["webhook-id"]})
     return json(200, {received = true, replay = true})
   end
   local event = cjson.decode(req.body)

@@ -212,7 +212,13 @@ function M.provider_settings(c, name)
   if name == "urls" and type(p) == "table" and type(p.assets) ~= "function" then return p end
 end
 
--- Build and start everything; returns the runner.
+-- The running daemon: its configuration, runner, HTTP server and API, and the script it
+-- came from. pipeline.main makes it and hands it to the REPL; SIGHUP reaches it through
+-- M.daemon, the one reference the module keeps.
+local Daemon = {}
+Daemon.__index = Daemon
+
+-- Build and start everything; returns the runner and, with the API on, the server and the API.
 function M.start(c)
   for _, w in ipairs(M.warnings(c)) do assetd.log.warn(w) end
   local hooks = require "assetd.hooks"
@@ -246,14 +252,15 @@ function M.start(c)
     retry = c.sora.retry, poll = M.poll(c.sora.poll), metrics = metrics, max_jobs = c.limits.max_jobs,
     direct_io = c.storage.direct_io,
   }
-  if c.http.enabled ~= false then M.server, M.api = M.serve(c, r, metrics) end
+  local server, api
+  if c.http.enabled ~= false then server, api = M.serve(c, r, metrics) end
   r:start()
   for _, j in ipairs(c.jobs or {}) do assert(r:enqueue(j)) end
   if c.on_start then
     local ok, err = hooks.call(c.on_start, r)
     if not ok then error("on_start: " .. tostring(err), 0) end
   end
-  return r
+  return r, server, api
 end
 
 -- The entry point for `assetd pipeline.lua` (run) and `assetd --check pipeline.lua`.
@@ -268,10 +275,11 @@ function M.main(cfg)
     print("pipeline OK")
     return
   end
-  M.config, M.runner = c, M.start(c)
-  M.script = arg and arg[0]
-  require("assetd.repl").listen()          -- `assetd attach` reaches this daemon
-  return M.runner
+  local d = setmetatable({config = c, script = arg and arg[0]}, Daemon)
+  d.runner, d.server, d.api = M.start(c)
+  M.daemon = d
+  require("assetd.repl").listen(nil, d)    -- `assetd attach` reaches this daemon
+  return d.runner
 end
 
 -- Keys a running daemon cannot take without a restart (they sized or opened what is running):
@@ -298,8 +306,9 @@ end
 
 -- SIGHUP (main.c): reload, and log what happened; a failed reload leaves everything as it was.
 function M.on_sighup()
-  if not M.runner then return assetd.log.warn("SIGHUP: no pipeline is running; nothing to reload") end
-  local ok, res = pcall(M.reload)
+  local d = M.daemon
+  if not d then return assetd.log.warn("SIGHUP: no pipeline is running; nothing to reload") end
+  local ok, res = pcall(d.reload, d)
   if not ok then
     return assetd.log.error("pipeline not reloaded; the running configuration stays", {error = tostring(res)})
   end
@@ -309,18 +318,18 @@ end
 -- reload(): read the pipeline script again and swap its hooks (naming, notion.properties,
 -- notion.on_error, alerts) into the running runner; jobs, timers and transfers in flight go on untouched.
 -- Returns what was loaded, or raises naming the problem (the old hooks stay).
-function M.reload(path)
-  local r = assert(M.runner, "no pipeline is running")
-  path = path or M.script
+function Daemon:reload(path)
+  local r = self.runner
+  path = path or self.script
   local chunk, err = loadfile(path)
   if not chunk then error(err, 0) end
-  local cfg = chunk(table.unpack(path == M.script and arg or {}))   -- the same arguments as at start
+  local cfg = chunk(table.unpack(path == self.script and arg or {}))   -- the same arguments as at start
   if type(cfg) ~= "table" then error(path .. ": did not return a pipeline table", 0) end
   local c, errs = M.validate(cfg)
   if not c then error("invalid pipeline:\n  " .. table.concat(errs, "\n  "), 0) end
-  local changed = M.config and M.restart_only_change(M.config, c)
+  local changed = M.restart_only_change(self.config, c)
   if changed then error(changed .. " changes only with a restart; nothing was reloaded", 0) end
-  M.config = c
+  self.config = c
   require("assetd.hooks").budget = c.limits.hook_budget
   local h = M.hooks(c)
   r.alerts, r.properties, r.on_error = h.alerts, h.properties, h.on_error

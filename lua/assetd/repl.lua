@@ -5,17 +5,20 @@
 -- pipeline's job runner.
 local assetd = require "assetd"
 local pretty = require "assetd.pretty"
+local states = require "assetd.states"
 
 local M = {}
 
-local STATES = {waiting = true, pending = true, downloading = true, completed = true, failed = true, expired = true}
+local STATES = {}
+for _, s in ipairs(states.names) do STATES[s] = true end
+
+local daemon           -- the running daemon (pipeline.lua's), given to M.listen
 
 -- ---- helpers -----------------------------------------------------------------------------
 
 local function runner()
-  local r = require("assetd.pipeline").runner
-  if not r then error("no pipeline is running (the script did not return a pipeline table)", 0) end
-  return r
+  if not daemon then error("no pipeline is running (the script did not return a pipeline table)", 0) end
+  return daemon.runner
 end
 
 -- A helper's answer: the data, printed by the REPL as RENDER says.
@@ -55,12 +58,12 @@ function H.summary()
   s.transfers = assetd.fetch_limits()
   s.sessions = assetd.repl.sessions()
   return view(s, function(t)
-    local states = {}
-    for _, k in ipairs(require("assetd.states").names) do
-      states[#states + 1] = k .. " " .. t[k]
+    local counts = {}
+    for _, k in ipairs(states.names) do
+      counts[#counts + 1] = k .. " " .. t[k]
     end
     return table.concat({
-      "jobs       " .. table.concat(states, "  "),
+      "jobs       " .. table.concat(counts, "  "),
       string.format("expiring   %d within %s", t.approachingExpiration, pretty.duration(r.alerts.warn_before)),
       string.format("transfers  %d active, %d queued (at most %d at once)",
         t.transfers.active, t.transfers.queued, t.transfers.max_active),
@@ -174,7 +177,7 @@ end
 
 function H.reload()
   runner()
-  local info = require("assetd.pipeline").reload()
+  local info = daemon:reload()
   return view(info, function(t)
     return string.format("reloaded %s: naming %s, notion.properties %s, alerts %s", t.script,
       t.naming, t.properties, table.concat(t.alerts, ", "))
@@ -295,7 +298,10 @@ function M.session(h, kind)
 end
 
 -- Open the attach socket in the data directory (a pipeline does at its start).
-function M.listen(path)
+-- The attach socket (at PATH, default {data}/assetd.sock); D, the running daemon
+-- (pipeline.lua's object: runner, config, reload), is what the helpers work on.
+function M.listen(path, d)
+  daemon = d or daemon
   local where, err = assetd.repl.listen(path)
   if not where then
     assetd.log.warn("attach socket not available", {error = tostring(err)})
