@@ -12,6 +12,7 @@
 #include "httphdr.h"
 #include "log.h"
 #include "partfile.h"
+#include "sha256.h"
 #include "store.h"
 
 #include <arpa/inet.h>
@@ -582,7 +583,7 @@ static void commit_work(uv_work_t *w) {
     x->failed_step = "write";
     /* a write that failed (ENOSPC) keeps what reached the disk, to be resumed */
     if ((x->sys_errno = partfile_finish(&x->pf)) != 0) return;
-    store_digest_hex(x->sha, x->res.sha256);
+    sha256_hex(x->sha, x->res.sha256);
     store_format f = format_to_check(x);
     int bad = (x->req.check || f != STORE_FORMAT_ANY) &&
               store_check_fd(x->pf.fd, f, x->req.check ? x->req.expect_size : -1, &x->invalid) != 0;
@@ -607,7 +608,7 @@ static void skip_work(uv_work_t *w) {
     x->failed_step = "read existing file";
     if ((x->sys_errno = partfile_open_target(&x->pf, &fd)) != 0) return;
     if (fstat(fd, &st) != 0) x->sys_errno = errno;
-    else x->sys_errno = store_sha256_fd(fd, x->res.sha256);
+    else x->sys_errno = sha256_fd(fd, x->res.sha256);
     x->res.bytes = st.st_size;
     close(fd);
 }
@@ -704,7 +705,7 @@ static void finish(fetch_engine *e, fetch_xfer *x, CURLcode rc) {
     else if (rc != CURLE_OK) fail(x, "network", "%s", x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
     if (!x->res.category) {
         if (x->pf.fd < 0) {
-            store_digest_hex(x->sha, x->res.sha256);
+            sha256_hex(x->sha, x->res.sha256);
             if (!digest_matches(x))
                 fail(x, "integrity", "the body's SHA-256 is %s but the server's %s does not match it",
                      x->res.sha256, x->digest_from);

@@ -1,10 +1,9 @@
 /* store.h: the versioned file store's mechanisms: id checks, batch directories opened without
- * following links, the versions present on disk, the SHA-256 of a file, and the file-signature
+ * following links, the versions present on disk, and the file-signature
  * check a variant must pass before its commit (its structure must prove it whole). Functions return 0 or an errno value. */
 #ifndef ASSETD_STORE_H
 #define ASSETD_STORE_H
 
-#include <openssl/evp.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,13 +41,4 @@ int store_check_buffer(store_format f, const void *buf, size_t len, const char *
 int store_check_fd(int fd, store_format f, int64_t expect, const char **why);
 /* store_check_fd with the format of VARIANT (store_format_of). */
 int store_check_file(int fd, const char *variant, int64_t expect, const char **why);
-/* Finish SHA and write its digest as 64 hex digits and a NUL. */
-void store_digest_hex(EVP_MD_CTX *sha, char hex[65]);
-/* Feed SHA the bytes of FD from *FROM up to END (its end when END < 0), advancing *FROM; a
- * file that ends before END is EIO. */
-int store_sha256_update(int fd, EVP_MD_CTX *sha, int64_t *from, int64_t end);
-/* The SHA-256 of everything in FD, read from the start. Blocking: for a file that was not
- * hashed on its way to the disk (committed before a crash, recorded after). */
-int store_sha256_fd(int fd, char hex[65]);
-
 #endif
