@@ -9,11 +9,11 @@
 #include "clock.h"
 #include "curluv.h"
 #include "digest.h"
+#include "formats.h"
 #include "httphdr.h"
 #include "log.h"
 #include "partfile.h"
 #include "sha256.h"
-#include "store.h"
 
 #include <arpa/inet.h>
 #include <sys/socket.h>
@@ -565,9 +565,9 @@ static void schedule(fetch_engine *e) {
  * like the hashing and writing of every block before it. */
 /* The format the file must prove itself whole in: CHECK's, and for a body that came without
  * a length whatever its first bytes announce; ANY with nothing to check. */
-static store_format format_to_check(const fetch_xfer *x) {
-    store_format f = store_format_of(x->req.check);
-    return f == STORE_FORMAT_ANY && x->sniff ? STORE_FORMAT_SNIFF : f;
+static formats_format format_to_check(const fetch_xfer *x) {
+    formats_format f = x->req.check ? x->req.format : FORMATS_ANY;
+    return f == FORMATS_ANY && x->sniff ? FORMATS_SNIFF : f;
 }
 
 static int digest_matches(fetch_xfer *x) {
@@ -584,9 +584,9 @@ static void commit_work(uv_work_t *w) {
     /* a write that failed (ENOSPC) keeps what reached the disk, to be resumed */
     if ((x->sys_errno = partfile_finish(&x->pf)) != 0) return;
     sha256_hex(x->sha, x->res.sha256);
-    store_format f = format_to_check(x);
-    int bad = (x->req.check || f != STORE_FORMAT_ANY) &&
-              store_check_fd(x->pf.fd, f, x->req.check ? x->req.expect_size : -1, &x->invalid) != 0;
+    formats_format f = format_to_check(x);
+    int bad = (x->req.check || f != FORMATS_ANY) &&
+              formats_check_fd(x->pf.fd, f, x->req.check ? x->req.expect_size : -1, &x->invalid) != 0;
     if (!bad) bad = !digest_matches(x);     /* after: "truncated" says more than "differs" */
     if (bad) {
         partfile_discard(&x->pf);          /* bad content must not be resumed from */
@@ -854,7 +854,6 @@ void fetch_xfer_free(fetch_xfer *x) {
     free(x->req.method);
     free(x->req.path);
     free(x->req.body);
-    free(x->req.check);
     bytebuf_free(&x->hdrs);
     bytebuf_free(&x->mem);
     free(x->host);

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "formats.h"
 #include "partfile.h"
 
 typedef struct fetch_engine fetch_engine;
@@ -38,8 +39,9 @@ typedef struct fetch_request {
     long timeout_ms, connect_timeout_ms;
     long low_speed_bytes, low_speed_secs;
     int to_memory;
-    char *check;                /* file sink: validate as this variant before the rename */
-    int64_t expect_size;        /* with check: required size, -1 when unknown */
+    int check;                  /* file sink: validate the file before the rename, */
+    formats_format format;      /* as this format (FORMATS_ANY: only that it is not empty), */
+    int64_t expect_size;        /* and its size (-1 when unknown) */
     int exists_skip;            /* file sink: a file already under the name is the result */
     int deny_private;           /* never connect to (or send on a connection to) a private address */
 } fetch_request;

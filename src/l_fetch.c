@@ -2,6 +2,7 @@
  * task; the engine's completion callback builds the response (or the error value) on the
  * task's stack and resumes it. Options are checked here, once, with errors naming the field. */
 #include "fetch.h"
+#include "formats.h"
 #include "lbind.h"
 #include "log.h"
 #include "runtime.h"
@@ -68,6 +69,19 @@ static void read_low_speed(lua_State *L, fetch_xfer *x) {
     lua_pop(L, 3);
 }
 
+/* `check` names a format, never a variant: which variant is which format is formats.lua's. */
+static void check_error(lua_State *L, const char *name) {
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (int i = 0; formats_names[i]; i++) {
+        if (i) luaL_addstring(&b, ", ");
+        luaL_addstring(&b, formats_names[i]);
+    }
+    luaL_pushresult(&b);
+    luaL_error(L, "fetch: option 'check' must name a format (%s), not \"%s\"; formats.check(variant) "
+               "gives a variant's", lua_tostring(L, -1), name);
+}
+
 /* Fill X from the options table at index 1; raises on a programmer error. */
 static void read_request(lua_State *L, fetch_xfer *x) {
     size_t len;
@@ -100,7 +114,8 @@ static void read_request(lua_State *L, fetch_xfer *x) {
     r->max_bytes = (int64_t)l_optintfield(L, 1, "max_bytes", 0);
     const char *check = l_optstrfield(L, 1, "check", NULL);
     if (check && !to) luaL_error(L, "fetch: option 'check' needs 'to'");
-    if (check) r->check = dup_field(L, check, strlen(check));
+    if (check && formats_by_name(check, &r->format) != 0) check_error(L, check);
+    r->check = check != NULL;
     r->expect_size = (int64_t)l_optintfield(L, 1, "expect_size", -1);
     const char *exists = l_optstrfield(L, 1, "exists", NULL);
     if (exists && strcmp(exists, "skip") != 0 && strcmp(exists, "error") != 0)

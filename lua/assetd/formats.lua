@@ -30,6 +30,13 @@ for variant, f in pairs(M.variants) do
   M.content_types[f.ext] = f.content_type
 end
 
+-- The name of the engine's check for VARIANT (assetd.fetch's `check`): its format's, or "any"
+-- (not empty, and of the expected size) for a variant with none.
+function M.check(variant)
+  local f = M.variants[variant]
+  return f and f.check or "any"
+end
+
 -- The Content-Type of a file NAME, by its extension.
 function M.content_type(name)
   return M.content_types[(name:match("%.(%w+)$") or ""):lower()] or "application/octet-stream"
