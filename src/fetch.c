@@ -41,7 +41,7 @@ enum xfer_state { X_NEW, X_QUEUED, X_ACTIVE, X_FINISHING, X_DONE };
 
 struct fetch_engine {
     uv_loop_t *loop;
-    curluv cu;                 /* the multi handle on the loop */
+    curluv *cu;                /* the multi handle on the loop */
     uv_idle_t idle;            /* scheduling, deliveries and cancellations outside callbacks */
     uv_timer_t refill;         /* bandwidth cap: unpauses transfers */
     fetch_limits limits;
@@ -54,8 +54,6 @@ struct fetch_engine {
     unsigned open_handles;     /* E is freed when these and the commits in flight are 0 */
     unsigned committing;
 };
-
-static void check_completions(fetch_engine *e);
 
 static int lane_of(const fetch_xfer *x) { return x->req.to_memory ? ADMIT_CALLS : ADMIT_FILES; }
 static void kick(fetch_engine *e);
@@ -296,7 +294,7 @@ static void finish(fetch_engine *e, fetch_xfer *x, CURLcode rc);
  * (a failed block, max_bytes); the transfer then ends here, as libcurl would not report it.
  * Returns whether it ended. */
 static int unpause(fetch_engine *e, fetch_xfer *x) {
-    CURLcode rc = x->res.category ? CURLE_WRITE_ERROR : curluv_unpause(&e->cu, x->easy);
+    CURLcode rc = x->res.category ? CURLE_WRITE_ERROR : curluv_unpause(e->cu, x->easy);
     if (rc == CURLE_OK) return 0;
     finish(e, x, rc);
     return 1;
@@ -546,7 +544,7 @@ static void start(fetch_engine *e, fetch_xfer *x) {
         }
     }
     if (setup_easy(x) != 0) { fail(x, "network", "cannot create a curl handle"); goto failed; }
-    CURLMcode mc = curl_multi_add_handle(e->cu.multi, x->easy);
+    CURLMcode mc = curluv_add(e->cu, x->easy);
     if (mc != CURLM_OK) { fail(x, "network", "curl_multi_add_handle: %s", curl_multi_strerror(mc)); goto failed; }
     return;
 failed:
@@ -689,7 +687,7 @@ static void describe_http_error(fetch_xfer *x) {
 static void settle(fetch_engine *e, fetch_xfer *x);
 
 static void finish(fetch_engine *e, fetch_xfer *x, CURLcode rc) {
-    curl_multi_remove_handle(e->cu.multi, x->easy);
+    curluv_remove(e->cu, x->easy);
     release_slot(x);
     x->res.elapsed = clock_now() - x->started;
     long ver = 0;
@@ -754,18 +752,12 @@ static void on_block_written(void *ud) {
     }
 }
 
-static void check_completions(fetch_engine *e) {
-    CURLMsg *m;
-    int left;
-    while ((m = curl_multi_info_read(e->cu.multi, &left)) != NULL) {
-        if (m->msg != CURLMSG_DONE) continue;
-        fetch_xfer *x = NULL;
-        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
-        finish(e, x, m->data.result);
-    }
+/* curluv's report of a finished transfer. */
+static void on_curl_done(CURL *easy, CURLcode result, void *ud) {
+    fetch_xfer *x = NULL;
+    curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
+    finish(ud, x, result);
 }
-
-static void after_action(void *ud) { check_completions(ud); }
 
 /* Deferred work: cancellations of running transfers, scheduling, then deliveries. */
 static void on_idle(uv_idle_t *h) {
@@ -813,7 +805,7 @@ int fetch_engine_new(uv_loop_t *loop, fetch_engine **out) {
     e->loop = loop;
     admit_init(&e->adm);
     set_limits(e, &(fetch_limits){8, 8, 0});
-    if (curluv_init(&e->cu, loop, after_action, e) != 0) { free(e); return UV_ENOMEM; }
+    if (curluv_new(loop, on_curl_done, e, &e->cu) != 0) { free(e); return UV_ENOMEM; }
     uv_idle_init(loop, &e->idle);
     uv_timer_init(loop, &e->refill);
     e->idle.data = e->refill.data = e;
@@ -889,11 +881,13 @@ void fetch_cancel(fetch_xfer *x) {
     kick(x->engine);         /* an active one is removed from the idle callback */
 }
 
-static void handle_closed(uv_handle_t *h) {
-    fetch_engine *e = h->data;
+static void closed(void *ud) {
+    fetch_engine *e = ud;
     e->open_handles--;
     maybe_free_engine(e);
 }
+
+static void handle_closed(uv_handle_t *h) { closed(h->data); }
 
 static void close_handle(uv_handle_t *h) {
     if (!uv_is_closing(h)) uv_close(h, handle_closed);
@@ -913,7 +907,7 @@ void fetch_engine_close(fetch_engine *e) {
     e->closing = 1;
     for (size_t i = 0; i < e->nlive; i++) {
         fetch_xfer *x = e->live[i];
-        if (x->easy) curl_multi_remove_handle(e->cu.multi, x->easy);
+        if (x->easy) curluv_remove(e->cu, x->easy);
         if (!partfile_busy(&x->pf)) {
             abandon(x);
             continue;
@@ -926,11 +920,9 @@ void fetch_engine_close(fetch_engine *e) {
     while (admit_drain(&e->adm, &queued) == 0) abandon(queued);
     for (fetch_xfer *d = e->done_head, *n; d; d = n) { n = d->next_done; abandon(d); }
     e->done_head = e->done_tail = NULL;
-    curluv_cleanup(&e->cu);
+    curluv_close(e->cu, closed, e);        /* counted like the engine's own handles */
     admit_free(&e->adm);
     free(e->live);
-    e->cu.timer.data = e;                  /* its close is counted like the others */
-    close_handle((uv_handle_t *)&e->cu.timer);
     close_handle((uv_handle_t *)&e->idle);
     close_handle((uv_handle_t *)&e->refill);
     /* E is freed by the last close callback (or the last commit in flight) */
