@@ -16,7 +16,7 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -MMD -MP \
 LDLIBS  += $(shell $(PKG_CONFIG) --libs $(PKGS)) -lm
 BUILD   ?= build
 
-CORE    := runtime log clock partfile curluv admit fetch formats store jobdb httphdr deadline path httpd lineio repl attach bytebuf digest sha256 datadir
+CORE    := runtime log clock partfile curluv admit fetch fetch_easy fetch_body formats store jobdb httphdr deadline path httpd lineio repl attach bytebuf digest sha256 datadir
 BINDS   := l_assetd l_fetch l_jobdb l_store l_httpd l_crypto l_repl
 OBJS    := $(patsubst %,$(BUILD)/%.o,$(CORE) $(BINDS) main)
 UNITS   := httphdr deadline path store jobdb bytebuf partfile admit

@@ -60,7 +60,6 @@ static void on_timeout(uv_timer_t *h) {
 static void free_poll(uv_handle_t *h) { free(h->data); }
 
 static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp) {
-    (void)easy;
     curluv *c = userp;
     poll_ctx *p = socketp;
     if (what == CURL_POLL_REMOVE) {
@@ -91,7 +90,6 @@ CURLcode curluv_unpause(curluv *c, CURL *easy) {
 }
 
 static int on_timer(CURLM *multi, long timeout_ms, void *userp) {
-    (void)multi;
     curluv *c = userp;
     if (timeout_ms < 0) return uv_timer_stop(&c->timer) == 0 ? 0 : -1;
     /* 0 means "as soon as possible": never call socket_action from inside this callback */
