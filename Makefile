@@ -16,7 +16,7 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -MMD -MP \
 LDLIBS  += $(shell $(PKG_CONFIG) --libs $(PKGS)) -lm
 BUILD   ?= build
 
-CORE    := runtime log clock partfile curluv admit fetch store jobdb httphdr deadline path httpd lineio repl attach bytebuf digest datadir
+CORE    := runtime log clock partfile curluv admit fetch fetch_easy fetch_body formats store jobdb httphdr deadline path httpd lineio repl attach bytebuf digest sha256 datadir
 BINDS   := l_assetd l_fetch l_jobdb l_store l_httpd l_crypto l_repl l_deadline
 OBJS    := $(patsubst %,$(BUILD)/%.o,$(CORE) $(BINDS) main)
 UNITS   := httphdr deadline path store jobdb bytebuf partfile admit
@@ -39,7 +39,8 @@ $(BUILD)/test_%: tests/unit/test_%.c $(BUILD)/%.o | $(BUILD)
 	$(Q)$(CC) $(CFLAGS) -Isrc -o $@ $^ $(LDFLAGS) $(shell $(PKG_CONFIG) --libs cmocka) $(LDLIBS)
 
 $(BUILD)/test_jobdb: $(BUILD)/clock.o
-$(BUILD)/test_partfile: $(BUILD)/path.o $(BUILD)/store.o
+$(BUILD)/test_store: $(BUILD)/formats.o
+$(BUILD)/test_partfile: $(BUILD)/path.o $(BUILD)/sha256.o
 $(BUILD)/test_httphdr: $(BUILD)/bytebuf.o
 $(BUILD)/test_admit: $(BUILD)/deadline.o
 
@@ -95,7 +96,7 @@ FUZZ_LUA     := lua_harness $(CORE) $(BINDS)
 
 FUZZ_DEPS_httphdr := httphdr bytebuf
 FUZZ_DEPS_path    := path store
-FUZZ_DEPS_formats := store
+FUZZ_DEPS_formats := formats
 FUZZ_DEPS_range   := $(FUZZ_LUA)
 FUZZ_DEPS_webhook := $(FUZZ_LUA)
 FUZZ_DEPS_request := $(FUZZ_LUA)

@@ -1,16 +1,16 @@
 /* fetch.h: the download engine. libcurl's multi interface driven by the libuv loop, streaming
  * bodies to a `.part` file (or a capped memory buffer) with SHA-256 computed on the way,
- * scheduled earliest-deadline-first under global and per-host limits. */
+ * scheduled earliest-deadline-first under global and per-host limits. A transfer is opaque:
+ * its owner fills its request, submits it and reads its result through the functions below. */
 #ifndef ASSETD_FETCH_H
 #define ASSETD_FETCH_H
 
-#include "bytebuf.h"
+#include "formats.h"
+
 #include <curl/curl.h>
-#include <openssl/evp.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
-
-#include "partfile.h"
 
 typedef struct fetch_engine fetch_engine;
 typedef struct fetch_xfer fetch_xfer;
@@ -25,7 +25,8 @@ typedef struct fetch_limits {
     double max_bytes_per_sec;   /* overall download cap, 0 = none */
 } fetch_limits;
 
-/* What the caller asks for. Strings are owned by the transfer (fetch_xfer_set_str copies). */
+/* What the caller asks for. Its strings and header list are malloc'd by the caller and freed
+ * with the transfer. */
 typedef struct fetch_request {
     char *url, *method, *path;
     char *body;
@@ -38,8 +39,9 @@ typedef struct fetch_request {
     long timeout_ms, connect_timeout_ms;
     long low_speed_bytes, low_speed_secs;
     int to_memory;
-    char *check;                /* file sink: validate as this variant before the rename */
-    int64_t expect_size;        /* with check: required size, -1 when unknown */
+    int check;                  /* file sink: validate the file before the rename, */
+    formats_format format;      /* as this format (FORMATS_ANY: only that it is not empty), */
+    int64_t expect_size;        /* and its size (-1 when unknown) */
     int exists_skip;            /* file sink: a file already under the name is the result */
     int deny_private;           /* never connect to (or send on a connection to) a private address */
 } fetch_request;
@@ -47,7 +49,7 @@ typedef struct fetch_request {
 /* What came back. `category` is NULL on success. */
 typedef struct fetch_result {
     const char *category;       /* "network" | "http" | "disk" | "timeout" | "canceled" |
-                                   "validation" | "integrity" | "exists" */
+                                   "validation" | "integrity" | "exists" | "config" */
     char message[600];
     long status;
     double retry_after;         /* seconds, -1 when absent */
@@ -57,42 +59,9 @@ typedef struct fetch_result {
     double elapsed;
     const char *http_version;
     int skipped;                /* exists_skip: the file was there; no request was made */
+    int64_t total;              /* the whole body's size (its length plus a resumed prefix)
+                                   once the answer says it, -1 when it does not */
 } fetch_result;
-
-struct fetch_xfer {
-    fetch_request req;
-    fetch_result res;
-    /* headers of the final response as "name\0value\0" pairs */
-    bytebuf hdrs;
-    /* memory sink, or the error body of a non-2xx answer */
-    bytebuf mem;
-    /* the rest is the engine's */
-    fetch_engine *engine;
-    CURL *easy;
-    char *host;
-    partfile pf;
-    int state, status_checked, http_error, paused, cancel_requested, part_complete;
-    int blocked;                /* paused until the .part's busy block is written */
-    int settle_pending;         /* finished, waiting for that block (or abandoned: freed then) */
-    int sys_errno;
-    const char *failed_step;    /* "write" or "commit": which part of commit_work sys_errno is from */
-    const char *invalid;        /* why validation refused the file (static text) */
-    int sniff;                  /* no length: the file's own structure must prove it whole */
-    char validator[256];        /* of the answer the .part's bytes came from ("": none) */
-    unsigned char want_sha[32]; /* what the server's digest header says, when digest_from */
-    const char *digest_from;    /* the header it came from, NULL when none */
-    int digest_mismatch;
-    int64_t expect_total;
-    EVP_MD_CTX *sha;
-    double started, last_progress;
-    fetch_done_cb done;
-    fetch_progress_cb progress;
-    void *ud;
-    fetch_xfer *next_done;      /* engine lists */
-    uv_work_t work;
-    char errbuf[CURL_ERROR_SIZE];
-    char refused[64];           /* deny_private: the address refused, "" when none */
-};
 
 /* Whether ADDR (4 bytes for AF_INET, 16 for AF_INET6) is loopback, link-local, private,
  * unspecified, multicast or reserved, also inside an IPv4-mapped, -compatible, NAT64 or 6to4
@@ -109,6 +78,14 @@ void fetch_stats(const fetch_engine *e, unsigned *active, unsigned *queued);
 fetch_xfer *fetch_xfer_new(void);
 /* Free a transfer that was never submitted. */
 void fetch_xfer_free(fetch_xfer *x);
+/* X's request, to fill before fetch_submit and read at any time. */
+fetch_request *fetch_xfer_request(fetch_xfer *x);
+/* What came back: bytes and total while it runs (from the progress callback), all of it in
+ * the done callback. */
+const fetch_result *fetch_xfer_result(const fetch_xfer *x);
+/* The memory sink's body, or the start of a non-2xx answer's body (the first 4 KiB), with its
+ * length in *LEN; NUL-terminated, NULL when there is none. */
+const char *fetch_xfer_body(const fetch_xfer *x, size_t *len);
 /* Queue X; DONE is called exactly once from the loop (never from inside this call), after
  * which the engine frees X. Returns 0, or a negative errno-style code (X not queued). */
 int fetch_submit(fetch_engine *e, fetch_xfer *x, fetch_done_cb done, fetch_progress_cb progress,

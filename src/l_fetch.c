@@ -2,6 +2,7 @@
  * task; the engine's completion callback builds the response (or the error value) on the
  * task's stack and resumes it. Options are checked here, once, with errors naming the field. */
 #include "fetch.h"
+#include "formats.h"
 #include "lbind.h"
 #include "log.h"
 #include "runtime.h"
@@ -33,10 +34,11 @@ static void add_header(lua_State *L, fetch_xfer *x, const char *name, const char
     if (has_crlf(name) || has_crlf(value) || strchr(name, ':') || !*name)
         luaL_error(L, "fetch: invalid header %s (names may not be empty or hold ':', CR or LF)", name);
     lua_pushfstring(L, "%s: %s", name, value);
-    struct curl_slist *l = curl_slist_append(x->req.headers, lua_tostring(L, -1));
+    fetch_request *r = fetch_xfer_request(x);
+    struct curl_slist *l = curl_slist_append(r->headers, lua_tostring(L, -1));
     lua_pop(L, 1);
     if (!l) luaL_error(L, "out of memory");
-    x->req.headers = l;
+    r->headers = l;
 }
 
 static void read_headers(lua_State *L, fetch_xfer *x) {
@@ -63,15 +65,28 @@ static void read_low_speed(lua_State *L, fetch_xfer *x) {
     lua_rawgeti(L, -2, 2);
     if (!lua_isinteger(L, -2) || !lua_isinteger(L, -1))
         luaL_error(L, "fetch: option 'low_speed' must be {bytes, seconds} (integers)");
-    x->req.low_speed_bytes = (long)lua_tointeger(L, -2);
-    x->req.low_speed_secs = (long)lua_tointeger(L, -1);
+    fetch_xfer_request(x)->low_speed_bytes = (long)lua_tointeger(L, -2);
+    fetch_xfer_request(x)->low_speed_secs = (long)lua_tointeger(L, -1);
     lua_pop(L, 3);
+}
+
+/* `check` names a format, never a variant: which variant is which format is formats.lua's. */
+static void check_error(lua_State *L, const char *name) {
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (int i = 0; formats_names[i]; i++) {
+        if (i) luaL_addstring(&b, ", ");
+        luaL_addstring(&b, formats_names[i]);
+    }
+    luaL_pushresult(&b);
+    luaL_error(L, "fetch: option 'check' must name a format (%s), not \"%s\"; formats.check(variant) "
+               "gives a variant's", lua_tostring(L, -1), name);
 }
 
 /* Fill X from the options table at index 1; raises on a programmer error. */
 static void read_request(lua_State *L, fetch_xfer *x) {
     size_t len;
-    fetch_request *r = &x->req;
+    fetch_request *r = fetch_xfer_request(x);
     lua_getfield(L, 1, "url");
     const char *url = lua_tolstring(L, -1, &len);
     if (!url || len == 0) luaL_error(L, "fetch: option 'url' is required (a string)");
@@ -100,7 +115,8 @@ static void read_request(lua_State *L, fetch_xfer *x) {
     r->max_bytes = (int64_t)l_optintfield(L, 1, "max_bytes", 0);
     const char *check = l_optstrfield(L, 1, "check", NULL);
     if (check && !to) luaL_error(L, "fetch: option 'check' needs 'to'");
-    if (check) r->check = dup_field(L, check, strlen(check));
+    if (check && formats_by_name(check, &r->format) != 0) check_error(L, check);
+    r->check = check != NULL;
     r->expect_size = (int64_t)l_optintfield(L, 1, "expect_size", -1);
     const char *exists = l_optstrfield(L, 1, "exists", NULL);
     if (exists && strcmp(exists, "skip") != 0 && strcmp(exists, "error") != 0)
@@ -148,22 +164,24 @@ static void set_int(lua_State *L, const char *k, int64_t v) {
 
 /* An error body goes to hooks, job errors and Notion: redacted like the message (as text: what
  * follows a NUL byte is dropped). */
-static void push_error_body(lua_State *L, const fetch_xfer *x) {
-    char *red = log_redact(x->mem.p);
+static void push_error_body(lua_State *L, const char *body) {
+    char *red = log_redact(body);
     if (!red) return;                     /* no memory: no body, rather than a raise here */
     lua_pushstring(L, red);
     free(red);
     lua_setfield(L, -2, "body");
 }
 
-static int push_result(lua_State *L, const fetch_xfer *x) {
-    const fetch_result *r = &x->res;
+static int push_result(lua_State *L, fetch_xfer *x) {
+    const fetch_result *r = fetch_xfer_result(x);
+    size_t len;
+    const char *body = fetch_xfer_body(x, &len);
     if (r->category) {
         lua_pushnil(L);
         rt_push_error(L, r->category, "%s", r->message);
         if (r->status) set_int(L, "status", r->status);
         if (r->retry_after >= 0) set_num(L, "retry_after", r->retry_after);
-        if (r->category[0] == 'h' && x->mem.len) push_error_body(L, x);
+        if (r->category[0] == 'h' && len) push_error_body(L, body);
         return 2;
     }
     lua_createtable(L, 0, 10);
@@ -175,11 +193,12 @@ static int push_result(lua_State *L, const fetch_xfer *x) {
     }
     push_headers(L, x);
     lua_setfield(L, -2, "headers");
-    if (x->req.to_memory) {
-        lua_pushlstring(L, x->mem.p ? x->mem.p : "", x->mem.len);
+    const fetch_request *req = fetch_xfer_request(x);
+    if (req->to_memory) {
+        lua_pushlstring(L, body ? body : "", len);
         lua_setfield(L, -2, "body");
     } else {
-        lua_pushstring(L, x->req.path);
+        lua_pushstring(L, req->path);
         lua_setfield(L, -2, "path");
     }
     set_int(L, "bytes", r->bytes);
@@ -208,8 +227,9 @@ static void on_progress(fetch_xfer *x, void *ud) {
     if (f->progress_ref == LUA_NOREF) return;
     lua_State *L = rt_get(rt_task_thread(f->task))->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, f->progress_ref);
-    lua_pushinteger(L, (lua_Integer)x->res.bytes);
-    if (x->expect_total >= 0) lua_pushinteger(L, (lua_Integer)x->expect_total);
+    const fetch_result *r = fetch_xfer_result(x);
+    lua_pushinteger(L, (lua_Integer)r->bytes);
+    if (r->total >= 0) lua_pushinteger(L, (lua_Integer)r->total);
     else lua_pushnil(L);
     rt_pcall(L, 2, 0, "fetch on_progress");
 }

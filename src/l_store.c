@@ -4,6 +4,7 @@
 #include "lbind.h"
 #include "path.h"
 #include "runtime.h"
+#include "sha256.h"
 #include "store.h"
 
 #include <dirent.h>
@@ -204,7 +205,7 @@ static int l_sha256_file(lua_State *L) {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) return fail_errno(L, "cannot open", path, errno);
     char hex[65];
-    int err = store_sha256_fd(fd, hex);
+    int err = sha256_fd(fd, hex);
     close(fd);
     if (err) return fail_errno(L, "cannot read", path, err);
     lua_pushstring(L, hex);

@@ -6,7 +6,7 @@
 #include "partfile.h"
 
 #include "path.h"
-#include "store.h"
+#include "sha256.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -53,7 +53,7 @@ static int pwrite_all(int fd, const char *buf, size_t len, int64_t off) {
  * whole file when a previous attempt had every byte. Never with O_DIRECT (see open). */
 static int catch_up(partfile *p, int64_t end) {
     if (!p->sha || p->hashed >= end) return 0;
-    return store_sha256_update(p->fd, p->sha, &p->hashed, end);
+    return sha256_update_fd(p->fd, p->sha, &p->hashed, end);
 }
 
 static int write_out(const partfile *p, const char *buf, size_t len, int64_t off) {

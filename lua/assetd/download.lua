@@ -2,6 +2,7 @@
 -- download every variant at once into the versions room's names, record each stored asset on
 -- the job, and end completed, failed or expired. A failed try that will be tried again is told.
 local assetd = require "assetd"
+local formats = require "assetd.formats"
 local retry = require "assetd.retry"
 local patience = require "assetd.patience"
 
@@ -62,7 +63,7 @@ function M.variant(runner, job, asset)
     -- existed, so the file is this job's; and the commit never renames over it.
     local res, err = assetd.fetch{url = asset.url, headers = asset.headers, to = path, resume = true,
                                   exists = "skip", deny_private = asset.deny_private,
-                                  direct = runner.direct_io, check = asset.variant, deadline = job.expiresAt, low_speed = {1024, 60},
+                                  direct = runner.direct_io, check = formats.check(asset.variant), deadline = job.expiresAt, low_speed = {1024, 60},
                                   on_progress = on_progress}
     if res and res.skipped then
       runner.versions:drop_part(job.batchId, name)      -- a resume's leftover, if any

@@ -1,15 +1,13 @@
 -- Stored assets over HTTP, under the public path the Notion links use (default
--- /generated-videos/{batchId}/{fileName}): Content-Type by extension, single byte ranges (206)
+-- /generated-videos/{batchId}/{fileName}): Content-Type by extension (formats.lua), single byte ranges (206)
 -- for video seeking, ETag and Last-Modified. Names are checked here and the file is opened
 -- beneath the storage root without following symlinks (l_httpd.c), so nothing outside it is served.
 local assetd = require "assetd"
+local formats = require "assetd.formats"
 
 local M = {}
 local Files = {}
 Files.__index = Files
-
-M.types = {mp4 = "video/mp4", webp = "image/webp", jpg = "image/jpeg", jpeg = "image/jpeg",
-           png = "image/png", json = "application/json", webm = "video/webm", mov = "video/quicktime"}
 
 -- The path part of the public base URL: "/generated-videos", or "/x" of "https://cdn/x".
 local function path_of(base)
@@ -76,7 +74,7 @@ function Files:serve(req)
   if not info then return err(404, "not_found", "no such asset") end
   local etag = string.format('"%x-%x-%x"', info.inode, info.size, info.mtime)
   local headers = {
-    ["Content-Type"] = M.types[(m.name:match("%.(%w+)$") or ""):lower()] or "application/octet-stream",
+    ["Content-Type"] = formats.content_type(m.name),
     ["Accept-Ranges"] = "bytes", ETag = etag, ["Last-Modified"] = http_date(info.mtime),
     -- private: with ASSETD_API_TOKEN set an asset needs the token, which a shared cache would skip
     ["Cache-Control"] = "private, max-age=3600", ["X-Content-Type-Options"] = "nosniff",

@@ -1,9 +1,12 @@
 -- The default naming scheme (the original design's): {videoId}_V{n}.mp4,
 -- {videoId}_V{n}_thumbnail.webp, {videoId}_V{n}_spritesheet.jpg, in {root}/{batchId}/.
 -- A pipeline may pass its own function(asset) -> file name; it gets the same fields.
+local formats = require "assetd.formats"
+
 local M = {}
 
-M.ext = {video = "mp4", thumbnail = "webp", spritesheet = "jpg"}
+-- The variants' extensions (formats.lua), also for callers that take them from the naming scheme.
+M.ext = formats.ext
 
 function M.default(asset)
   local suffix = asset.variant == "video" and "" or "_" .. asset.variant

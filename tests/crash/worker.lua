@@ -4,6 +4,7 @@
 -- recovers and finishes what was left. Usage: assetd worker.lua OPENAI_BASE ROOT DATA N
 local versions = require "assetd.versions"
 local naming = require "assetd.naming"
+local formats = require "assetd.formats"
 local base, root, data, n = arg[1], arg[2], arg[3], tonumber(arg[4])
 
 local jobs = assert(assetd.jobdb.open(data))
@@ -37,7 +38,7 @@ local function fetch_variant(job, variant)
   if f then f:close() return record(job, variant, path, name) end   -- committed before a crash
   for _ = 1, 50 do
     local res = assetd.fetch{url = base .. "/videos/" .. job.soraVideoId .. "/content?variant=" .. variant,
-                             to = path, resume = true, check = variant}
+                             to = path, resume = true, check = formats.check(variant)}
     if res then return record(job, variant, path, name) end
     assetd.sleep(0.05)
   end

@@ -1,12 +1,12 @@
 /* fuzz_formats: the structural checks that decide whether a downloaded file is whole
- * (store.c: store_check_buffer, store_format_sniff). The first input byte picks the format
+ * (formats.c: formats_check_buffer, formats_sniff). The first input byte picks the format
  * (MP4, WebP, JPEG, sniff), the rest is the file. Properties: the check never reads outside
  * the buffer (ASan), answers 0 or EINVAL, with a reason exactly when it refuses; it agrees
  * with an independent reference for each format (MP4: top-level boxes tile the file exactly,
  * ftyp first, printable types, largesize when 1, size 0 to the end; WebP: RIFF size + 8 is the
  * size; JPEG: FF D8 FF ... FF D9); and a sniffed check is the check of the format sniffed. */
 #include "harness.h"
-#include "store.h"
+#include "formats.h"
 
 #include <errno.h>
 #include <string.h>
@@ -52,18 +52,18 @@ static int ref_jpeg(const uint8_t *p, size_t n) {
     return n >= 5 && p[0] == 0xFF && p[1] == 0xD8 && p[2] == 0xFF && p[n - 2] == 0xFF && p[n - 1] == 0xD9;
 }
 
-static int ref(store_format f, const uint8_t *p, size_t n) {
+static int ref(formats_format f, const uint8_t *p, size_t n) {
     switch (f) {
-    case STORE_FORMAT_MP4: return ref_mp4(p, n);
-    case STORE_FORMAT_WEBP: return ref_webp(p, n);
-    case STORE_FORMAT_JPEG: return ref_jpeg(p, n);
+    case FORMATS_MP4: return ref_mp4(p, n);
+    case FORMATS_WEBP: return ref_webp(p, n);
+    case FORMATS_JPEG: return ref_jpeg(p, n);
     default: return n > 0;
     }
 }
 
-static int check(store_format f, const uint8_t *p, size_t n) {
+static int check(formats_format f, const uint8_t *p, size_t n) {
     const char *why = "unset";
-    int err = store_check_buffer(f, p, n, &why);
+    int err = formats_check_buffer(f, p, n, &why);
     FUZZ_CHECK(err == 0 || err == EINVAL, "format %d: error %d", (int)f, err);
     FUZZ_CHECK(err ? why != NULL : why == NULL, "format %d: reason \"%s\" with error %d", (int)f,
                why ? why : "(none)", err);
@@ -72,16 +72,15 @@ static int check(store_format f, const uint8_t *p, size_t n) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size == 0) return 0;
-    static const store_format pick[] = {STORE_FORMAT_MP4, STORE_FORMAT_WEBP, STORE_FORMAT_JPEG,
-                                        STORE_FORMAT_SNIFF};
-    store_format f = pick[data[0] % 4];
+    static const formats_format pick[] = {FORMATS_MP4, FORMATS_WEBP, FORMATS_JPEG, FORMATS_SNIFF};
+    formats_format f = pick[data[0] % 4];
     const uint8_t *p = data + 1;
     size_t n = size - 1;
     int ok = check(f, p, n);
-    store_format eff = f == STORE_FORMAT_SNIFF ? store_format_sniff(p, n < 12 ? n : 12) : f;
+    formats_format eff = f == FORMATS_SNIFF ? formats_sniff(p, n < 12 ? n : 12) : f;
     FUZZ_CHECK(ok == ref(eff, p, n), "format %d (checked as %d) of %zu bytes: check says %d", (int)f,
                (int)eff, n, ok);
-    if (f == STORE_FORMAT_SNIFF)
+    if (f == FORMATS_SNIFF)
         FUZZ_CHECK(ok == check(eff, p, n), "sniffed format %d disagrees with its own check", (int)eff);
     return 0;
 }

@@ -186,6 +186,22 @@ describe("assetd.fetch", function()
     assert.has_error(function() assetd.fetch{url = "http://x/", sink = "disk"} end)
   end)
 
+  it("checks by format name, which formats.lua gives per variant (\"any\" for one it has none for)", function()
+    local formats = require "assetd.formats"
+    assert.are.same({"mp4", "webp", "jpeg", "any"},
+                    {formats.check("video"), formats.check("thumbnail"), formats.check("spritesheet"), formats.check("new")})
+    assert.has_error(function() assetd.fetch{url = "http://x/", to = dir .. "/f", check = "video"} end,
+                     'fetch: option \'check\' must name a format (any, mp4, webp, jpeg), not "video"; '
+                     .. "formats.check(variant) gives a variant's")
+    s:video{id = "vid_any", sizes = {video = 1000}}
+    local res = assert(assetd.fetch{url = content("vid_any"), headers = auth, to = dir .. "/any", check = "any",
+                                    expect_size = 1000})
+    assert.are.equal(1000, res.bytes)
+    local _, err = assetd.fetch{url = content("vid_any"), headers = auth, to = dir .. "/any2", check = "any",
+                                expect_size = 999}
+    assert.are.equal("validation", err.category)
+  end)
+
   it("reports a missing target directory as a disk error", function()
     s:video{id = "vid_e"}
     local _, err = assetd.fetch{url = content("vid_e"), headers = auth, to = dir .. "/no/such/dir/f"}

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "formats.h"
 #include "store.h"
 
 static char root[64];
@@ -107,13 +108,15 @@ static void test_scan_versions(void **state) {
     close(fd);
 }
 
-static void check(const char *variant, const void *data, size_t n, int64_t expect, int want) {
+static void check(const char *format, const void *data, size_t n, int64_t expect, int want) {
     int fd;
     const char *why = NULL;
+    formats_format f;
+    assert_int_equal(0, formats_by_name(format, &f));
     assert_int_equal(0, store_open_batch(rootfd, "b3", 1, &fd));
     touch(fd, "f", data, n);
     int ffd = openat(fd, "f", O_RDONLY);
-    assert_int_equal(want, store_check_file(ffd, variant, expect, &why));
+    assert_int_equal(want, formats_check_fd(ffd, f, expect, &why));
     if (want) assert_non_null(why);
     close(ffd);
     close(fd);
@@ -125,23 +128,23 @@ static void test_signatures(void **state) {
     static const unsigned char webp[16] = {'R', 'I', 'F', 'F', 8, 0, 0, 0, 'W', 'E', 'B', 'P'};
     static const unsigned char jpg[6] = {0xFF, 0xD8, 0xFF, 0xE0, 0xFF, 0xD9};
     static const unsigned char jpg_cut[6] = {0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x00};
-    check("video", mp4, sizeof mp4, -1, 0);
-    check("video", mp4, sizeof mp4, 16, 0);
-    check("video", mp4, sizeof mp4, 17, EINVAL);
-    check("video", webp, sizeof webp, -1, EINVAL);
-    check("thumbnail", webp, sizeof webp, -1, 0);
-    check("thumbnail", webp, 15, -1, EINVAL);           /* RIFF size says 16 */
-    check("thumbnail", mp4, sizeof mp4, -1, EINVAL);
-    check("spritesheet", jpg, sizeof jpg, -1, 0);
-    check("spritesheet", jpg_cut, sizeof jpg_cut, -1, EINVAL);
-    check("video", "", 0, -1, EINVAL);
-    check("other", "x", 1, -1, 0);
+    check("mp4", mp4, sizeof mp4, -1, 0);
+    check("mp4", mp4, sizeof mp4, 16, 0);
+    check("mp4", mp4, sizeof mp4, 17, EINVAL);
+    check("mp4", webp, sizeof webp, -1, EINVAL);
+    check("webp", webp, sizeof webp, -1, 0);
+    check("webp", webp, 15, -1, EINVAL);                /* RIFF size says 16 */
+    check("webp", mp4, sizeof mp4, -1, EINVAL);
+    check("jpeg", jpg, sizeof jpg, -1, 0);
+    check("jpeg", jpg_cut, sizeof jpg_cut, -1, EINVAL);
+    check("mp4", "", 0, -1, EINVAL);
+    check("any", "x", 1, -1, 0);
 }
 
 /* The structural MP4 check: top-level boxes must tile the file exactly. */
 static int mp4_ok(const unsigned char *p, size_t n) {
     const char *why = NULL;
-    int err = store_check_buffer(STORE_FORMAT_MP4, p, n, &why);
+    int err = formats_check_buffer(FORMATS_MP4, p, n, &why);
     if (err) assert_non_null(why);
     return err == 0;
 }
@@ -173,7 +176,7 @@ static void test_mp4_boxes(void **state) {
     assert_false(mp4_ok(g, 48));
     f[4] = 'm';                                  /* no ftyp first */
     assert_false(mp4_ok(f, 40));
-    assert_int_equal(STORE_FORMAT_MP4, store_format_sniff(g, 12));
+    assert_int_equal(FORMATS_MP4, formats_sniff(g, 12));
 }
 
 int main(void) {

@@ -6,12 +6,11 @@
 --   assets(job) -> {{variant, url, headers, ext}, ...}
 local assetd = require "assetd"
 local cjson = require "cjson"
+local formats = require "assetd.formats"
 local timefmt = require "assetd.timefmt"
 
 local M = {}
 M.__index = M
-
-local EXT = {video = "mp4", thumbnail = "webp", spritesheet = "jpg"}
 
 -- openai.new{base_url=, api_key=, variants=}: base URL and key default to the environment.
 function M.new(opts)
@@ -78,7 +77,7 @@ end
 function M:assets(job)
   local out = {}
   for _, variant in ipairs(self.variants) do
-    out[#out + 1] = {variant = variant, ext = EXT[variant],
+    out[#out + 1] = {variant = variant, ext = formats.ext[variant],
                      url = string.format("%s/videos/%s/content?variant=%s", self.base_url, job.soraVideoId, variant),
                      headers = self:headers()}
   end

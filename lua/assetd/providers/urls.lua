@@ -6,11 +6,10 @@
 -- address actually connected to, so a name that resolves or rebinds to one fails too), and a
 -- URL naming one outright fails the job at once.
 local assetd = require "assetd"
+local formats = require "assetd.formats"
 
 local M = {}
 M.__index = M
-
-local EXT = {video = "mp4", thumbnail = "webp", spritesheet = "jpg"}
 
 -- new{headers=, allow_private = false}
 function M.new(opts)
@@ -76,7 +75,7 @@ function M:assets(job)
   local out = {}
   for _, a in ipairs(job.assets) do
     out[#out + 1] = {variant = a.variant, url = a.url, headers = self.headers, deny_private = not self.allow_private,
-                     ext = a.ext or EXT[a.variant] or (a.url:match("%.(%w+)%f[?#%z]") or "bin")}
+                     ext = a.ext or formats.ext[a.variant] or (a.url:match("%.(%w+)%f[?#%z]") or "bin")}
   end
   return out
 end
