@@ -51,6 +51,8 @@ typedef struct fetch_result {
     const char *category;       /* "network" | "http" | "disk" | "timeout" | "canceled" |
                                    "validation" | "integrity" | "exists" | "config" */
     char message[600];
+    const char *cause;          /* what a network or timeout failure was at the socket: "dns",
+                                   "connect", "tls", "reset", "timeout", "short body"; or NULL */
     long status;
     double retry_after;         /* seconds, -1 when absent */
     int64_t bytes;              /* body bytes, including a resumed prefix */

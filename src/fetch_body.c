@@ -270,6 +270,7 @@ static void finish_ok(fetch_xfer *x) {
     if (!x->status_checked && check_status(x) != 0) return;
     if (x->http_error || x->part_complete) return;
     if (x->res.total >= 0 && x->res.bytes != x->res.total) {
+        if (!x->res.category) x->res.cause = "short body";
         fetch_fail(x, "network", "short body: got %lld of %lld bytes", (long long)x->res.bytes,
                    (long long)x->res.total);
         return;
@@ -292,6 +293,21 @@ static void describe_http_error(fetch_xfer *x) {
                url, body[0] ? ": " : "", body);
 }
 
+/* What a failed transfer met, in the words people search logs for. */
+static const char *curl_cause(CURLcode rc) {
+    switch (rc) {
+    case CURLE_COULDNT_RESOLVE_HOST: case CURLE_COULDNT_RESOLVE_PROXY: return "dns";
+    case CURLE_COULDNT_CONNECT: return "connect";
+    case CURLE_OPERATION_TIMEDOUT: return "timeout";
+    case CURLE_SSL_CONNECT_ERROR: case CURLE_PEER_FAILED_VERIFICATION: case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER: case CURLE_SSL_CACERT_BADFILE: case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH: case CURLE_SSL_INVALIDCERTSTATUS: return "tls";
+    case CURLE_RECV_ERROR: case CURLE_SEND_ERROR: case CURLE_GOT_NOTHING: case CURLE_PARTIAL_FILE:
+    case CURLE_HTTP2: case CURLE_HTTP2_STREAM: return "reset";
+    default: return NULL;
+    }
+}
+
 void fetch_body_end(fetch_xfer *x, CURLcode rc) {
     long ver = 0;
     curl_easy_getinfo(x->easy, CURLINFO_HTTP_VERSION, &ver);
@@ -303,9 +319,11 @@ void fetch_body_end(fetch_xfer *x, CURLcode rc) {
         fetch_fail(x, "config", "refused to connect to %s: a loopback, link-local or private address",
                    x->refused);
     const char *why = x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc);
+    int failed_before = x->res.category != NULL;
     if (x->http_error) describe_http_error(x);
     else if (rc == CURLE_OPERATION_TIMEDOUT) fetch_fail(x, "timeout", "%s", why);
     else if (rc != CURLE_OK) fetch_fail(x, "network", "%s", why);
+    if (!failed_before && !x->http_error && rc != CURLE_OK) x->res.cause = curl_cause(rc);
     if (!x->res.category && x->pf.fd < 0) {          /* a memory body: hashed on the way */
         sha256_hex(x->sha, x->res.sha256);
         if (!digest_matches(x))

@@ -180,6 +180,10 @@ static int push_result(lua_State *L, fetch_xfer *x) {
         lua_pushnil(L);
         rt_push_error(L, r->category, "%s", r->message);
         if (r->status) set_int(L, "status", r->status);
+        if (r->cause) {
+            lua_pushstring(L, r->cause);
+            lua_setfield(L, -2, "cause");
+        }
         if (r->retry_after >= 0) set_num(L, "retry_after", r->retry_after);
         if (r->category[0] == 'h' && len) push_error_body(L, body);
         return 2;

@@ -59,12 +59,26 @@ function Api:asset_url(job, name)
   return string.format("%s/%s/%s", self.public_base_url, job.batchId, name)
 end
 
+-- Tries per variant of the job's current version (data.attempts, kept by download.lua on
+-- each retry); 1 for a variant stored at its first try.
+local function attempts_of(data, job)
+  local out = {}
+  local a = data.attempts
+  if type(a) == "table" and a.version == job.version then
+    for k, v in pairs(a) do if k ~= "version" then out[k] = v end end
+  end
+  return out
+end
+
 function Api:job_json(job)
+  local data = self.runner:data(job)
+  local attempts = attempts_of(data, job)
   local assets = {}
   for _, a in ipairs(assert(self.jobs:assets(job))) do     -- a store fault: 503 from the handler
     assets[#assets + 1] = {type = a.type, fileName = a.fileName, filePath = a.filePath, fileSize = a.fileSize,
                            version = a.version, downloadedAt = timefmt.iso(a.downloadedAt), sha256 = a.sha256,
-                           url = self:asset_url(job, a.fileName)}
+                           url = self:asset_url(job, a.fileName),
+                           attempts = a.version == job.version and (attempts[a.type] or 1) or cjson.null}
   end
   local progress = self.runner:live_bytes(job.id)
   return {
@@ -72,8 +86,9 @@ function Api:job_json(job)
     provider = job.provider, status = job.status, completedAt = opt(timefmt.iso(job.completedAt)),
     expiresAt = opt(timefmt.iso(job.expiresAt)), version = job.version, downloadedAssets = array(assets),
     retryCount = job.retryCount, error = job.error or cjson.null,
-    notion = self.runner:data(job).notion or cjson.null,
-    notionError = self.runner:data(job).notionError or cjson.null,
+    attempts = next(attempts) and attempts or cjson.null,
+    notion = data.notion or cjson.null,
+    notionError = data.notionError or cjson.null,
     progress = progress or cjson.null,
   }
 end

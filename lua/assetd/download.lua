@@ -33,15 +33,22 @@ local function record(runner, job, variant, name, res)
   return true
 end
 
--- A failed try that will be tried again is not silent: a log line (error for a full or failing
--- disk, which a person must act on; warn otherwise) and the job's error until it succeeds.
-local function note_failure(runner, job, variant, err, delay)
+-- A failed try that will be tried again is not silent: a log line naming the host, the cause
+-- and the next try (error for a full or failing disk, which a person must act on; warn
+-- otherwise), the job's error until it succeeds, and a count: the job's retryCount and the
+-- variant's attempts in its data.
+local function note_failure(runner, job, asset, err, attempt, delay)
   local level = err.category == "disk" and "error" or "warn"
-  assetd.log[level]("transfer failed; trying again", {job = job.notionPageId, variant = variant,
+  assetd.log[level]("transfer failed; trying again", {job = job.notionPageId, variant = asset.variant,
+                    host = asset.url:match("^%a+://([^/?#]+)"), cause = retry.describe(err), attempt = attempt,
                     error = tostring(err), retry_in = string.format("%.1f s", delay)})
   local now = runner.jobs:get(job.id)
   if now and now.status == "downloading" then
-    runner.jobs:transition(now, "downloading", {error = variant .. ": " .. tostring(err)})
+    local attempts = runner:data(now).attempts
+    if type(attempts) ~= "table" or attempts.version ~= now.version then attempts = {version = now.version} end
+    attempts[asset.variant] = attempt + 1                  -- the try about to start, of this version
+    runner:set_data(now, {attempts = attempts}, {error = asset.variant .. ": " .. tostring(err),
+                                                 retryCount = now.retryCount + 1})
   end
 end
 
@@ -78,7 +85,7 @@ function M.variant(runner, job, asset)
     local d = retry.decide(err, attempt, job.expiresAt, assetd.now(), runner.retry)
     runner:event(job, "retry", asset.variant .. ": " .. tostring(err))
     if d.action ~= "retry" then return nil, d end
-    note_failure(runner, job, asset.variant, err, d.delay)
+    note_failure(runner, job, asset, err, attempt, d.delay)
     runner.metrics:inc("assetd_retries_total", {cause = retry.cause(err)})
     assetd.sleep(d.delay)
   end

@@ -29,10 +29,10 @@ end
 -- cause and the next try, and the job's error until a poll succeeds.
 local function note_failure(runner, job, p, err, wait)
   local host = type(p.base_url) == "string" and p.base_url:match("^%a+://([^/]+)") or job.provider
-  local msg = string.format("status poll of %s failed (%s): %s", host, retry.cause(err), tostring(err))
+  local msg = string.format("status poll of %s failed (%s): %s", host, retry.describe(err), tostring(err))
   runner:event(job, "poll_failed", msg)
   assetd.log.warn("status poll failed; polling again", {job = job.notionPageId, video = job.soraVideoId,
-                  host = host, cause = retry.cause(err), error = tostring(err), retry_in = string.format("%.1f s", wait)})
+                  host = host, cause = retry.describe(err), error = tostring(err), retry_in = string.format("%.1f s", wait)})
   local now = runner.jobs:get(job.id)
   if now and now.status == "waiting" then runner.jobs:transition(now, "waiting", {error = msg}) end
 end

@@ -72,6 +72,14 @@ function M.decide(err, attempt, deadline, now, opts, rand)
   return {action = "retry", delay = delay}
 end
 
+-- Why an attempt failed, for a person reading the log: what the socket met ("dns",
+-- "connect", "tls", "reset", "timeout", "short body"), "http 503", or the category.
+function M.describe(err)
+  if err.cause then return err.cause end
+  if err.status and err.status >= 400 then return "http " .. err.status end
+  return err.category or "other"
+end
+
 -- A short label for metrics: why an attempt is being retried. An error answer by its status
 -- (429, 5xx, another 4xx as itself); a 200 or 206 whose body broke off is the network's fault,
 -- so it is labelled by the error's category, like a refused connection or a timeout.

@@ -69,12 +69,14 @@ function Runner:data(job) return decode(job.data) end
 -- The job made progress now (a poll answered, a byte arrived, a step done): the watch's clock.
 function Runner:mark(id) self.marks[id] = assetd.now() end
 
--- The job with PATCH merged into its data; the job as it is if the store refused (it was
--- moved meanwhile, by a cancel say), and why.
-function Runner:set_data(job, patch)
+-- The job with PATCH merged into its data (and FIELDS of its row set, in the same write); the
+-- job as it is if the store refused (it was moved meanwhile, by a cancel say), and why.
+function Runner:set_data(job, patch, fields)
   local d = decode(job.data)
   for k, v in pairs(patch) do d[k] = v end
-  local moved, err = self.jobs:transition(job, job.status, {data = cjson.encode(d)})
+  local set = {data = cjson.encode(d)}
+  for k, v in pairs(fields or {}) do set[k] = v end
+  local moved, err = self.jobs:transition(job, job.status, set)
   if not moved then return self.jobs:get(job.id) or job, err end
   return moved
 end

@@ -12,6 +12,7 @@ local function used()
     for cat in text:gmatch('rt_fail%(L, "([%w_]+)"') do add(cat, path) end
     for cat in text:gmatch('rt_push_error%(L, "([%w_]+)"') do add(cat, path) end
     for cat in text:gmatch('[^%w_]fail%(x, "([%w_]+)"') do add(cat, path) end
+    for cat in text:gmatch('fetch_fail%(x, "([%w_]+)"') do add(cat, path) end
     for cat in text:gmatch('assetd%.error%("([%w_]+)"') do add(cat, path) end
     local list = text:match("static const char %*const cat%[%] = (%b{})")      -- l_jobdb.c's codes
     if list then for cat in list:gmatch('"([%w_]+)"') do if cat ~= "ok" then add(cat, path) end end end

@@ -116,6 +116,51 @@ return {storage = {root = "{DIR}/root"}, sora = {poll = {interval = 0.2, max = 0
   end)
 end)
 
+describe("transfer retries", function()
+  it("are each a warn line naming the host, the cause and the next try, and counted in retryCount and attempts", function()
+    local s = sim.start("--openai-key sk-s")
+    s:video{id = "vid_r503", sizes = {video = 20000, thumbnail = 100, spritesheet = 100}}
+    s:fault{path = [[vid_r503/content\?variant=video$]], kind = "status", status = 503, count = 3}
+    local d = daemon.start{pipeline = daemon.SIM_PIPELINE, env = {OPENAI_API_KEY = "sk-s", OPENAI_BASE_URL = s.openai}}
+    finally(function() d:stop(); s:stop() end)
+    enqueue(d, "p-r503", "vid_r503")
+    daemon.eventually(function() return job(d, "p-r503").status == "completed" end, 20, "completed")
+    local j = job(d, "p-r503")
+    assert.are.equal(3, j.retryCount)
+    local tries = {}
+    for _, a in ipairs(j.downloadedAssets) do tries[a.type] = a.attempts end
+    assert.are.same({video = 4, thumbnail = 1, spritesheet = 1}, tries)
+    assert.are.equal(4, j.attempts.video)
+    local host = s.openai:match("^http://([^/]+)")
+    local lines = 0
+    for line in d:log():gmatch("[^\n]+") do
+      if line:find('msg="transfer failed; trying again"', 1, true) then
+        lines = lines + 1
+        assert.truthy(line:find("host=" .. host, 1, true), line)
+        assert.truthy(line:find('cause="http 503"', 1, true), line)
+        assert.truthy(line:find("retry_in=", 1, true), line)
+      end
+    end
+    assert.are.equal(3, lines)
+  end)
+
+  it("to a closed port say connect, and to a name that does not resolve say dns", function()
+    local d = daemon.start{pipeline = daemon.SIM_PIPELINE, env = {OPENAI_API_KEY = "sk-s"}}
+    finally(function() d:stop() end)
+    local expires = os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(assetd.now()) + 600)
+    for page, url in pairs{["p-conn"] = "http://127.0.0.1:9/v.mp4", ["p-dns"] = "http://no-such-host.invalid/v.mp4"} do
+      assert.are.equal(202, (d:json("POST", "/api/downloads", {body = {notionPageId = page, soraVideoId = page, batchId = "bc",
+        provider = "urls", expiresAt = expires, assets = {{variant = "video", url = url}}}})))
+    end
+    daemon.eventually(function()
+      local log = d:log()
+      return log:find('msg="transfer failed; trying again"[^\n]*cause=connect[^\n]*host=127.0.0.1:9')
+         and log:find('msg="transfer failed; trying again"[^\n]*cause=dns[^\n]*host=no%-such%-host%.invalid')
+    end, 10, "connect and dns causes")
+    assert.is_true(job(d, "p-conn").retryCount >= 1)
+  end)
+end)
+
 describe("Notion failures are visible", function()
   it("a 400 from Notion: a warn line, the job's notion state failed with the message; no token: skipped", function()
     local s = sim.start("--openai-key sk-s --notion-token secret_s")

@@ -1,7 +1,5 @@
--- Time parsing (API request times, provider times) and the REPL's one-line cut of text that
--- comes from outside.
+-- Time parsing: API request times and provider times.
 local timefmt = require "assetd.timefmt"
-local pretty = require "assetd.pretty"
 
 describe("timefmt.parse", function()
   it("reads ISO 8601 with a zone, fractions and numbers of unix seconds", function()
@@ -18,12 +16,5 @@ describe("timefmt.parse", function()
                          "1969-12-31T23:59:59Z", "2026-13-01T00:00:00Z", "yesterday", 0, -5, 0 / 0} do
       assert.is_nil(timefmt.parse(bad), tostring(bad))
     end
-  end)
-end)
-
-describe("pretty.cut", function()
-  it("keeps one line and no control characters, so an upstream's text cannot drive a terminal", function()
-    assert.are.equal("denied ?]0;PWNED??[31mred", pretty.cut("denied \27]0;PWNED\7\27[31mred\nsecond line", 80))
-    assert.are.equal("abcd~", pretty.cut("abcdefgh", 5))
   end)
 end)
