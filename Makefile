@@ -16,8 +16,8 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -MMD -MP \
 LDLIBS  += $(shell $(PKG_CONFIG) --libs $(PKGS)) -lm
 BUILD   ?= build
 
-CORE    := runtime log clock partfile curluv admit fetch fetch_easy fetch_body formats store jobdb httphdr deadline path httpd lineio repl attach bytebuf digest sha256 datadir
-BINDS   := l_assetd l_fetch l_jobdb l_store l_httpd l_crypto l_repl l_deadline
+CORE    := runtime log clock partfile curluv admit fetch fetch_easy fetch_body fetch_result ratecap formats store jobdb httphdr deadline path httpd lineio repl attach bytebuf digest sha256 datadir
+BINDS   := lbind l_assetd l_timer l_task l_log l_fetch l_jobdb l_store l_httpd l_crypto l_repl l_deadline
 OBJS    := $(patsubst %,$(BUILD)/%.o,$(CORE) $(BINDS) main)
 UNITS   := httphdr deadline path store jobdb bytebuf partfile admit
 
@@ -26,7 +26,7 @@ Q = @
 QCC = @echo "  CC    $<";
 endif
 
-.PHONY: all test unit spec sanitize install clean run bench fuzz fuzz-build
+.PHONY: all test unit lint spec sanitize install clean run bench fuzz fuzz-build
 all: assetd
 
 assetd: $(OBJS)
@@ -49,8 +49,12 @@ $(BUILD):
 
 unit: $(patsubst %,$(BUILD)/test_%,$(UNITS))
 
-test: assetd unit
+test: assetd unit lint
 	@tests/run $(BUILD)
+
+# Debian's lua-check over lua/ (.luacheckrc): globals, shadowing, unused values
+lint:
+	@luacheck --no-color -q lua/
 
 sanitize:
 	$(MAKE) BUILD=build-asan OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \

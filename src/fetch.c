@@ -7,7 +7,6 @@
 #include "admit.h"
 #include "clock.h"
 #include "curluv.h"
-#include "log.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -19,13 +18,12 @@ struct fetch_engine {
     uv_loop_t *loop;
     curluv *cu;                /* the multi handle on the loop */
     uv_idle_t idle;            /* scheduling, deliveries and cancellations outside callbacks */
-    uv_timer_t refill;         /* bandwidth cap: unpauses transfers */
+    ratecap rate;              /* the bandwidth cap; its timer unpauses transfers */
     fetch_limits limits;
     admit adm;                 /* queued transfers, and the counts under the limits */
     fetch_xfer *done_head, *done_tail;   /* finished, callback not yet delivered */
     fetch_xfer **live;                   /* active transfers (for cancel and unpause) */
     size_t nlive, live_cap;
-    double tokens, tokens_at;
     int closing, kicked;
     unsigned open_handles;     /* E is freed when these and the commits in flight are 0 */
     unsigned committing;
@@ -34,50 +32,7 @@ struct fetch_engine {
 static int lane_of(const fetch_xfer *x) { return x->req.to_memory ? ADMIT_CALLS : ADMIT_FILES; }
 static void kick(fetch_engine *e);
 
-/* ---- results --------------------------------------------------------------------------- */
-
-void fetch_fail(fetch_xfer *x, const char *category, const char *fmt, ...) {
-    if (x->res.category) return;           /* the first failure is the cause */
-    char *raw = NULL, *red = NULL;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vasprintf(&raw, fmt, ap);
-    va_end(ap);
-    /* upstream bodies may quote a key, and URLs may carry user:password: redacted whole, then
-     * cut between characters (a cut first could leave half a key that no longer matches) */
-    if (n >= 0) red = log_redact(raw);
-    log_utf8_copy(x->res.message, sizeof x->res.message, red ? red : "out of memory describing a failure");
-    free(raw);
-    free(red);
-    x->res.category = category;
-}
-
-void fetch_fail_errno(fetch_xfer *x, const char *what, int err) {
-    const char *name = strerrorname_np(err);
-    fetch_fail(x, "disk", "%s %s: %s (%s)", what, x->req.path ? x->req.path : "", strerror(err),
-               name ? name : "?");
-}
-
-/* ---- bandwidth cap --------------------------------------------------------------------- */
-
 static void on_refill(uv_timer_t *h);
-
-int fetch_take_tokens(fetch_xfer *x, size_t len) {
-    fetch_engine *e = x->engine;
-    if (e->limits.max_bytes_per_sec <= 0) return 1;
-    double t = clock_now(), cap = e->limits.max_bytes_per_sec;
-    e->tokens += (t - e->tokens_at) * cap;
-    e->tokens_at = t;
-    if (e->tokens > cap / 4) e->tokens = cap / 4;     /* burst of a quarter second */
-    if (e->tokens <= 0) {
-        x->paused = 1;
-        if (!uv_is_active((uv_handle_t *)&e->refill))
-            uv_timer_start(&e->refill, on_refill, (uint64_t)(-e->tokens / cap * 1000) + 5, 0);
-        return 0;
-    }
-    e->tokens -= (double)len;
-    return 1;
-}
 
 static void finish(fetch_engine *e, fetch_xfer *x, CURLcode rc);
 
@@ -304,6 +259,7 @@ static void kick(fetch_engine *e) {
 /* The limits, and the caps admit.c applies, which follow from them. */
 static void set_limits(fetch_engine *e, const fetch_limits *l) {
     e->limits = *l;
+    ratecap_set(&e->rate, (double)l->max_bytes_per_sec);
     if (e->limits.max_active == 0) e->limits.max_active = 1;
     e->adm.lane[ADMIT_FILES].max = e->limits.max_active;
     e->adm.per_host = e->limits.per_host;
@@ -317,10 +273,9 @@ int fetch_engine_new(uv_loop_t *loop, fetch_engine **out) {
     set_limits(e, &(fetch_limits){8, 8, 0});
     if (curluv_new(loop, on_curl_done, e, &e->cu) != 0) { free(e); return UV_ENOMEM; }
     uv_idle_init(loop, &e->idle);
-    uv_timer_init(loop, &e->refill);
-    e->idle.data = e->refill.data = e;
+    ratecap_init(&e->rate, loop, on_refill, e);
+    e->idle.data = e;
     e->open_handles = 3;
-    e->tokens_at = clock_now();
     *out = e;
     return 0;
 }
@@ -371,6 +326,7 @@ int fetch_submit(fetch_engine *e, fetch_xfer *x, fetch_done_cb done, fetch_progr
     x->sha = EVP_MD_CTX_new();
     if (!x->sha || EVP_DigestInit_ex(x->sha, EVP_sha256(), NULL) != 1) return UV_ENOMEM;
     x->engine = e;
+    x->rate = &e->rate;
     x->done = done;
     x->progress = progress;
     x->ud = ud;
@@ -444,6 +400,6 @@ void fetch_engine_close(fetch_engine *e) {
     admit_free(&e->adm);
     free(e->live);
     close_handle((uv_handle_t *)&e->idle);
-    close_handle((uv_handle_t *)&e->refill);
+    close_handle((uv_handle_t *)&e->rate.timer);
     /* E is freed by the last close callback (or the last commit in flight) */
 }

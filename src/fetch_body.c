@@ -220,7 +220,10 @@ size_t fetch_body_write(char *p, size_t size, size_t n, void *ud) {
         x->blocked = 1;                       /* the disk is behind: wait for its block */
         return CURL_WRITEFUNC_PAUSE;
     }
-    if (!fetch_take_tokens(x, len)) return CURL_WRITEFUNC_PAUSE;
+    if (!ratecap_take(x->rate, len)) {
+        x->paused = 1;                    /* the cap's refill (fetch.c) unpauses it */
+        return CURL_WRITEFUNC_PAUSE;
+    }
     if (x->pf.fd >= 0) {
         int err = partfile_write(&x->pf, p, len);
         if (err) {

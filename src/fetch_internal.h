@@ -8,6 +8,7 @@
 #include "digest.h"
 #include "fetch.h"
 #include "partfile.h"
+#include "ratecap.h"
 
 #include <curl/curl.h>
 #include <openssl/evp.h>
@@ -24,6 +25,7 @@ struct fetch_xfer {
     bytebuf mem;
     /* the rest is the engine's */
     fetch_engine *engine;
+    ratecap *rate;              /* the engine's bandwidth cap */
     CURL *easy;
     char *host;
     partfile pf;
@@ -49,14 +51,11 @@ struct fetch_xfer {
     char refused[64];           /* deny_private: the address refused, "" when none */
 };
 
-/* fetch.c. The first failure is the cause: later ones leave the result as it is. */
+/* fetch_result.c. The first failure is the cause: later ones leave the result as it is. */
 void fetch_fail(fetch_xfer *x, const char *category, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* A "disk" failure: WHAT (an action) on the request's path, and ERR's text and name. */
 void fetch_fail_errno(fetch_xfer *x, const char *what, int err);
-/* The bandwidth cap's say on LEN more bytes: 1 to take them, 0 when X must pause until the
- * cap's timer unpauses it. */
-int fetch_take_tokens(fetch_xfer *x, size_t len);
 
 /* fetch_easy.c */
 /* The host name of URL (malloc'd), NULL when it has none. */

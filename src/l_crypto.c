@@ -2,6 +2,7 @@
  * libcrypto: HMAC-SHA256, base64 both ways and a constant-time comparison. Policy (which
  * header, which secret, the time window) lives in lua/assetd/webhooks.lua. */
 #include "lbind.h"
+#include "lmodules.h"
 
 #include <lauxlib.h>
 #include <openssl/crypto.h>

@@ -3,6 +3,7 @@
  * queue. Each queued Lua value is held in the queue's uservalue table by an integer ref. */
 #include "deadline.h"
 #include "lbind.h"
+#include "lmodules.h"
 
 #include <lauxlib.h>
 #include <math.h>

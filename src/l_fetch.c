@@ -4,6 +4,7 @@
 #include "fetch.h"
 #include "formats.h"
 #include "lbind.h"
+#include "lmodules.h"
 #include "log.h"
 #include "runtime.h"
 

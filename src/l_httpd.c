@@ -8,6 +8,7 @@
  * comes first. */
 #include "httpd.h"
 #include "lbind.h"
+#include "lmodules.h"
 #include "log.h"
 #include "path.h"
 #include "runtime.h"

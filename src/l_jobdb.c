@@ -5,6 +5,7 @@
 #include "clock.h"
 #include "jobdb.h"
 #include "lbind.h"
+#include "lmodules.h"
 #include "runtime.h"
 #include "store.h"
 

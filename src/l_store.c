@@ -2,6 +2,7 @@
  * directories made and opened without following links, versions found on disk, and the
  * checks every id and name passes. Reservation and naming policy live in lua/assetd/store.lua. */
 #include "lbind.h"
+#include "lmodules.h"
 #include "path.h"
 #include "runtime.h"
 #include "sha256.h"

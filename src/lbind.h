@@ -1,19 +1,10 @@
-/* lbind.h: the C modules that make up `assetd.core`. Each l_<module>.c adds its functions to
- * the module table on top of the stack. */
+/* lbind.h: the helpers every binding shares (lbind.c; the role of lauxlib for assetd's own
+ * modules). The modules themselves are listed in lmodules.h. */
 #ifndef ASSETD_LBIND_H
 #define ASSETD_LBIND_H
 
 #include <lauxlib.h>
 #include <lua.h>
-
-int luaopen_assetd_core(lua_State *L);
-void l_fetch_open(lua_State *L);
-void l_jobdb_open(lua_State *L);
-void l_store_open(lua_State *L);
-void l_httpd_open(lua_State *L);
-void l_crypto_open(lua_State *L);
-void l_repl_open(lua_State *L);
-void l_deadline_open(lua_State *L);
 
 /* Register the metatable NAME once: METHODS as its __index, META (__gc, __tostring, ...) on
  * it. Leaves the stack as it was. */

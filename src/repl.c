@@ -1,16 +1,15 @@
 /* repl.c: the REPL's sessions in the daemon. The terminal session (-i) reads through lineio;
  * attach sessions come through the unix socket and speak the framing described in repl.h.
- * Each session hands its lines one at a time to its Lua session (lua/assetd/repl.lua), which
- * runs them as tasks and answers with output and a prompt. A count hook on the running
- * chunk stops REPL code that holds the loop: on Ctrl-C, or after REPL_BUDGET_MS. A timer
- * drops attach clients that leave their output unread. */
+ * Each session hands its lines one at a time to the handler l_repl.c sets (its Lua session,
+ * lua/assetd/repl.lua, runs them as tasks and answers with output and a prompt); this file
+ * touches no Lua state. Ctrl-C or an ETX line asks the handler to interrupt the running
+ * chunk. A timer drops attach clients that leave their output unread. */
 #include "repl.h"
 #include "bytebuf.h"
 #include "lineio.h"
 #include "log.h"
 
 #include <errno.h>
-#include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +19,6 @@
 #include <unistd.h>
 
 #define REPL_BUDGET_MS 10000          /* by default, REPL code may hold the loop this long */
-#define REPL_HOOK_COUNT 1000
 #define REPL_MAX_INPUT (1u << 20)     /* a client's unread input, beyond which it is dropped */
 #define REPL_MAX_QUEUED (16u << 20)   /* unread output a client may leave untouched ... */
 #define REPL_STALL_MS 2000            /* ... for this long (one watch) before it is dropped */
@@ -28,12 +26,11 @@
 
 struct repl_session {
     int is_term;
-    int fn_ref, ud_ref;        /* the Lua session's input function, the handle */
+    void *user;                /* the handler's, from its open until its close */
     int ready;                 /* a prompt was given and no line taken since */
     int eof, closing, doomed;
     int refusing;              /* output is being refused (over REPL_MAX_BACKLOG): said once */
-    int interrupt;             /* an interrupt was asked while a chunk ran */
-    lua_State *chunk;          /* the running chunk's thread, for the hook */
+    int interrupt;             /* an interrupt was asked and not yet taken */
     uv_pipe_t pipe;            /* attach sessions */
     uv_shutdown_t shutdown;
     bytebuf in;                /* attach input: complete lines up to `scanned`, then a tail */
@@ -45,6 +42,8 @@ struct repl_session {
 
 static struct {
     rt_runtime *rt;
+    const repl_handler *handler;
+    void *handler_ud;
     repl_session *sessions;
     repl_session term;
     uv_pipe_t server;
@@ -66,40 +65,27 @@ int repl_session_count(void) {
     return n;
 }
 
-/* ---- into Lua ---------------------------------------------------------------------------- */
+/* ---- to the handler ------------------------------------------------------------------- */
 
-static void call_input(repl_session *s, const char *what, const char *line, size_t n) {
-    if (s->fn_ref == LUA_NOREF || R.rt->stopping) return;
-    lua_State *L = R.rt->L;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, s->fn_ref);
-    lua_pushstring(L, what);
-    if (line) lua_pushlstring(L, line, n);
-    else lua_pushnil(L);
-    if (rt_pcall(L, 2, 0, "repl session") != LUA_OK && !s->closing && !R.rt->stopping) {
-        static const char msg[] = "repl: internal error (the daemon's log has it)\n";
-        repl_session_write(s, REPL_ERR, msg, sizeof msg - 1);
-        repl_session_prompt(s, "> ");
-    }
+void repl_set_handler(const repl_handler *h, void *ud) {
+    R.handler = h;
+    R.handler_ud = ud;
 }
 
-/* On a chunk's thread and on every thread it creates (tasks and coroutines inherit the hook
- * from the thread that makes them), so nothing typed at the REPL holds the loop past the
- * budget, now or when a task it spawned runs later. */
-static void chunk_hook(lua_State *L, lua_Debug *ar) {
-    (void)ar;
-    repl_session *s = R.sessions;
-    while (s && s->chunk != L) s = s->next;
-    if (s && (s->interrupt || (s->is_term && lineio_take_interrupt()))) {
-        s->interrupt = 0;
-        luaL_error(L, "interrupted");
-    }
-    /* Measured from the resume of the task running now (a coroutine runs inside one): the
-     * loop's time (uv_now) is no base, since bindings may update it (assetd.timer does). */
-    unsigned budget = repl_budget(0);
-    rt_task *t = R.rt->running;
-    if (t && uv_hrtime() - rt_task_resumed(t) > (uint64_t)budget * 1000000)
-        luaL_error(L, "interrupted: held the event loop for over %f s without yielding",
-                   (double)budget / 1000);
+void **repl_session_user(repl_session *s) { return &s->user; }
+
+static void call_input(repl_session *s, const char *what, const char *line, size_t n) {
+    if (!s->user || R.rt->stopping) return;
+    R.handler->input(R.handler_ud, s, what, line, n);
+}
+
+static int call_open(repl_session *s) {
+    return R.handler && R.handler->open(R.handler_ud, s) == 0 ? 0 : -1;
+}
+
+static void call_close(repl_session *s) {
+    if (s->user) R.handler->close(R.handler_ud, s);
+    s->user = NULL;
 }
 
 unsigned repl_budget(unsigned ms) {
@@ -107,18 +93,17 @@ unsigned repl_budget(unsigned ms) {
     return R.budget_ms ? R.budget_ms : REPL_BUDGET_MS;
 }
 
-void repl_session_guard(repl_session *s, lua_State *co) {
-    s->chunk = co;
+int repl_session_take_interrupt(repl_session *s) {
+    int asked = s->interrupt || (s->is_term && lineio_take_interrupt());
     s->interrupt = 0;
-    lua_sethook(co, chunk_hook, LUA_MASKCOUNT, REPL_HOOK_COUNT);
+    return asked;
 }
 
-/* The chunk's task is canceled (from Lua) and, at its next instruction, raises. */
+/* The running chunk is stopped at its next instruction (the handler's hook) and its task
+ * canceled (the Lua session, told "interrupt"). */
 static void session_interrupt(repl_session *s) {
-    if (s->chunk) {
-        s->interrupt = 1;
-        lua_sethook(s->chunk, chunk_hook, LUA_MASKCOUNT, 1);
-    }
+    s->interrupt = 1;
+    if (s->user) R.handler->interrupt(R.handler_ud, s);
     call_input(s, "interrupt", NULL, 0);
 }
 
@@ -262,7 +247,6 @@ void repl_session_write(repl_session *s, enum repl_out kind, const char *p, size
 
 void repl_session_prompt(repl_session *s, const char *prompt) {
     if (s->closing) return;
-    s->chunk = NULL;
     s->interrupt = 0;
     s->ready = 1;
     if (s->is_term) {
@@ -279,15 +263,6 @@ void repl_session_prompt(repl_session *s, const char *prompt) {
 static void unlink_session(repl_session *s) {
     for (repl_session **p = &R.sessions; *p; p = &(*p)->next)
         if (*p == s) { *p = s->next; return; }
-}
-
-static void detach_lua(repl_session *s) {
-    lua_State *L = R.rt->L;
-    if (s->ud_ref != LUA_NOREF) l_repl_session_detach(L, s->ud_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, s->ud_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, s->fn_ref);
-    s->ud_ref = s->fn_ref = LUA_NOREF;
-    s->chunk = NULL;
 }
 
 /* An attach session stays listed (closing) until its handle is closed, so that a stop in
@@ -309,7 +284,7 @@ static void session_close(repl_session *s, const char *why) {
     call_input(s, "close", NULL, 0);     /* Lua cancels the running chunk, says goodbye */
     s->closing = 1;
     if (why && !s->is_term) send_frame(s, 'x', why, strlen(why));
-    detach_lua(s);
+    call_close(s);
     if (s->is_term) {
         unlink_session(s);
         if (!R.rt->stopping) {
@@ -352,14 +327,13 @@ int repl_start_terminal(rt_runtime *rt) {
     repl_session *s = &R.term;
     memset(s, 0, sizeof *s);
     s->is_term = 1;
-    s->fn_ref = s->ud_ref = LUA_NOREF;
     if (home && *home) snprintf(history, sizeof history, "%s/.assetd_history", home);
     int err = lineio_start(rt->loop, home && *home ? history : NULL, &cb, s);
     if (err) return err;
     if (lineio_is_tty()) log_set_sink(term_log);
     s->next = R.sessions;
     R.sessions = s;
-    if (l_repl_session_open(rt->L, s, &s->fn_ref, &s->ud_ref) != 0) {
+    if (call_open(s) != 0) {
         unlink_session(s);                /* the caller stops the daemon with status 1 */
         log_set_sink(NULL);
         lineio_stop();
@@ -435,7 +409,6 @@ static void on_connection(uv_stream_t *server, int status) {
     if (status < 0) return;
     repl_session *s = calloc(1, sizeof *s);
     if (!s) return;
-    s->fn_ref = s->ud_ref = LUA_NOREF;
     s->pipe.data = s;
     if (uv_pipe_init(server->loop, &s->pipe, 0) != 0) { free(s); return; }
     if (uv_accept(server, (uv_stream_t *)&s->pipe) != 0) {
@@ -453,7 +426,7 @@ static void on_connection(uv_stream_t *server, int status) {
     }
     snprintf(uid, sizeof uid, "%u", s->uid);
     log_event(LOG_INFO, "repl attached", "peer_uid", uid, NULL);
-    if (l_repl_session_open(R.rt->L, s, &s->fn_ref, &s->ud_ref) != 0) {
+    if (call_open(s) != 0) {
         session_close(s, "assetd: cannot start a REPL session (the daemon's log says why)\n");
         return;
     }
@@ -524,12 +497,12 @@ void repl_shutdown(void) {
         if (s->is_term || uv_is_closing((uv_handle_t *)&s->pipe)) continue;
         if (!s->closing) uv_try_write((uv_stream_t *)&s->pipe, &b, 1);
         s->closing = 1;
-        detach_lua(s);
+        call_close(s);
         uv_close((uv_handle_t *)&s->pipe, on_pipe_closed);
     }
     if (R.term.is_term) {
         R.term.closing = 1;
-        detach_lua(&R.term);
+        call_close(&R.term);
         unlink_session(&R.term);
     }
     lineio_stop();

@@ -42,21 +42,30 @@ int repl_listen(rt_runtime *rt, const char *path, char *err, size_t cap);
 /* At the daemon's stop: close the sessions and the socket, restore the terminal. */
 void repl_shutdown(void);
 
-/* For the Lua handle (l_repl.c). */
+/* What runs the sessions' lines (l_repl.c, with its Lua session), each called with the UD
+ * given to repl_set_handler. OPEN a new session (0, or -1 to refuse it; it may keep its
+ * state in *repl_session_user), INPUT "line" (LINE, N), "interrupt" or "close", INTERRUPT
+ * the chunk running now, CLOSE: the session is going. */
+typedef struct repl_handler {
+    int (*open)(void *ud, repl_session *s);
+    void (*input)(void *ud, repl_session *s, const char *what, const char *line, size_t n);
+    void (*interrupt)(void *ud, repl_session *s);
+    void (*close)(void *ud, repl_session *s);
+} repl_handler;
+void repl_set_handler(const repl_handler *h, void *ud);
+void **repl_session_user(repl_session *s);
+
+/* For the handler. */
 enum repl_out { REPL_OUT, REPL_ERR, REPL_INFO };
 void repl_session_write(repl_session *s, enum repl_out kind, const char *p, size_t n);
 void repl_session_prompt(repl_session *s, const char *prompt);
-void repl_session_guard(repl_session *s, lua_State *co);
 const char *repl_session_kind(const repl_session *s);
+/* Whether an interrupt was asked (Ctrl-C on the terminal, ETX from a client) since the last
+ * call; it is taken. */
+int repl_session_take_interrupt(repl_session *s);
 /* How long REPL code may hold the loop before it is interrupted; MS (if not 0) sets it. */
 unsigned repl_budget(unsigned ms);
 int repl_session_count(void);
-
-/* l_repl.c: make the Lua handle of S and start its Lua session; on success sets *fn_ref (the
- * session's input function) and *ud_ref (the handle) in the registry. */
-int l_repl_session_open(lua_State *L, repl_session *s, int *fn_ref, int *ud_ref);
-/* l_repl.c: the handle outlives the session; after this its methods do nothing. */
-void l_repl_session_detach(lua_State *L, int ud_ref);
 
 /* attach.c: `assetd attach [SOCKET | --data DIR]`; returns the exit status. */
 int attach_main(int argc, char **argv);

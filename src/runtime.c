@@ -2,6 +2,7 @@
  * (a coroutine owned here); waiting bindings yield the task and their completion callbacks
  * resume it. C never calls Lua unprotected: rt_pcall and task resumption catch every error. */
 #include "runtime.h"
+#include "lmodules.h"
 #include "log.h"
 
 #include <lauxlib.h>
@@ -350,7 +351,6 @@ static void create_task_mt(lua_State *L) {
 /* ---- the state ------------------------------------------------------------------------- */
 
 extern int luaopen_cjson(lua_State *L);
-int luaopen_assetd_core(lua_State *L);
 
 static void set_paths(lua_State *L, const char *luadir) {
     lua_getglobal(L, "package");

@@ -221,9 +221,9 @@ end
 
 -- Versions that jobs still working on them reference: never pruned.
 local function live_versions(jobs)
-  local live, cursor = {}, nil
+  local live = {}
   for _, status in ipairs(require("assetd.states").live_names) do
-    cursor = nil
+    local cursor
     repeat
       local page
       page, cursor = jobs:list{status = status, limit = 1000, cursor = cursor}
