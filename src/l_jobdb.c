@@ -345,7 +345,7 @@ static int l_close(lua_State *L) {
 }
 
 static int l_open(lua_State *L) {
-    const char *dir = luaL_optstring(L, 1, rt_get(L)->opts.data);
+    const char *dir = luaL_checkstring(L, 1);      /* the caller's: --data is pipeline.lua's */
     ljobs *s = lua_newuserdatauv(L, sizeof *s, 0);
     s->db = NULL;
     luaL_setmetatable(L, JOBS_MT);

@@ -165,13 +165,12 @@ static void session_close(void *ud, repl_session *s) {
     free(r);
 }
 
-/* assetd.repl.listen([path]) -> path | nil, err; the default is {data}/assetd.sock */
+/* assetd.repl.listen(path) -> path | nil, err (repl.lua's default: {data}/assetd.repl.socket_name) */
 static int l_listen(lua_State *L) {
     rt_runtime *rt = rt_get(L);
-    const char *path = luaL_optstring(L, 1, NULL);
+    const char *path = luaL_checkstring(L, 1);
     /* a listener opened now would outlive the stop's close of the loop's handles */
     if (rt->stopping) return rt_fail(L, "canceled", "repl.listen: the daemon is stopping");
-    if (!path) path = lua_pushfstring(L, "%s/" REPL_SOCKET_NAME, rt->opts.data);
     char err[512];
     if (repl_listen(rt, path, err, sizeof err) != 0) return rt_fail(L, "io", "%s", err);
     lua_pushstring(L, path);
@@ -208,5 +207,7 @@ void l_repl_open(lua_State *L) {
     lua_rawsetp(L, LUA_REGISTRYINDEX, &CHUNKS);
     repl_set_handler(&handler, rt_get(L)->L);
     luaL_newlib(L, fns);
+    lua_pushliteral(L, REPL_SOCKET_NAME);     /* where `assetd attach --data DIR` looks */
+    lua_setfield(L, -2, "socket_name");
     lua_setfield(L, -2, "repl");
 }

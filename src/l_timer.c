@@ -35,6 +35,7 @@ static uint64_t delay_ms(lua_State *L, double secs) {
 
 typedef struct ltimer {
     uv_timer_t h;
+    rt_runtime *rt;         /* the runtime, for libuv's callbacks (rt_get is the way in Lua) */
     rt_wait wait;           /* for sleep */
     rt_task *task;          /* sleeping task, or NULL for a callback timer */
     int ref;                /* pin while the handle is open */
@@ -52,7 +53,7 @@ typedef struct lalarm {
 
 static void ltimer_closed(uv_handle_t *h) {
     ltimer *t = h->data;
-    rt_runtime *rt = t->h.loop->data;
+    rt_runtime *rt = t->rt;
     t->closed = 1;
     luaL_unref(rt->L, LUA_REGISTRYINDEX, t->fn);
     luaL_unref(rt->L, LUA_REGISTRYINDEX, t->ref);
@@ -68,6 +69,7 @@ static ltimer *ltimer_new(lua_State *L, const char *mt) {
     ltimer *t = lua_newuserdatauv(L, sizeof *t, 0);
     memset(t, 0, sizeof *t);
     t->fn = t->ref = LUA_NOREF;
+    t->rt = rt;
     if (mt) luaL_setmetatable(L, mt);
     if (uv_timer_init(rt->loop, &t->h) != 0) luaL_error(L, "cannot create a timer");
     uv_update_time(rt->loop);     /* the loop's cached time may be stale after long Lua work */
@@ -172,8 +174,7 @@ static int l_alarm(lua_State *L) {
 
 static void timer_fired(uv_timer_t *h) {
     ltimer *t = h->data;
-    rt_runtime *rt = h->loop->data;
-    lua_State *L = rt->L;
+    lua_State *L = t->rt->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->fn);
     ltimer_close(t);
     rt_spawn(L, 0, 0, "timer", 0);

@@ -174,7 +174,6 @@ static int run(char **argv, struct rt_options *opts, int script_index, char **ar
     }
     rt->opts = *opts;
     rt->on_stop = wind_down;
-    loop->data = rt;
     int repl = opts->interactive && !opts->check;
     if (fetch_engine_new(loop, &rt->fetch) != 0 ||
         start_signals(loop, rt, !(repl && lineio_stdin_is_terminal())) != 0) {

@@ -302,7 +302,7 @@ end
 -- (pipeline.lua's object: runner, config, reload), is what the helpers work on.
 function M.listen(path, d)
   daemon = d or daemon
-  local where, err = assetd.repl.listen(path)
+  local where, err = assetd.repl.listen(path or (assetd.options.data .. "/" .. assetd.repl.socket_name))
   if not where then
     assetd.log.warn("attach socket not available", {error = tostring(err)})
     return nil, err
