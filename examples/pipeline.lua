@@ -15,7 +15,7 @@ return {
   -- Notion (NOTION_TOKEN / NOTION_BASE_URL): the default mapping, with property names you can
   -- change without writing a function
   notion = {
-    version = "2022-06-28",
+    version = "2026-03-11",
     fields = {status = {name = "Status", type = "select", value = "Completed"}},
   },
 
