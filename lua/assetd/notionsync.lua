@@ -39,8 +39,11 @@ function M.sync(runner, job)
     end
     runner:event(job, "notion", tostring(err))
     if not err.retryable then return failed(runner, job, tostring(err)) end
-    assetd.log.warn("Notion update failed; trying again", {job = job.notionPageId, error = tostring(err)})
-    assetd.sleep(retry.backoff(attempt, M.BACKOFF))
+    local wait = retry.backoff(attempt, M.BACKOFF)
+    assetd.log.warn("Notion update failed; trying again", {job = job.notionPageId, error = tostring(err),
+                    host = runner.notion.base_url:match("^%a+://([^/]+)"), cause = retry.describe(err),
+                    attempt = attempt, retry_in = string.format("%.1f s", wait)})
+    assetd.sleep(wait)
   end
 end
 
