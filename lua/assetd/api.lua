@@ -153,7 +153,17 @@ function Api:status_get()
       stalled = c.stalled or cjson.null,
       projectedFinish = c.at_risk and (c.at_risk == math.huge and "never" or timefmt.iso(c.at_risk)) or cjson.null}
   end
+  -- the next hour of deadlines in 5-minute buckets, so a crowded window shows before it bites
+  local ahead, counts = assert(self.runner:expiring(now, 1000, 3600)), {}
+  for i = 1, 12 do counts[i] = 0 end
+  for _, j in ipairs(ahead) do
+    local i = math.floor((j.expiresAt - now) / 300) + 1
+    if i >= 1 and i <= 12 then counts[i] = counts[i] + 1 end
+  end
+  local t = assetd.fetch_limits()
   return json(200, {
+    deadlines = {bucketSeconds = 300, counts = counts, truncated = #ahead == 1000},
+    transfers = {running = t.active, queued = t.queued},
     summary = summary, states = states.names, liveStates = states.live_names,
     warnBefore = self.runner.alerts.warn_before,
     pending = s.pending, expiring = s.approachingExpiration,
