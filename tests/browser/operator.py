@@ -16,6 +16,8 @@ person does (clicks, typing, keys; the confirmation dialog), with the token in t
   paging     ?page=3: the rows of every page through Older, then Newest
   sse        with polling off: the ms from an API call (cancel of the pending job) to its row's
              change, and whether the page was reloaded meanwhile
+  fallback   the page's stream cut: its mode text, the polls made in 1.5 s at ?poll=500, and
+             the stream taken again
   cancel     the panel's Cancel, the dialog's text, then the panel's state
   redownload the panel's "Download again", the dialog, the state seen
   bulk       "Retry all failed" on status=failed&batch=B1: the dialog's text and the notice
@@ -117,11 +119,12 @@ def main():
 
     loads = [0]
 
-    def load(b, query="", fragment=""):
-        """A fresh load (the query changes each time: a new fragment alone would not reload)."""
+    def load(b, query="", fragment="", poll=600000):
+        """A fresh load (the query changes each time: a new fragment alone would not reload);
+        by default the page polls too seldom for a poll to pass for the stream."""
         loads[0] += 1
         frag = "token=" + urllib.parse.quote(a.token, safe="") + ("&" + fragment if fragment else "")
-        b.get(base + f"/?poll=600000&load={loads[0]}" + query + "#" + frag)
+        b.get(base + f"/?poll={poll}&load={loads[0]}" + query + "#" + frag)
         b.wait("return document.body.dataset.ready === '1'", timeout=10, what="the first render")
         b.wait("return document.getElementById('live').dataset.mode === 'live'", timeout=10, what="the live stream")
 
@@ -259,6 +262,18 @@ def main():
             out["sse"] = {"cancelStatus": status, "ms": seen_at - t0 * 1000, "marker": b.run("return window.__marker"),
                           "mode": b.run("return document.getElementById('live').dataset.mode"),
                           "row": b.run(ROW, pages["pending"])}
+
+            # ---- the stream drops: the page polls, then takes the stream again ----------------
+            load(b, poll=500)
+            b.run("window.__polls = 0; new MutationObserver(() => window.__polls++)"
+                  ".observe(document.getElementById('updated'), {childList: true, characterData: true, subtree: true});"
+                  "stream.abort();")                 # the page's own stream, cut as a network would
+            polling = b.wait("const e = document.getElementById('live'); return e.dataset.mode === 'polling' && e.textContent",
+                             timeout=5, what="the polling mode")
+            time.sleep(1.5)
+            polls = b.run("return window.__polls")
+            b.wait("return document.getElementById('live').dataset.mode === 'live'", timeout=10, what="the stream again")
+            out["fallback"] = {"polling": polling, "polls": polls}
 
             # ---- cancel from the job's panel --------------------------------------------------
             open_panel(b, pages["slow"])

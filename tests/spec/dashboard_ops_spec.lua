@@ -181,6 +181,12 @@ describe("dashboard for operators in headless Chromium", function()
     assert.are.equal("failed", e.row.status)
   end)
 
+  it("polls when the stream drops, says so, and takes the stream again", function()
+    local f = seen().fallback
+    assert.are.equal("polling every 0.5 s", f.polling)
+    assert.is_true(f.polls >= 2, f.polls .. " polls in 1.5 s")
+  end)
+
   it("cancels a download from its panel after a confirmation (checked through the API)", function()
     local c = seen().cancel
     assert.are.same({"act-cancel"}, c.actions)
