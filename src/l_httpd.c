@@ -303,7 +303,7 @@ static int stream_write(lua_State *L) {
     httpd_stream *st = check_stream(L);
     size_t n;
     const char *p = luaL_checklstring(L, 2, &n);
-    if (httpd_stream_write(st, p, n) != 0) return rt_fail(L, "closed", "the stream is closed");
+    if (httpd_stream_write(st, p, n) != 0) return rt_fail(L, "canceled", "the stream is closed: its client went, it ended, or it fell too far behind");
     lua_pushboolean(L, 1);
     return 1;
 }

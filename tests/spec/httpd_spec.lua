@@ -113,7 +113,7 @@ describe("a stream", function()
     end)
     local ok, err = streams[1]:write("data: x\n\n")
     assert.is_nil(ok)
-    assert.are.equal("closed", err.category)
+    assert.are.equal("canceled", err.category)
   end)
 
   it("is cut when its client stops reading and the buffer passes its cap", function()
