@@ -1,7 +1,7 @@
 /* httpd.c: libmicrohttpd in external-epoll mode on the libuv loop. MHD owns the sockets and
  * HTTP parsing; this file owns the loop integration (one uv_poll on MHD's epoll fd, one
  * uv_timer from MHD_get_timeout and the read deadlines), the body buffer with its limit, the
- * read deadlines of each connection, and the answer helpers. */
+ * read deadlines of each connection, and the answer helpers (a buffer, a file, a stream). */
 #include "httpd.h"
 #include "bytebuf.h"
 #include "log.h"
@@ -34,6 +34,18 @@ struct httpd {
     int port;
     struct httpd_config cfg;
     httpd_conn *conns;           /* every open connection, for the deadline sweep */
+    httpd_stream *streams;       /* every stream answering a connection: resumed before MHD stops */
+    int wake;                    /* a stream was written during MHD_run: run MHD again at once */
+};
+
+struct httpd_stream {
+    httpd_stream *prev, *next;   /* in server->streams while answering */
+    httpd *server;               /* NULL until it answers, and again once MHD is done with it */
+    struct MHD_Connection *conn;
+    bytebuf buf;                 /* written, not yet sent: from off to buf.len */
+    size_t off, cap;
+    int refs;                    /* the owner's, and the answer's while MHD holds it */
+    int ended, gone, overflow, suspended;
 };
 
 struct httpd_req {
@@ -51,6 +63,13 @@ static void httpd_pump(httpd *h);
 /* MHD closes its connections (on_completed frees their requests) and its epoll fd, which the
  * poll must no longer be watching. */
 static void stop_mhd(httpd *h) {
+    /* MHD must not be stopped with a connection suspended: each stream ends and is resumed, and
+     * MHD_stop_daemon then closes its connection (and drops it from the list) */
+    for (httpd_stream *st = h->streams; st; st = st->next) {
+        st->ended = 1;
+        if (st->suspended) MHD_resume_connection(st->conn);
+        st->suspended = 0;
+    }
     if (h->mhd) MHD_stop_daemon(h->mhd);
     h->mhd = NULL;
 }
@@ -100,6 +119,7 @@ static uint64_t sweep_deadlines(httpd *h) {
 static void httpd_pump(httpd *h) {
     MHD_UNSIGNED_LONG_LONG ms = 0;
     sweep_deadlines(h);
+    h->wake = 0;
     h->in_run = 1;
     MHD_run(h->mhd);
     h->in_run = 0;
@@ -109,6 +129,7 @@ static void httpd_pump(httpd *h) {
     }
     uint64_t wait = sweep_deadlines(h);
     if (MHD_get_timeout(h->mhd, &ms) == MHD_YES && ms < wait) wait = ms;
+    if (h->wake) wait = 0;       /* a connection resumed after MHD looked at them */
     if (wait != UINT64_MAX) uv_timer_start(&h->timer, on_timer, wait, 0);
     else uv_timer_stop(&h->timer);
 }
@@ -307,6 +328,116 @@ int httpd_respond_fd(httpd_req *r, int status, const char *const *headers, int f
     return queue(r, status, headers, resp);
 }
 
+/* ---- streams -------------------------------------------------------------------------- */
+
+httpd_stream *httpd_stream_new(size_t cap) {
+    httpd_stream *st = calloc(1, sizeof *st);
+    if (!st) return NULL;
+    st->cap = cap;
+    st->refs = 1;
+    return st;
+}
+
+static void stream_unref(httpd_stream *st) {
+    if (--st->refs > 0) return;
+    bytebuf_free(&st->buf);
+    free(st);
+}
+
+/* Something to send (or the end): a suspended connection is resumed, and MHD run soon, from
+ * the timer outside MHD_run or right after it inside (MHD_resume_connection's doc: run MHD
+ * after it in external polling, or the connection may wait for other network activity). */
+static void stream_wake(httpd_stream *st) {
+    if (st->suspended) {
+        MHD_resume_connection(st->conn);
+        st->suspended = 0;
+    }
+    httpd *h = st->server;
+    if (!h || h->closed) return;
+    h->wake = 1;
+    if (!h->in_run) uv_timer_start(&h->timer, on_timer, 0, 0);
+}
+
+int httpd_stream_is_open(const httpd_stream *st) { return !st->ended && !st->gone && !st->overflow; }
+
+int httpd_stream_write(httpd_stream *st, const char *p, size_t n) {
+    if (!httpd_stream_is_open(st)) return -1;
+    if (st->off) {                       /* what was sent goes; the rest moves to the front */
+        memmove(st->buf.p, st->buf.p + st->off, st->buf.len - st->off);
+        st->buf.len -= st->off;
+        st->off = 0;
+    }
+    if (bytebuf_append(&st->buf, p, n, st->cap) < 0) {
+        st->overflow = 1;                /* the client stopped reading: cut it (the reader) */
+        stream_wake(st);
+        return -1;
+    }
+    stream_wake(st);
+    return 0;
+}
+
+void httpd_stream_end(httpd_stream *st) {
+    if (st->ended) return;
+    st->ended = 1;
+    stream_wake(st);
+}
+
+void httpd_stream_release(httpd_stream *st) {
+    if (!st) return;
+    httpd_stream_end(st);
+    stream_unref(st);
+}
+
+/* MHD asks for more body: what is buffered, the end, or nothing yet, and then the connection
+ * is suspended until a write, so MHD neither spins on it nor times it out meanwhile. */
+static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max) {
+    httpd_stream *st = cls;
+    (void)pos;
+    if (st->overflow) return MHD_CONTENT_READER_END_WITH_ERROR;
+    size_t avail = st->buf.len - st->off;
+    if (avail) {
+        size_t n = avail < max ? avail : max;
+        memcpy(out, st->buf.p + st->off, n);
+        st->off += n;
+        if (st->off == st->buf.len) st->off = st->buf.len = 0;
+        return (ssize_t)n;
+    }
+    if (st->ended) return MHD_CONTENT_READER_END_OF_STREAM;
+    MHD_suspend_connection(st->conn);
+    st->suspended = 1;
+    return 0;
+}
+
+/* MHD is done with the answer (the client went, the body ended, or the server stopped). */
+static void stream_done(void *cls) {
+    httpd_stream *st = cls;
+    httpd *h = st->server;
+    if (h) {
+        if (st->prev) st->prev->next = st->next;
+        else h->streams = st->next;
+        if (st->next) st->next->prev = st->prev;
+    }
+    st->prev = st->next = NULL;
+    st->server = NULL;
+    st->conn = NULL;
+    st->gone = 1;
+    st->suspended = 0;
+    stream_unref(st);
+}
+
+int httpd_respond_stream(httpd_req *r, int status, const char *const *headers, httpd_stream *st) {
+    if (r->answered || st->server || st->gone) return -1;
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, st, stream_done);
+    if (!resp) return -1;
+    st->refs++;                          /* the answer's, dropped by stream_done */
+    st->server = r->server;
+    st->conn = r->conn;
+    st->next = r->server->streams;
+    if (st->next) st->next->prev = st;
+    r->server->streams = st;
+    return queue(r, status, headers, resp);   /* refused: MHD_destroy_response calls stream_done */
+}
+
 /* ---- the server ----------------------------------------------------------------------- */
 
 /* HOST:PORT with HOST an IPv4 or IPv6 address ([::1]) or "localhost" (127.0.0.1: no resolver
@@ -357,7 +488,9 @@ int httpd_start(uv_loop_t *loop, const struct httpd_config *cfg, httpd **out, ch
     httpd *h = calloc(1, sizeof *h);
     if (!h) return -1;
     h->cfg = *cfg;
-    unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
+    /* suspend/resume for streams; it brings MHD's inter-thread channel, one more descriptor in
+     * its epoll set that a resume makes readable */
+    unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME |
                      (ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0);
     h->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_access, h,
                               MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,

@@ -48,4 +48,19 @@ int httpd_respond(httpd_req *r, int status, const char *const *headers, const ch
 int httpd_respond_fd(httpd_req *r, int status, const char *const *headers, int fd, uint64_t off,
                      uint64_t len);
 
+/* A body written over time (Server-Sent Events): what the owner writes is sent as it comes,
+ * chunked, until the owner ends it or the client goes. While nothing is buffered the
+ * connection is suspended (no busy loop, no idle timeout); a write resumes it. The owner's
+ * reference comes from httpd_stream_new and goes with httpd_stream_release; an answer holds
+ * another until libmicrohttpd is done with the connection. */
+typedef struct httpd_stream httpd_stream;
+httpd_stream *httpd_stream_new(size_t cap);   /* CAP: bytes buffered at most for a slow client */
+/* 0, or -1 (nothing kept) once the stream is over: ended, its client gone, or CAP passed (the
+ * connection is then cut, so a client that stopped reading costs no more memory). */
+int httpd_stream_write(httpd_stream *s, const char *p, size_t n);
+void httpd_stream_end(httpd_stream *s);       /* the body ends after what was written */
+int httpd_stream_is_open(const httpd_stream *s);
+void httpd_stream_release(httpd_stream *s);   /* the owner's reference; ends an open stream */
+int httpd_respond_stream(httpd_req *r, int status, const char *const *headers, httpd_stream *s);
+
 #endif

@@ -1,9 +1,10 @@
-/* l_httpd.c: `assetd.http_listen{listen=, handler=}`, `assetd.file_info(root, rel)` and
- * `assetd.probe_write(dir)`. The handler is a Lua function called with a request table
- * {method, path, query, headers, body, remote, local_addr, local_port}
- * that returns a response table {status, headers, body} or {status, headers, root, file,
- * offset, length} (FILE relative to ROOT, opened without following symlinks, streamed); it
- * runs on the loop and must not wait. A raised error becomes a bare 500. The server returned
+/* l_httpd.c: `assetd.http_listen{listen=, handler=}`, `assetd.http_stream(cap)`,
+ * `assetd.file_info(root, rel)` and `assetd.probe_write(dir)`. The handler is a Lua function
+ * called with a request table {method, path, query, headers, body, remote, local_addr,
+ * local_port} that returns a response table {status, headers, body}, {status, headers, root,
+ * file, offset, length} (FILE relative to ROOT, opened without following symlinks, streamed)
+ * or {status, headers, stream} (a body written later through the stream object, for
+ * Server-Sent Events); it runs on the loop and must not wait. A raised error becomes a bare 500. The server returned
  * is closed by :close(), a <close> variable, the collector or the daemon's stop, whichever
  * comes first. */
 #include "httpd.h"
@@ -24,6 +25,7 @@
 #include <unistd.h>
 
 #define SERVER_MT "assetd.httpserver"
+#define STREAM_MT "assetd.httpstream"
 #define MAX_HEADERS 32
 
 typedef struct lserver {
@@ -163,6 +165,13 @@ static int answer(lua_State *L) {
     lua_Integer code = l_optintfield(L, resp, "status", 200);
     int status = code >= 100 && code <= 999 ? (int)code : 0;     /* 0: answered 500 below */
     collect_headers(L, resp, hdrs);
+    if (lua_getfield(L, resp, "stream") != LUA_TNIL) {
+        httpd_stream **st = luaL_testudata(L, -1, STREAM_MT);
+        if (!st || !*st || httpd_respond_stream(r, status, hdrs, *st) != 0)
+            httpd_respond(r, 500, fallback, internal, sizeof internal - 1);
+        return 0;
+    }
+    lua_pop(L, 1);
     if (lua_getfield(L, resp, "file") == LUA_TSTRING) {
         static const char gone[] = "{\"error\":{\"code\":\"not_found\",\"message\":\"no such file\"}}";
         if (answer_file(L, r, resp, status, hdrs) != 0) httpd_respond(r, 404, fallback, gone, sizeof gone - 1);
@@ -268,6 +277,57 @@ static int l_http_listen(lua_State *L) {
     return 1;
 }
 
+/* ---- streams: a body written after the answer began ------------------------------------ */
+
+static httpd_stream *check_stream(lua_State *L) {
+    httpd_stream **st = luaL_checkudata(L, 1, STREAM_MT);
+    if (!*st) luaL_argerror(L, 1, "stream is released");
+    return *st;
+}
+
+/* http_stream([cap]) -> a stream to answer with ({stream = s}); CAP (default 1 MiB) bounds
+ * what a client that stops reading may leave buffered. */
+static int l_http_stream(lua_State *L) {
+    lua_Integer cap = luaL_optinteger(L, 1, 1 << 20);
+    luaL_argcheck(L, cap >= 1 && cap <= (lua_Integer)1 << 30, 1, "cap must be 1..2^30 bytes");
+    httpd_stream **st = lua_newuserdatauv(L, sizeof *st, 0);
+    *st = NULL;
+    luaL_setmetatable(L, STREAM_MT);
+    *st = httpd_stream_new((size_t)cap);
+    if (!*st) return luaL_error(L, "http_stream: out of memory");
+    return 1;
+}
+
+/* s:write(text) -> true, or nil, err once the stream is over (its client gone, ended, or too
+ * far behind): the caller forgets it then. */
+static int stream_write(lua_State *L) {
+    httpd_stream *st = check_stream(L);
+    size_t n;
+    const char *p = luaL_checklstring(L, 2, &n);
+    if (httpd_stream_write(st, p, n) != 0) return rt_fail(L, "canceled", "the stream is closed: its client went, it ended, or it fell too far behind");
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int stream_is_open(lua_State *L) {
+    lua_pushboolean(L, httpd_stream_is_open(check_stream(L)));
+    return 1;
+}
+
+static int stream_close(lua_State *L) {
+    httpd_stream **st = luaL_checkudata(L, 1, STREAM_MT);
+    if (*st) httpd_stream_end(*st);
+    return 0;
+}
+
+/* the owner's reference goes; an answer still sending keeps the memory until it is done */
+static int stream_gc(lua_State *L) {
+    httpd_stream **st = luaL_checkudata(L, 1, STREAM_MT);
+    httpd_stream_release(*st);
+    *st = NULL;
+    return 0;
+}
+
 /* file_info(root, rel) -> {size=, mtime=, inode=} for a regular file beneath ROOT reached
  * without following a symlink. */
 static int l_file_info(lua_State *L) {
@@ -320,8 +380,12 @@ static int l_probe_write(lua_State *L) {
 void l_httpd_open(lua_State *L) {
     static const luaL_Reg methods[] = {{"close", server_close}, {"port", server_port}, {NULL, NULL}};
     static const luaL_Reg meta[] = {{"__gc", server_close}, {"__close", server_close}, {NULL, NULL}};
-    static const luaL_Reg fns[] = {{"http_listen", l_http_listen}, {"file_info", l_file_info},
+    static const luaL_Reg fns[] = {{"http_listen", l_http_listen}, {"http_stream", l_http_stream}, {"file_info", l_file_info},
                                      {"probe_write", l_probe_write}, {NULL, NULL}};
+    static const luaL_Reg smethods[] = {{"write", stream_write}, {"close", stream_close},
+                                        {"is_open", stream_is_open}, {NULL, NULL}};
+    static const luaL_Reg smeta[] = {{"__gc", stream_gc}, {"__close", stream_close}, {NULL, NULL}};
     l_newclass(L, SERVER_MT, methods, meta);
+    l_newclass(L, STREAM_MT, smethods, smeta);
     luaL_setfuncs(L, fns, 0);
 }

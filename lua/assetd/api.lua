@@ -7,6 +7,7 @@ local timefmt = require "assetd.timefmt"
 local urls = require "assetd.providers.urls"
 local webhooks = require "assetd.webhooks"
 local states = require "assetd.states"
+local live = require "assetd.live"
 
 local M = {}
 local Api = {}
@@ -22,6 +23,8 @@ local function array(t) return next(t) == nil and EMPTY or t end
 local function encode(value)
   return (cjson.encode(value):gsub('"\\u0001assetd%-empty%-array\\u0001"', "[]"))
 end
+
+Api.encode = function(_, value) return encode(value) end
 
 local function json(status, value, headers)
   local h = {["Content-Type"] = "application/json", ["Cache-Control"] = "no-store"}
@@ -81,6 +84,7 @@ function Api:job_json(job)
                            attempts = a.version == job.version and (attempts[a.type] or 1) or cjson.null}
   end
   local progress = self.runner:live_bytes(job.id)
+  if progress then progress.bytesPerSecond = self.live:rate(job.id) end      -- known while /api/events is open
   return {
     id = job.id, notionPageId = job.notionPageId, soraVideoId = job.soraVideoId, batchId = job.batchId,
     provider = job.provider, status = job.status, completedAt = opt(timefmt.iso(job.completedAt)),
@@ -164,7 +168,17 @@ function Api:status_get()
       stalled = c.stalled or cjson.null,
       projectedFinish = c.at_risk and (c.at_risk == math.huge and "never" or timefmt.iso(c.at_risk)) or cjson.null}
   end
+  -- the next hour of deadlines in 5-minute buckets, so a crowded window shows before it bites
+  local ahead, counts = assert(self.runner:expiring(now, 1000, 3600)), {}
+  for i = 1, 12 do counts[i] = 0 end
+  for _, j in ipairs(ahead) do
+    local i = math.floor((j.expiresAt - now) / 300) + 1
+    if i >= 1 and i <= 12 then counts[i] = counts[i] + 1 end
+  end
+  local t = assetd.fetch_limits()
   return json(200, {
+    deadlines = {bucketSeconds = 300, counts = counts, truncated = #ahead == 1000},
+    transfers = {running = t.active, queued = t.queued},
     summary = summary, states = states.names, liveStates = states.live_names,
     warnBefore = self.runner.alerts.warn_before,
     pending = s.pending, expiring = s.approachingExpiration,
@@ -172,6 +186,7 @@ function Api:status_get()
   })
 end
 
+-- The job a body {notionPageId, soraVideoId?} names and the body; or nil and an error answer.
 function Api:find_page(req)
   local body, e = body_object(req)
   if not body then return nil, e end
@@ -184,13 +199,30 @@ function Api:find_page(req)
   end
   local job, e4 = self.jobs:get(body.notionPageId, body.soraVideoId)
   if not job then return nil, fault(e4) or err(404, "not_found", "no download for notionPageId " .. body.notionPageId) end
-  return job
+  return job, body
+end
+
+-- The job's history for a person: oldest first, the newest M.MAX_EVENTS at most.
+M.MAX_EVENTS = 500
+function Api:events_json(job)
+  local list = assert(self.jobs:events(job))
+  local out, first = {}, math.max(1, #list - M.MAX_EVENTS + 1)
+  for i = first, #list do
+    local e = list[i]
+    out[#out + 1] = {at = timefmt.iso(e.t), kind = e.kind, detail = e.detail or cjson.null}
+  end
+  return array(out), first - 1
 end
 
 function Api:status_post(req)
-  local job, e = self:find_page(req)
-  if not job then return e end
-  return json(200, self:job_json(job))
+  local job, body = self:find_page(req)
+  if not job then return body end
+  local out = self:job_json(job)
+  -- {"events": true} (an addition): the job's history too, for the dashboard's job view
+  if body.events == true then
+    out.events, out.eventsOmitted = self:events_json(job)
+  end
+  return json(200, out)
 end
 
 function Api:retry(req)
@@ -220,6 +252,20 @@ function Api:redownload(req)
   return err(409, "not_completed", "the download is " .. job.status .. "; only a completed download can be downloaded again")
 end
 
+-- Stop an unfinished download by hand (an addition): it becomes failed "canceled by operator"
+-- and can be retried. 200 with the job, 404 unknown, 409 when it is not unfinished.
+function Api:cancel(req)
+  local job, e = self:find_page(req)
+  if not job then return e end
+  if not states.live[job.status] then
+    return err(409, "not_unfinished", "the download is " .. job.status .. "; only an unfinished download (" ..
+               table.concat(states.live_names, ", ") .. ") can be canceled")
+  end
+  local canceled, why = self.runner:cancel_job(job.id)
+  if not canceled then return fault(why) or err(409, "not_unfinished", tostring(why)) end
+  return json(200, self:job_json(canceled))
+end
+
 function Api:enqueue(req)
   local body, e = body_object(req)
   if not body then return e end
@@ -244,6 +290,61 @@ function Api:enqueue(req)
   return json(202, self:job_json(job), created and {} or {["X-Assetd-Existing"] = "true"})
 end
 
+-- Ids are compared as people type them: any case, Notion's dashes or none.
+local function bare(id) return (id:lower():gsub("-", "")) end
+
+-- The list's filters the store has no index for (additions): provider, q (a part of the Notion
+-- page or video id) and atRisk (unfinished, and flagged by the watch or due within
+-- alerts.warn_before, or past its deadline). A test of a job, or nil when none is asked; or
+-- nil and an error answer.
+function Api:list_filter(q)
+  local tests = {}
+  if q.provider then
+    if not self.runner:has_provider(q.provider) then return nil, bad("provider", "must be one of the configured providers") end
+    tests[#tests + 1] = function(j) return j.provider == q.provider end
+  end
+  if q.q then
+    if #q.q > 128 or not q.q:match(ID) then return nil, bad("q", "must be a part of an id: ^[A-Za-z0-9_-]{1,128}$") end
+    local needle = bare(q.q)
+    tests[#tests + 1] = function(j)
+      return bare(j.notionPageId):find(needle, 1, true) ~= nil or bare(j.soraVideoId):find(needle, 1, true) ~= nil
+    end
+  end
+  if q.atRisk then
+    if q.atRisk ~= "1" and q.atRisk ~= "true" then return nil, bad("atRisk", "must be 1 or true") end
+    local now, window = assetd.now(), self.runner.alerts.warn_before
+    tests[#tests + 1] = function(j)
+      if not states.live[j.status] then return false end
+      local c = self.runner.flagged[j.id]
+      return (c and (c.stalled or c.at_risk)) ~= nil or (j.expiresAt ~= nil and j.expiresAt - now < window)
+    end
+  end
+  if #tests == 0 then return nil end
+  return function(j)
+    for _, t in ipairs(tests) do if not t(j) then return false end end
+    return true
+  end
+end
+
+-- A page of the jobs QUERY lists that pass MATCH, found by scanning the store's pages in
+-- order. A request scans M.SCAN jobs at most, so a page may hold fewer than the limit with a
+-- cursor to go on from; the cursor is always the last job looked at (keyset, as the store's).
+M.SCAN = 5000
+function Api:scan(query, match)
+  local out, scanned, cursor = {}, 0, query.cursor
+  local q = {status = query.status, batchId = query.batchId, newest_first = query.newest_first, limit = 500}
+  while true do
+    q.cursor = cursor
+    local page, more = assert(self.jobs:list(q))
+    for _, j in ipairs(page) do
+      scanned, cursor = scanned + 1, j.id
+      if match(j) then out[#out + 1] = j end
+      if #out == query.limit or scanned >= M.SCAN then return out, cursor end
+    end
+    if not more then return out, nil end
+  end
+end
+
 function Api:list(req)
   local q = req.query
   local limit = tonumber(q.limit or "50")
@@ -263,8 +364,11 @@ function Api:list(req)
   if q.order and q.order ~= "asc" and q.order ~= "desc" then
     return err(400, "validation_error", "order: must be asc or desc")
   end
-  local page, next_cursor = assert(self.jobs:list{status = st, batchId = q.batchId, limit = limit, cursor = cursor,
-                                                  newest_first = q.order == "desc"})
+  local match, e = self:list_filter(q)
+  if e then return e end
+  local query = {status = st, batchId = q.batchId, limit = limit, cursor = cursor, newest_first = q.order == "desc"}
+  local page, next_cursor
+  if match then page, next_cursor = self:scan(query, match) else page, next_cursor = assert(self.jobs:list(query)) end
   local out = {}
   for i, j in ipairs(page) do out[i] = self:job_json(j) end
   return json(200, {jobs = array(out), nextCursor = next_cursor and tostring(next_cursor) or cjson.null})
@@ -355,6 +459,8 @@ M.routes = {
   ["/api/downloads/status"] = {GET = Api.status_get, POST = Api.status_post},
   ["/api/downloads/retry"] = {POST = Api.retry},
   ["/api/downloads/redownload"] = {POST = Api.redownload},
+  ["/api/downloads/cancel"] = {POST = Api.cancel},
+  ["/api/events"] = {GET = function(self) return self.live:open() end},
   -- signed: its signature authenticates it, from any origin and under any Host (a proxy's)
   ["/webhooks/openai"] = {POST = Api.webhook, public = true, signed = true},
 }
@@ -443,6 +549,7 @@ function M.new(opts)
     verifier = webhooks.new{secret = opts.webhook_secret, ids = opts.runner.jobs},
   }, Api)
   self.files = require("assetd.files").new{root = opts.root, public_base_url = self.public_base_url}
+  self.live = live.new(self)
   local f = assert(io.open(assetd.luadir .. "/assetd/dashboard.html"))
   self.dashboard_html = f:read("a")
   f:close()

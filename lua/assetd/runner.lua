@@ -10,6 +10,7 @@ local cjson = require "cjson"
 local hooks = require "assetd.hooks"
 local watch = require "assetd.watch"
 local patience = require "assetd.patience"
+local events = require "assetd.events"            -- job changes published (GET /api/events)
 local deadlines = require "assetd.deadlines"
 local polling = require "assetd.polling"
 local download = require "assetd.download"
@@ -36,7 +37,7 @@ end
 --   direct_io = write whole blocks past the page cache (default true)}
 function M.new(cfg)
   local self = setmetatable({
-    jobs = patience.store(assert(cfg.jobs)), versions = assert(cfg.versions), providers = assert(cfg.providers),
+    jobs = events.store(patience.store(assert(cfg.jobs))), versions = assert(cfg.versions), providers = assert(cfg.providers),
     notion = cfg.notion, properties = cfg.properties, on_error = cfg.on_error,
     alerts = cfg.alerts or {}, retry = cfg.retry, poll = cfg.poll or defaults.pipeline.sora.poll,
     metrics = cfg.metrics or require("assetd.metrics").standard(),

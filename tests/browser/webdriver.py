@@ -194,6 +194,36 @@ class Browser:
                  "parameters": {"pointerType": "mouse"},
                  "actions": [{"type": "pointerMove", "duration": 0, "origin": origin, "x": x, "y": y}]}]})
 
+    def press(self, *keys):
+        """Real key presses (WebDriver key values: "\ue007" Enter, "\ue00c" Escape, "\ue004" Tab)
+        sent to whatever has the focus."""
+        actions = []
+        for k in keys:
+            actions += [{"type": "keyDown", "value": k}, {"type": "keyUp", "value": k}]
+        self.cmd("POST", "/actions", {"actions": [{"type": "key", "id": "keyboard", "actions": actions}]})
+
+    def type_into(self, css, text):
+        """Focus the element and type TEXT into it, as a person would (input events included)."""
+        self.cmd("POST", f"/element/{self.find(css)}/value", {"text": text})
+
+    def viewport(self, width, height):
+        """The page's viewport in CSS pixels, below the window's minimum width (a phone's 360 px),
+        through Chromium's DevTools device metrics (chromedriver's goog/cdp/execute)."""
+        self.cmd("POST", "/goog/cdp/execute", {"cmd": "Emulation.setDeviceMetricsOverride",
+                 "params": {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}})
+
+    def full_screenshot(self, path, width):
+        """The whole page, not only what the viewport shows: the viewport made as tall as the
+        document for the shot, then put back."""
+        height = self.run("return innerHeight")
+        full = self.run("return document.documentElement.scrollHeight")
+        self.viewport(width, full)
+        try:
+            time.sleep(0.2)                  # a layout and a paint at the new size
+            return self.screenshot(path)
+        finally:
+            self.viewport(width, height)
+
     def screenshot(self, path):
         png = base64.b64decode(self.cmd("GET", "/screenshot"))
         with open(path, "wb") as f:

@@ -49,6 +49,90 @@ describe("http_listen", function()
   end)
 end)
 
+-- A streamed answer (Server-Sent Events): what is written arrives as it is written, a quiet
+-- stream is suspended (no busy loop, not cut by the idle timeout), a client that left or
+-- stopped reading is seen as closed at the next write, and the stream ends when told.
+describe("a stream", function()
+  local server, streams, dir
+  before_each(function()
+    streams, dir = {}, sim.tmpdir()
+    server = assert(assetd.http_listen{listen = "127.0.0.1:0", timeout = 1, handler = function(req)
+      if req.path ~= "/events" then return {status = 200, body = "plain"} end
+      local s = assetd.http_stream(tonumber(req.query.cap) or 4096)
+      assert(s:write("retry: 1000\n\n"))           -- written before the answer: sent first
+      streams[#streams + 1] = s
+      return {status = 200, headers = {["Content-Type"] = "text/event-stream"}, stream = s}
+    end})
+  end)
+  after_each(function()
+    server:close()
+    os.execute("rm -rf " .. dir)
+  end)
+
+  local function wait(fn, secs) return sim.eventually(fn, secs or 5) end
+
+  -- CPU ticks this process (the test's own assetd, which serves) has used
+  local function cpu() return tonumber((sim.run("awk '{print $14 + $15}' /proc/$PPID/stat"))) end
+
+  -- curl -N in the background; OUT is its output file, PID its process
+  local function listen(name, extra)
+    local out = dir .. "/" .. name
+    local pid = sim.run(string.format("curl -sN %s http://127.0.0.1:%d/events%s > %s 2>&1 & echo $!",
+      extra or "", server:port(), name == "slow" and "?cap=65536" or "", out)):match("%d+")
+    wait(function() return #streams >= 1 end)
+    return out, pid
+  end
+
+  it("sends each write as it comes, and stays open while quiet past the idle timeout", function()
+    local out, pid = listen("a")
+    for i = 1, 3 do
+      assert(streams[1]:write("data: " .. i .. "\n\n"))
+      wait(function() return (sim.read(out) or ""):find("data: " .. i, 1, true) end)
+    end
+    -- quiet for twice the idle timeout (1 s): suspended, so neither cut nor spinning
+    local cpu0 = cpu()
+    assetd.sleep(2.2)
+    assert.is_true(cpu() - cpu0 < 60, "busy while quiet: " .. (cpu() - cpu0) .. " ticks in 2.2 s")
+    assert.is_true(streams[1]:is_open())
+    assert(streams[1]:write("data: late\n\n"))
+    wait(function() return (sim.read(out) or ""):find("data: late", 1, true) end)
+    assert.are.equal("retry: 1000\n\ndata: 1\n\ndata: 2\n\ndata: 3\n\ndata: late\n\n", sim.read(out))
+    streams[1]:close()                               -- the body ends: curl exits by itself
+    wait(function() return not os.execute("kill -0 " .. pid .. " 2>/dev/null") end)
+    assert.is_false(streams[1]:is_open())
+    assert.is_nil((streams[1]:write("more")))
+  end)
+
+  it("is closed at the next writes once its client has gone", function()
+    local _, pid = listen("b")
+    os.execute("kill " .. pid)
+    wait(function()
+      streams[1]:write("data: ping\n\n")              -- resumes it; MHD then meets the closed socket
+      assetd.sleep(0.05)
+      return not streams[1]:is_open()
+    end)
+    local ok, err = streams[1]:write("data: x\n\n")
+    assert.is_nil(ok)
+    assert.are.equal("canceled", err.category)
+  end)
+
+  it("is cut when its client stops reading and the buffer passes its cap", function()
+    local _, pid = listen("slow")
+    os.execute("kill -STOP " .. pid)
+    -- the socket buffers take a few MB first; then what is written stays in the stream's
+    local chunk = string.rep("x", 32767) .. "\n"
+    local t0 = assetd.monotonic()
+    while streams[1]:write(chunk) and assetd.monotonic() - t0 < 30 do assetd.sleep(0.002) end
+    assert.is_false(streams[1]:is_open())
+    os.execute("kill -CONT " .. pid .. "; kill " .. pid)
+  end)
+
+  it("leaves plain answers and their deadlines alone", function()
+    local res = assert(assetd.fetch{url = "http://127.0.0.1:" .. server:port() .. "/", timeout = 5})
+    assert.are.equal("plain", res.body)
+  end)
+end)
+
 describe("file_info", function()
   it("refuses a FIFO planted under the root without blocking", function()
     local dir = sim.tmpdir()
@@ -133,6 +217,18 @@ describe("a server", function()
     clean([[
       HANDLER = function() assetd.stop() return {status = 200, body = "bye"} end
       assetd.spawn(get)
+    ]])
+  end)
+
+  it("stops with a quiet stream open (its suspended connection resumed and closed)", function()
+    clean([[
+      HANDLER = function() S = assetd.http_stream() S:write("data: 1\n\n") return {status = 200, stream = S} end
+      os.execute("curl -sN http://127.0.0.1:" .. server:port() .. "/ >/dev/null 2>&1 &")
+      assetd.spawn(function()
+        while not S do assetd.sleep(0.02) end
+        assetd.sleep(0.3)
+        assetd.stop()
+      end)
     ]])
   end)
 
