@@ -22,7 +22,8 @@ return {
   limits = {max_active = 8, max_bytes_per_sec = 8 * 1024 * 1024},
   alerts = {completed = function() end},      -- the progress display says it instead of the log
   jobs = jobs,
-  on_start = function(runner)
+  on_start = function(runner, info)
+    if info.url then print("dashboard: " .. info.url) end
     require("assetd.progress").start(runner, {stop_when_done = true})
   end,
 }

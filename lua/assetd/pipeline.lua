@@ -188,7 +188,7 @@ function M.serve(c, runner, metrics)
     assetd.log.warn("THE HTTP API IS OPEN TO THE NETWORK WITHOUT A TOKEN: set ASSETD_API_TOKEN",
                     {addr = addr})
   end
-  return server, api
+  return server, api, "http://" .. addr .. "/"
 end
 
 -- The runner's hooks from a validated pipeline, defaults filled in (start and reload).
@@ -252,12 +252,13 @@ function M.start(c)
     retry = c.sora.retry, poll = M.poll(c.sora.poll), metrics = metrics, max_jobs = c.limits.max_jobs,
     direct_io = c.storage.direct_io,
   }
-  local server, api
-  if c.http.enabled ~= false then server, api = M.serve(c, r, metrics) end
+  local server, api, url
+  if c.http.enabled ~= false then server, api, url = M.serve(c, r, metrics) end
   r:start()
   for _, j in ipairs(c.jobs or {}) do assert(r:enqueue(j)) end
   if c.on_start then
-    local ok, err = hooks.call(c.on_start, r)
+    -- INFO.url: the API's and the dashboard's address (the port chosen, for --listen HOST:0)
+    local ok, err = hooks.call(c.on_start, r, {url = url})
     if not ok then error("on_start: " .. tostring(err), 0) end
   end
   return r, server, api

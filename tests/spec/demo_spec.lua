@@ -8,6 +8,7 @@ describe("the demo", function()
     p:close()
     assert.matches("rc=0%s*$", out)
     assert.matches("demo: 3 videos in the batch", out)
+    assert.matches("dashboard: http://127%.0%.0%.1:%d+/", out)
     assert.matches("stored 9 files %([%d.]+ MiB%) for 3 videos; 3 Notion pages updated; 0 failed, 0 expired", out)
     assert.matches("Notion pages in the simulator updated by assetd: 3", out)
     for i = 1, 3 do
