@@ -5,18 +5,23 @@ DESTDIR    ?=
 PKG_CONFIG ?= pkg-config
 CC         ?= cc
 PKGS       := lua5.4 lua5.4-cjson libuv libcurl openssl sqlite3 libmicrohttpd libedit
+# sd_notify for systemd's Type=notify when Debian's libsystemd-dev is there (else a no-op)
+ifeq ($(shell $(PKG_CONFIG) --exists libsystemd && echo yes),yes)
+PKGS       += libsystemd
+SYSTEMD    := -DASSETD_SYSTEMD
+endif
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wpointer-arith -Wformat=2 -Wundef -Wno-unused-parameter
 OPT     ?= -O2 -g
 CFLAGS  ?=
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -MMD -MP \
-           -DASSETD_VERSION='"$(VERSION)"' -DASSETD_LUADIR='"$(PREFIX)/share/assetd/lua"' \
+           -DASSETD_VERSION='"$(VERSION)"' -DASSETD_LUADIR='"$(PREFIX)/share/assetd/lua"' $(SYSTEMD) \
            $(shell $(PKG_CONFIG) --cflags $(PKGS))
 LDLIBS  += $(shell $(PKG_CONFIG) --libs $(PKGS)) -lm
 BUILD   ?= build
 
-CORE    := runtime log clock partfile curluv admit fetch fetch_easy fetch_body fetch_result ratecap formats store jobdb httphdr deadline path httpd lineio repl attach bytebuf digest sha256 datadir
+CORE    := runtime log clock partfile curluv admit fetch fetch_easy fetch_body fetch_result ratecap formats store jobdb httphdr deadline path httpd lineio repl attach bytebuf digest sha256 datadir sdnotify
 BINDS   := lbind l_assetd l_timer l_task l_log l_fetch l_jobdb l_store l_httpd l_crypto l_repl l_deadline
 OBJS    := $(patsubst %,$(BUILD)/%.o,$(CORE) $(BINDS) main)
 UNITS   := httphdr deadline path store jobdb bytebuf partfile admit
@@ -26,7 +31,7 @@ Q = @
 QCC = @echo "  CC    $<";
 endif
 
-.PHONY: all test unit lint spec sanitize install clean run bench fuzz fuzz-build
+.PHONY: all test unit lint spec sanitize install uninstall clean run bench fuzz fuzz-build
 all: assetd
 
 assetd: $(OBJS)
@@ -65,10 +70,27 @@ sanitize:
 assetd-asan: $(OBJS) unit
 	$(Q)$(CC) $(CFLAGS) -o $@ $(OBJS) $(LDFLAGS) $(LDLIBS)
 
+# The binary, its Lua modules (found relative to the binary, so a DESTDIR tree runs as it is),
+# the man page, the systemd unit (its ExecStart naming this PREFIX) and the examples.
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+DOCDIR  ?= $(PREFIX)/share/doc/assetd
 install: assetd
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/assetd/lua
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/assetd/lua $(DESTDIR)$(PREFIX)/share/man/man1 \
+	    $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)/examples
 	install -m 0755 assetd $(DESTDIR)$(PREFIX)/bin/assetd
 	cd lua && find . \( -name '*.lua' -o -name '*.html' \) -exec install -D -m 0644 {} $(DESTDIR)$(PREFIX)/share/assetd/lua/{} \;
+	install -m 0644 docs/assetd.1 $(DESTDIR)$(PREFIX)/share/man/man1/assetd.1
+	sed 's|/usr/local/bin/assetd|$(PREFIX)/bin/assetd|' contrib/assetd.service > $(DESTDIR)$(UNITDIR)/assetd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/assetd.service
+	install -m 0644 examples/*.lua $(DESTDIR)$(DOCDIR)/examples/
+
+# Everything install put there, and the directories it made that are left empty.
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/assetd $(DESTDIR)$(PREFIX)/share/man/man1/assetd.1 \
+	    $(DESTDIR)$(UNITDIR)/assetd.service
+	rm -rf $(DESTDIR)$(PREFIX)/share/assetd $(DESTDIR)$(DOCDIR)
+	for d in $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(UNITDIR) \
+	    $(DESTDIR)$(dir $(DOCDIR)); do rmdir -p $$d 2>/dev/null || true; done
 
 run: assetd
 	@scripts/run-demo

@@ -3,6 +3,7 @@
  * version, the Lua directory), error values and the data directory's lock. */
 #include "datadir.h"
 #include "lbind.h"
+#include "sdnotify.h"
 #include "lmodules.h"
 #include "runtime.h"
 
@@ -13,6 +14,14 @@ static int l_lock_data(lua_State *L) {
     char err[512];
     if (datadir_lock(luaL_checkstring(L, 1), err, sizeof err) < 0) return rt_fail(L, "busy", "%s", err);
     lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* assetd.sd_notify(state) -> true (sent), false (no NOTIFY_SOCKET) | nil, err */
+static int l_sd_notify(lua_State *L) {
+    int r = sdnotify_send(luaL_checkstring(L, 1));
+    if (r < 0) return rt_fail(L, "io", "sd_notify failed");
+    lua_pushboolean(L, r > 0);
     return 1;
 }
 
@@ -47,7 +56,7 @@ static void push_options(lua_State *L, const struct rt_options *o) {
 }
 
 int luaopen_assetd_core(lua_State *L) {
-    static const luaL_Reg fns[] = {{"lock_data", l_lock_data}, {"error", l_error}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"lock_data", l_lock_data}, {"error", l_error}, {"sd_notify", l_sd_notify}, {NULL, NULL}};
     luaL_newlib(L, fns);
     push_options(L, &rt_get(L)->opts);
     lua_setfield(L, -2, "options");

@@ -6,6 +6,7 @@
 #include "log.h"
 #include "repl.h"
 #include "runtime.h"
+#include "sdnotify.h"
 
 #include <curl/curl.h>
 #include <lauxlib.h>
@@ -111,6 +112,7 @@ static void close_any(uv_handle_t *h, void *arg) {
 
 /* Stop taking work: transfers are abandoned with their .part files kept for a resume. */
 static void wind_down(rt_runtime *rt) {
+    sdnotify_send("STOPPING=1");
     fetch_engine_close(rt->fetch);
     rt->fetch = NULL;
     repl_shutdown();

@@ -280,6 +280,7 @@ function M.main(cfg)
   d.runner, d.server, d.api = M.start(c)
   M.daemon = d
   require("assetd.repl").listen(nil, d)    -- `assetd attach` reaches this daemon
+  assetd.sd_notify("READY=1")              -- systemd's Type=notify: the API listens, jobs resumed
   return d.runner
 end
 
@@ -309,7 +310,9 @@ end
 function M.on_sighup()
   local d = M.daemon
   if not d then return assetd.log.warn("SIGHUP: no pipeline is running; nothing to reload") end
+  assetd.sd_notify("RELOADING=1")
   local ok, res = pcall(d.reload, d)
+  assetd.sd_notify("READY=1")
   if not ok then
     return assetd.log.error("pipeline not reloaded; the running configuration stays", {error = tostring(res)})
   end
