@@ -16,12 +16,12 @@ WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototyp
 OPT     ?= -O2 -g
 CFLAGS  ?=
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -MMD -MP \
-           -DASSETD_VERSION='"$(VERSION)"' -DASSETD_LUADIR='"$(PREFIX)/share/assetd/lua"' $(SYSTEMD) \
+           -DASSETD_VERSION='"$(VERSION)"' $(SYSTEMD) \
            $(shell $(PKG_CONFIG) --cflags $(PKGS))
 LDLIBS  += $(shell $(PKG_CONFIG) --libs $(PKGS)) -lm
 BUILD   ?= build
 
-CORE    := runtime log clock partfile curluv admit fetch fetch_easy fetch_body fetch_result ratecap formats store jobdb httphdr deadline path httpd lineio repl attach bytebuf digest sha256 datadir sdnotify
+CORE    := runtime log clock partfile curluv admit fetch fetch_easy fetch_body fetch_result ratecap formats store jobdb httphdr deadline path httpd lineio repl attach bytebuf digest sha256 datadir sdnotify luamods luamods_data
 BINDS   := lbind l_assetd l_timer l_task l_log l_fetch l_jobdb l_store l_httpd l_crypto l_repl l_deadline
 OBJS    := $(patsubst %,$(BUILD)/%.o,$(CORE) $(BINDS) main)
 UNITS   := httphdr deadline path store jobdb bytebuf partfile admit
@@ -36,6 +36,11 @@ all: assetd
 
 assetd: $(OBJS)
 	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
+
+# The Lua tree built into the binary (scripts/embed-lua; src/luamods.c loads it)
+LUA_FILES := $(shell cd lua && find . \( -name '*.lua' -o -name '*.html' \) | sed 's|^\./||' | LC_ALL=C sort)
+src/luamods_data.c: scripts/embed-lua $(addprefix lua/,$(LUA_FILES))
+	$(Q)scripts/embed-lua $@ lua $(LUA_FILES)
 
 $(BUILD)/%.o: src/%.c | $(BUILD)
 	$(QCC)$(CC) $(CFLAGS) -c -o $@ $<
@@ -70,15 +75,13 @@ sanitize:
 assetd-asan: $(OBJS) unit
 	$(Q)$(CC) $(CFLAGS) -o $@ $(OBJS) $(LDFLAGS) $(LDLIBS)
 
-# The binary, its Lua modules (found relative to the binary, so a DESTDIR tree runs as it is),
-# the man page, the systemd unit (its ExecStart naming this PREFIX) and the examples.
+# The binary (its Lua modules are built in), the man page, the systemd unit (its ExecStart naming this PREFIX) and the examples.
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 DOCDIR  ?= $(PREFIX)/share/doc/assetd
 install: assetd
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/assetd/lua $(DESTDIR)$(PREFIX)/share/man/man1 \
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
 	    $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)/examples
 	install -m 0755 assetd $(DESTDIR)$(PREFIX)/bin/assetd
-	cd lua && find . \( -name '*.lua' -o -name '*.html' \) -exec install -D -m 0644 {} $(DESTDIR)$(PREFIX)/share/assetd/lua/{} \;
 	install -m 0644 docs/assetd.1 $(DESTDIR)$(PREFIX)/share/man/man1/assetd.1
 	sed 's|/usr/local/bin/assetd|$(PREFIX)/bin/assetd|' contrib/assetd.service > $(DESTDIR)$(UNITDIR)/assetd.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/assetd.service
@@ -88,7 +91,7 @@ install: assetd
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/assetd $(DESTDIR)$(PREFIX)/share/man/man1/assetd.1 \
 	    $(DESTDIR)$(UNITDIR)/assetd.service
-	rm -rf $(DESTDIR)$(PREFIX)/share/assetd $(DESTDIR)$(DOCDIR)
+	rm -rf $(DESTDIR)$(DOCDIR)
 	for d in $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(UNITDIR) \
 	    $(DESTDIR)$(dir $(DOCDIR)); do rmdir -p $$d 2>/dev/null || true; done
 
@@ -99,7 +102,7 @@ bench: assetd
 	@bench/run
 
 clean:
-	rm -rf build build-asan build-fuzz assetd assetd-asan
+	rm -rf build build-asan build-fuzz assetd assetd-asan src/luamods_data.c
 
 # ---- fuzzing: clang's libFuzzer, one target per parser of outside bytes ---------------------
 # Every tests/fuzz/fuzz_NAME.c becomes build-fuzz/fuzz_NAME, linked with the shared harness

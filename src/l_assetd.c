@@ -60,7 +60,7 @@ int luaopen_assetd_core(lua_State *L) {
     luaL_newlib(L, fns);
     push_options(L, &rt_get(L)->opts);
     lua_setfield(L, -2, "options");
-    lua_pushstring(L, rt_get(L)->luadir);
+    lua_pushstring(L, rt_get(L)->luadir);     /* nil: the built-in modules only */
     lua_setfield(L, -2, "luadir");
     lua_pushliteral(L, ASSETD_VERSION);
     lua_setfield(L, -2, "version");

@@ -17,9 +17,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#ifndef ASSETD_LUADIR
-#define ASSETD_LUADIR "/usr/local/share/assetd/lua"
-#endif
 
 static const char usage_text[] =
     "usage: assetd SCRIPT.lua [options] [script args...]\n"
@@ -119,25 +116,29 @@ static void wind_down(rt_runtime *rt) {
     uv_walk(rt->loop, close_any, NULL);
 }
 
-/* The Lua modules: beside the binary when run from the build tree, else in the share
- * directory relative to an installed binary (so a DESTDIR or moved install works), else the
- * configured PREFIX. */
-static const char *find_luadir(char *buf, size_t cap) {
-    static const char *const candidates[] = {"/lua", "/../share/assetd/lua"};
+/* A Lua tree on disk that wins over the modules built into the binary, module by module (so
+ * editing one needs no rebuild): ASSETD_LUA_PATH (set but empty: none), else lua/ beside the
+ * binary (the checkout), else none: an installed binary runs its own copy and never another
+ * version's. *BAD is set when ASSETD_LUA_PATH names no directory. */
+static const char *find_luadir(char *buf, size_t cap, int *bad) {
+    const char *env = getenv("ASSETD_LUA_PATH");
+    struct stat st;
+    *bad = 0;
+    if (env) {
+        if (!*env) return NULL;
+        if (stat(env, &st) != 0 || !S_ISDIR(st.st_mode)) *bad = 1;
+        return env;
+    }
     char exe[4096];
     size_t n = sizeof exe;
-    struct stat st;
-    if (uv_exepath(exe, &n) != 0) return ASSETD_LUADIR;
+    if (uv_exepath(exe, &n) != 0) return NULL;
     char *slash = strrchr(exe, '/');
-    if (!slash) return ASSETD_LUADIR;
+    if (!slash) return NULL;
     *slash = '\0';
-    for (size_t i = 0; i < sizeof candidates / sizeof candidates[0]; i++) {
-        int len = snprintf(buf, cap, "%s%s/assetd/init.lua", exe, candidates[i]);
-        if (len < 0 || (size_t)len >= cap || stat(buf, &st) != 0) continue;
-        buf[(size_t)len - strlen("/assetd/init.lua")] = '\0';
-        return buf;
-    }
-    return ASSETD_LUADIR;
+    int len = snprintf(buf, cap, "%s/lua/assetd/init.lua", exe);
+    if (len < 0 || (size_t)len >= cap || stat(buf, &st) != 0) return NULL;
+    buf[(size_t)len - strlen("/assetd/init.lua")] = '\0';
+    return buf;
 }
 
 static int setup_logging(const struct rt_options *o) {
@@ -170,7 +171,13 @@ static int run(char **argv, struct rt_options *opts, int script_index, char **ar
     static char luadir_buf[4096];
     uv_loop_t *loop = uv_default_loop();
     rt_runtime *rt = &runtime;
-    if (rt_init(rt, loop, find_luadir(luadir_buf, sizeof luadir_buf)) != 0) {
+    int bad_luadir;
+    const char *luadir = find_luadir(luadir_buf, sizeof luadir_buf, &bad_luadir);
+    if (bad_luadir) {
+        fprintf(stderr, "assetd: ASSETD_LUA_PATH=%s is not a directory\n", luadir);
+        return 1;
+    }
+    if (rt_init(rt, loop, luadir) != 0) {
         fprintf(stderr, "assetd: cannot create the Lua state\n");
         return 1;
     }

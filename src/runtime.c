@@ -3,6 +3,7 @@
  * resume it. C never calls Lua unprotected: rt_pcall and task resumption catch every error. */
 #include "runtime.h"
 #include "lmodules.h"
+#include "luamods.h"
 #include "log.h"
 
 #include <lauxlib.h>
@@ -352,7 +353,10 @@ static void create_task_mt(lua_State *L) {
 
 extern int luaopen_cjson(lua_State *L);
 
+/* A development tree (LUADIR) is also on package.path, for modules a script adds beside the
+ * project's own (examples, tests); the project's own come through luamods.c either way. */
 static void set_paths(lua_State *L, const char *luadir) {
+    if (!luadir) return;
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "path");
     lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", luadir, luadir, lua_tostring(L, -1));
@@ -383,6 +387,7 @@ int rt_init(rt_runtime *rt, uv_loop_t *loop, const char *luadir) {
     lua_rawsetp(L, LUA_REGISTRYINDEX, &RT_KEY);
     luaL_openlibs(L);
     set_paths(L, luadir);
+    luamods_open(L, luadir);
     create_task_mt(L);
     preload(L, "cjson", luaopen_cjson);
     preload(L, "assetd.core", luaopen_assetd_core);

@@ -38,7 +38,7 @@ typedef struct rt_runtime {
     lua_State *L;            /* main state; tasks are threads of it */
     int exit_code;           /* set by the main task's end or assetd.stop() */
     int stopping;            /* no task is resumed once set */
-    const char *luadir;      /* where the project's Lua modules live */
+    const char *luadir;      /* a Lua tree on disk over the built-in modules, or NULL */
     uv_idle_t defer_idle;    /* runs deferred calls on the next loop iteration */
     struct rt_deferred *defer_head, *defer_tail;
     void (*on_stop)(struct rt_runtime *rt); /* asks the embedder to wind down */

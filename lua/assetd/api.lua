@@ -550,9 +550,8 @@ function M.new(opts)
   }, Api)
   self.files = require("assetd.files").new{root = opts.root, public_base_url = self.public_base_url}
   self.live = live.new(self)
-  local f = assert(io.open(assetd.luadir .. "/assetd/dashboard.html"))
-  self.dashboard_html = f:read("a")
-  f:close()
+  -- the page as built into the binary, or from the development tree (src/luamods.c)
+  self.dashboard_html = assert(require("assetd.resources").read("assetd/dashboard.html"))
   return self
 end
 

@@ -11,7 +11,7 @@ local bin = os.getenv("ASSETD_BIN") or "./assetd"
 
 local shq = sim.shq
 
--- daemon.start{pipeline = "lua source", env = {K = V}, args = "..."}
+-- daemon.start{pipeline = "lua source", env = {K = V}, args = "...", bin = path (default: the one under test)}
 function daemon.start(o)
   local dir = sim.tmpdir()
   local f = assert(io.open(dir .. "/pipeline.lua", "w"))
@@ -20,7 +20,7 @@ function daemon.start(o)
   local env = {}
   for k, v in pairs(o.env or {}) do env[#env + 1] = k .. "=" .. shq(v) end
   local cmd = string.format("%s %s %s/pipeline.lua --listen 127.0.0.1:0 --data %s/data %s >%s/log 2>&1",
-    table.concat(env, " "), bin, dir, dir, o.args or "", dir)
+    table.concat(env, " "), o.bin or bin, dir, dir, o.args or "", dir)
   -- the exit status is kept, so a stop can check it (sanitizer reports make it non-zero)
   os.execute(string.format("sh -c %s &", shq(cmd .. " & echo $! > " .. dir .. "/pid; wait $!; echo $? > " .. dir .. "/rc")))
   for _ = 1, 100 do

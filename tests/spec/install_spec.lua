@@ -1,5 +1,5 @@
 -- The daemon on its host (issue 16): the man page renders cleanly and names every option of
--- --help; make install puts binary, modules, man page, unit and examples under DESTDIR and the
+-- --help; make install puts binary, man page, unit and examples under DESTDIR and the
 -- installed tree runs on its own; the unit passes systemd-analyze; make uninstall removes it
 -- all; the daemon tells systemd READY=1, RELOADING=1 and STOPPING=1 on NOTIFY_SOCKET.
 local sim = require "sim"
@@ -39,12 +39,13 @@ describe("make install", function()
     finally(function() os.execute("rm -rf " .. shq(dir)) end)
     local out, rc = run("make -s install DESTDIR=" .. shq(root) .. " PREFIX=/usr")
     assert.are.equal(0, rc, out)
-    for _, f in ipairs{"/usr/bin/assetd", "/usr/share/assetd/lua/assetd/init.lua", "/usr/share/assetd/lua/assetd/dashboard.html",
-                       "/usr/share/man/man1/assetd.1", "/usr/lib/systemd/system/assetd.service",
+    for _, f in ipairs{"/usr/bin/assetd", "/usr/share/man/man1/assetd.1", "/usr/lib/systemd/system/assetd.service",
                        "/usr/share/doc/assetd/examples/pipeline.lua"} do
       assert.is_true(os.execute("test -f " .. shq(root .. f)) == true, f .. " not installed")
     end
-    -- from elsewhere, with the checkout's modules out of reach: the installed ones are used
+    -- the Lua modules are the binary's own: none installed, none needed
+    assert.is_true(os.execute("test -e " .. shq(root .. "/usr/share/assetd")) ~= true)
+    -- from elsewhere, with the checkout's modules out of reach
     out, rc = run(string.format("cd %s && %s/usr/bin/assetd --check %s/usr/share/doc/assetd/examples/pipeline.lua --data %s/data",
                                 shq(dir), shq(root), shq(root), shq(dir)))
     assert.are.equal(0, rc, out)
