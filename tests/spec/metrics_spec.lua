@@ -6,26 +6,6 @@ local sim = require "sim"
 local daemon = require "daemon"
 local cjson = require "cjson"
 
--- Every family of TEXT as {type=, samples = {{name, labels, value}}} by name, as the
--- prometheus_client parser reads them (under Debian's python, not a pyenv one on PATH).
-local function parse(dir, text)
-  local f = assert(io.open(dir .. "/metrics.txt", "w"))
-  f:write(text)
-  f:close()
-  local p = io.popen(string.format([[/usr/bin/python3 -c "
-import json
-from prometheus_client.parser import text_string_to_metric_families
-out = {}
-for fam in text_string_to_metric_families(open('%s/metrics.txt').read()):
-    out[fam.name] = {'type': fam.type, 'samples': [[s.name, s.labels, s.value] for s in fam.samples]}
-print(json.dumps(out))" 2>&1]], dir))
-  local out = p:read("a")
-  p:close()
-  local ok, fams = pcall(cjson.decode, out)
-  assert(ok and type(fams) == "table", "prometheus_client could not parse /metrics: " .. out)
-  return fams
-end
-
 local function samples(fam, name)
   local out = {}
   for _, s in ipairs(fam and fam.samples or {}) do
@@ -52,7 +32,7 @@ describe("/metrics", function()
 
     local status, text = d:request("GET", "/metrics")
     assert.are.equal(200, status)
-    local fams = parse(d.dir, text)
+    local fams = require("prom").parse(d.dir, text)
 
     local version = sim.run(daemon.bin .. " --version"):match("(%d+%.%d+%.%d+)")
     local build = samples(fams.assetd_build_info, "assetd_build_info")

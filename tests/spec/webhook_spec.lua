@@ -143,20 +143,7 @@ describe("webhooks, token and metrics", function()
     local status, text, h = d:request("GET", "/metrics", {headers = {Authorization = "Bearer " .. TOKEN}})
     assert.are.equal(200, status)
     assert.matches("^text/plain; version=0.0.4", h["content-type"])
-    local f = assert(io.open(d.dir .. "/metrics.txt", "w"))
-    f:write(text)
-    f:close()
-    -- Debian's python3-prometheus-client, under Debian's python (not a pyenv one on PATH)
-    local p = io.popen(string.format([[/usr/bin/python3 -c "
-import json
-from prometheus_client.parser import text_string_to_metric_families
-out = {}
-for fam in text_string_to_metric_families(open('%s/metrics.txt').read()):
-    out[fam.name] = {'type': fam.type, 'samples': [[s.name, s.labels, s.value] for s in fam.samples]}
-print(json.dumps(out))" 2>&1]], d.dir))
-    local out = p:read("a")
-    p:close()
-    local fams = cjson.decode(out)
+    local fams = require("prom").parse(d.dir, text)
     assert.are.equal("gauge", fams.assetd_jobs.type)
     local completed
     for _, smp in ipairs(fams.assetd_jobs.samples) do
