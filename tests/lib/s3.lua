@@ -121,4 +121,20 @@ function s3:incomplete_uploads()
   return out
 end
 
+-- Run the Lua source SRC as `assetd script.lua` with this server's credentials in its
+-- environment (and ENV's extra "K=V ..."): its output and exit status. {URL} is the server.
+function s3:run_lua(src, env)
+  local path = sim.script((src:gsub("{URL}", self.url)))
+  local out, rc = sim.run(string.format("AWS_ACCESS_KEY_ID=%s AWS_SECRET_ACCESS_KEY=%s %s %s %s", s3.KEY, s3.SECRET,
+    env or "", os.getenv("ASSETD_BIN") or "./assetd", path))
+  os.remove(path)
+  return out, rc
+end
+
+-- A file of N random bytes at PATH; its SHA-256.
+function s3.random_file(path, n)
+  assert(os.execute(string.format("head -c %d /dev/urandom > %s", n, path)))
+  return sim.sha256_file(path)
+end
+
 return s3
