@@ -1,6 +1,6 @@
-/* admit.c: the start order of transfers. File downloads and calls answered into memory wait
- * in separate lanes, so a Notion PATCH or a status poll never queues behind a batch of
- * videos; within a lane the earliest deadline goes first. Each host keeps its own queues, so
+/* admit.c: the start order of transfers. File downloads, calls answered into memory and
+ * uploads wait in separate lanes, so a Notion PATCH or a status poll never queues behind a
+ * batch of videos, nor a download behind the uploads of the last batch; within a lane the earliest deadline goes first. Each host keeps its own queues, so
  * a host at its cap is skipped in one step and a transfer to another host never waits behind
  * however many of its transfers are queued. */
 #include "admit.h"
@@ -95,7 +95,7 @@ static admit_host *next_host(const admit *a, int lane) {
 }
 
 int admit_next(admit *a, void **item, int *lane) {
-    for (int l = ADMIT_LANES - 1; l >= 0; l--) {      /* calls first */
+    for (int l = ADMIT_LANES - 1; l >= 0; l--) {      /* calls first, uploads last */
         if (a->lane[l].max && a->lane[l].active >= a->lane[l].max) continue;
         admit_host *h = next_host(a, l);
         deadline_item it;

@@ -1,4 +1,4 @@
-/* admit.h: which queued transfer starts next. Two lanes, each with its own cap on running
+/* admit.h: which queued transfer starts next. Three lanes, each with its own cap on running
  * transfers; within a lane the earliest deadline among the hosts that have room goes first,
  * one count per host under a shared cap. Pure bookkeeping: the engine says what started and
  * what ended. */
@@ -7,7 +7,9 @@
 
 #include "deadline.h"
 
-enum { ADMIT_FILES, ADMIT_CALLS, ADMIT_LANES };
+/* In the order admit_next serves them, last first: calls, then downloads, then uploads, so an
+ * upload (no deadline) never takes the place of a download (one), nor a call of either. */
+enum { ADMIT_UPLOADS, ADMIT_FILES, ADMIT_CALLS, ADMIT_LANES };
 
 /* A host's running transfers (both lanes) and its waiting ones, a queue per lane: a host at
  * its cap is passed over as a whole, however many of its transfers wait. */
@@ -31,7 +33,7 @@ void admit_init(admit *a);
 void admit_free(admit *a);
 int admit_push(admit *a, int lane, const char *host, double deadline, void *item); /* -1: ENOMEM */
 int admit_remove(admit *a, int lane, const char *host, void *item);   /* 0 if it was queued */
-/* Pop the next item whose lane and host have room, calls lane first; the caller then
+/* Pop the next item whose lane and host have room, calls lane first, uploads last; the caller then
  * reports admit_started (or nothing, if it drops the item). -1 when none can start. An item
  * whose host is full keeps its place. */
 int admit_next(admit *a, void **item, int *lane);

@@ -8,6 +8,9 @@
 #include "clock.h"
 #include "curluv.h"
 
+#include <openssl/crypto.h>
+#include <unistd.h>
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -29,7 +32,9 @@ struct fetch_engine {
     unsigned committing;
 };
 
-static int lane_of(const fetch_xfer *x) { return x->req.to_memory ? ADMIT_CALLS : ADMIT_FILES; }
+static int lane_of(const fetch_xfer *x) {
+    return x->req.upload_path ? ADMIT_UPLOADS : x->req.to_memory ? ADMIT_CALLS : ADMIT_FILES;
+}
 static void kick(fetch_engine *e);
 
 static void on_refill(uv_timer_t *h);
@@ -120,6 +125,7 @@ static void start(fetch_engine *e, fetch_xfer *x) {
     x->started = clock_now();
     admit_started(&e->adm, lane_of(x), x->host);
     if (live_add(e, x) != 0) { fetch_fail(x, "network", "out of memory"); goto failed; }
+    if (x->req.upload_path && fetch_upload_open(x) != 0) goto failed;
     if (!x->req.to_memory) {
         int r = open_sink(e, x);
         if (r < 0) goto failed;
@@ -261,7 +267,9 @@ static void set_limits(fetch_engine *e, const fetch_limits *l) {
     e->limits = *l;
     ratecap_set(&e->rate, (double)l->max_bytes_per_sec);
     if (e->limits.max_active == 0) e->limits.max_active = 1;
+    if (e->limits.max_uploads == 0) e->limits.max_uploads = 1;
     e->adm.lane[ADMIT_FILES].max = e->limits.max_active;
+    e->adm.lane[ADMIT_UPLOADS].max = e->limits.max_uploads;
     e->adm.per_host = e->limits.per_host;
 }
 
@@ -270,7 +278,7 @@ int fetch_engine_new(uv_loop_t *loop, fetch_engine **out) {
     if (!e) return UV_ENOMEM;
     e->loop = loop;
     admit_init(&e->adm);
-    set_limits(e, &(fetch_limits){8, 8, 0});
+    set_limits(e, &(fetch_limits){8, 8, 0, 4});
     if (curluv_new(loop, on_curl_done, e, &e->cu) != 0) { free(e); return UV_ENOMEM; }
     uv_idle_init(loop, &e->idle);
     ratecap_init(&e->rate, loop, on_refill, e);
@@ -295,6 +303,7 @@ fetch_xfer *fetch_xfer_new(void) {
     fetch_xfer *x = calloc(1, sizeof *x);
     if (!x) return NULL;
     partfile_init(&x->pf);
+    x->upload_fd = -1;
     x->req.expect_size = -1;
     x->req.deadline = INFINITY;
     x->res.retry_after = -1;
@@ -312,6 +321,12 @@ void fetch_xfer_free(fetch_xfer *x) {
     free(x->req.method);
     free(x->req.path);
     free(x->req.body);
+    free(x->req.upload_path);
+    free(x->req.aws_sigv4);
+    free(x->req.aws_key);
+    if (x->req.aws_secret) OPENSSL_cleanse(x->req.aws_secret, strlen(x->req.aws_secret));
+    free(x->req.aws_secret);
+    if (x->upload_fd >= 0) close(x->upload_fd);
     bytebuf_free(&x->hdrs);
     bytebuf_free(&x->mem);
     free(x->host);

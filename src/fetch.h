@@ -1,6 +1,7 @@
 /* fetch.h: the download engine. libcurl's multi interface driven by the libuv loop, streaming
  * bodies to a `.part` file (or a capped memory buffer) with SHA-256 computed on the way,
- * scheduled earliest-deadline-first under global and per-host limits. A transfer is opaque:
+ * scheduled earliest-deadline-first under global and per-host limits; uploads stream a range
+ * of a file as the request body, in a lane of their own. A transfer is opaque:
  * its owner fills its request, submits it and reads its result through the functions below. */
 #ifndef ASSETD_FETCH_H
 #define ASSETD_FETCH_H
@@ -23,6 +24,7 @@ typedef struct fetch_limits {
                                    memory are not counted, only per_host bounds them */
     unsigned per_host;          /* transfers per host name, of either kind (default 8) */
     double max_bytes_per_sec;   /* overall download cap, 0 = none */
+    unsigned max_uploads;       /* uploads running at once (default 4), a lane of their own */
 } fetch_limits;
 
 /* What the caller asks for. Its strings and header list are malloc'd by the caller and freed
@@ -44,6 +46,13 @@ typedef struct fetch_request {
     int64_t expect_size;        /* and its size (-1 when unknown) */
     int exists_skip;            /* file sink: a file already under the name is the result */
     int deny_private;           /* never connect to (or send on a connection to) a private address */
+    /* An upload: the body is upload_length bytes of the file upload_path from upload_offset,
+     * read as libcurl sends them (never whole); the answer goes to memory. */
+    char *upload_path;
+    int64_t upload_offset, upload_length;
+    /* SigV4 signing by libcurl (CURLOPT_AWS_SIGV4: "aws:amz:REGION:SERVICE") with this key
+     * pair; the secret is wiped when the transfer is freed. */
+    char *aws_sigv4, *aws_key, *aws_secret;
 } fetch_request;
 
 /* What came back. `category` is NULL on success. */
@@ -63,6 +72,7 @@ typedef struct fetch_result {
     int skipped;                /* exists_skip: the file was there; no request was made */
     int64_t total;              /* the whole body's size (its length plus a resumed prefix)
                                    once the answer says it, -1 when it does not */
+    int64_t uploaded;           /* request body bytes sent (an upload) */
 } fetch_result;
 
 /* Whether ADDR (4 bytes for AF_INET, 16 for AF_INET6) is loopback, link-local, private,

@@ -251,6 +251,9 @@ static void expect_digest(fetch_xfer *x) {
     const char *ce = fetch_header(x, "content-encoding"), *v;
     long st = x->res.status;
     if ((ce && strcasecmp(ce, "identity") != 0) || (st != 200 && st != 206)) return;
+    /* a HEAD's digest is of the body it leaves out, an upload's of what was sent: neither is
+     * of the bytes received here */
+    if (x->req.upload_path || (x->req.method && strcmp(x->req.method, "HEAD") == 0)) return;
     if ((v = fetch_header(x, "repr-digest")) && digest_parse_rfc9530(v, x->want_sha) == 0)
         x->digest_from = "Repr-Digest";
     else if (st != 200) return;

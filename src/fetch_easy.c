@@ -1,6 +1,6 @@
 /* fetch_easy.c: a request as a curl easy handle: the options every transfer gets, the
- * caller's method, headers, body and timeouts, Range and If-Range for a resume, and
- * deny_private, which judges the address actually connected to. */
+ * caller's method, headers, body (or an upload's file) and timeouts, SigV4 signing, Range and
+ * If-Range for a resume, and deny_private, which judges the address actually connected to. */
 #include "fetch_internal.h"
 
 #include <arpa/inet.h>
@@ -125,6 +125,21 @@ int fetch_easy_setup(fetch_xfer *x) {
     if (r->body) {
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, r->body);
+    }
+    if (r->upload_path) {
+        /* UPLOAD makes it a PUT with a Content-Length; a custom method (POST) stays as given */
+        curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+        curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)r->upload_length);
+        curl_easy_setopt(c, CURLOPT_READFUNCTION, fetch_upload_read);
+        curl_easy_setopt(c, CURLOPT_READDATA, x);
+        curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, fetch_upload_seek);
+        curl_easy_setopt(c, CURLOPT_SEEKDATA, x);
+    }
+    if (r->aws_sigv4) {
+        /* libcurl signs what it sends; the payload hash is the caller's x-amz-content-sha256 */
+        curl_easy_setopt(c, CURLOPT_AWS_SIGV4, r->aws_sigv4);
+        curl_easy_setopt(c, CURLOPT_USERNAME, r->aws_key);
+        curl_easy_setopt(c, CURLOPT_PASSWORD, r->aws_secret);
     }
     if (r->timeout_ms > 0) curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, r->timeout_ms);
     if (r->connect_timeout_ms > 0) curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms);

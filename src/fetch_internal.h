@@ -49,6 +49,7 @@ struct fetch_xfer {
     uv_work_t work;
     char errbuf[CURL_ERROR_SIZE];
     char refused[64];           /* deny_private: the address refused, "" when none */
+    int upload_fd;              /* an upload's file, -1 when none */
 };
 
 /* fetch_result.c. The first failure is the cause: later ones leave the result as it is. */
@@ -62,6 +63,12 @@ void fetch_fail_errno(fetch_xfer *x, const char *what, int err);
 char *fetch_url_host(const char *url);
 /* X's curl handle from its request (and, for a resume, Range and If-Range): 0 or -1. */
 int fetch_easy_setup(fetch_xfer *x);
+
+/* fetch_upload.c: an upload's request body, read from its file as libcurl asks */
+/* Open the file and check the range lies inside it: 0, or -1 with X failed ("disk"). */
+int fetch_upload_open(fetch_xfer *x);
+size_t fetch_upload_read(char *buf, size_t size, size_t n, void *ud);
+int fetch_upload_seek(void *ud, curl_off_t offset, int origin);
 
 /* fetch_body.c: the curl callbacks fetch_easy_setup installs */
 size_t fetch_body_header(char *buf, size_t size, size_t n, void *ud);

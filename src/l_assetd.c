@@ -74,5 +74,6 @@ int luaopen_assetd_core(lua_State *L) {
     l_crypto_open(L);
     l_repl_open(L);
     l_deadline_open(L);
+    l_filehash_open(L);
     return 1;
 }

@@ -49,6 +49,21 @@ static int l_base64_decode(lua_State *L) {
     return 1;
 }
 
+/* digest(name, s) -> the raw digest of S ("sha256" or "md5"): the composite checksums and
+ * ETags an object store gives a multipart object are digests of its parts' digests. */
+static int l_digest(lua_State *L) {
+    static const char *const names[] = {"sha256", "md5", NULL};
+    int which = luaL_checkoption(L, 1, NULL, names);
+    size_t n;
+    const char *s = luaL_checklstring(L, 2, &n);
+    unsigned char out[EVP_MAX_MD_SIZE];
+    unsigned int olen = 0;
+    if (EVP_Digest(s, n, out, &olen, which == 0 ? EVP_sha256() : EVP_md5(), NULL) != 1)
+        return luaL_error(L, "digest failed");
+    lua_pushlstring(L, (const char *)out, olen);
+    return 1;
+}
+
 static int l_equal(lua_State *L) {
     size_t an, bn;
     const char *a = luaL_checklstring(L, 1, &an);
@@ -60,6 +75,6 @@ static int l_equal(lua_State *L) {
 void l_crypto_open(lua_State *L) {
     static const luaL_Reg fns[] = {
         {"hmac_sha256", l_hmac_sha256}, {"base64_encode", l_base64_encode},
-        {"base64_decode", l_base64_decode}, {"secure_equal", l_equal}, {NULL, NULL}};
+        {"base64_decode", l_base64_decode}, {"secure_equal", l_equal}, {"digest", l_digest}, {NULL, NULL}};
     luaL_setfuncs(L, fns, 0);
 }

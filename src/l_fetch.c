@@ -1,4 +1,4 @@
-/* l_fetch.c: `assetd.fetch{...}` and the engine's limits as Lua functions. A fetch yields its
+/* l_fetch.c: `assetd.fetch{...}` (downloads, calls and signed uploads) and the engine's limits as Lua functions. A fetch yields its
  * task; the engine's completion callback builds the response (or the error value) on the
  * task's stack and resumes it. Options are checked here, once, with errors naming the field. */
 #include "fetch.h"
@@ -9,6 +9,7 @@
 #include "runtime.h"
 
 #include <arpa/inet.h>
+#include <sys/stat.h>
 #include <lauxlib.h>
 #include <math.h>
 #include <stdlib.h>
@@ -84,6 +85,54 @@ static void check_error(lua_State *L, const char *name) {
                "gives a variant's", lua_tostring(L, -1), name);
 }
 
+/* upload = {path =, offset = 0, length = the rest}: the request body is that range of the file. */
+static void read_upload(lua_State *L, fetch_xfer *x) {
+    fetch_request *r = fetch_xfer_request(x);
+    if (lua_getfield(L, 1, "upload") == LUA_TNIL) { lua_pop(L, 1); return; }
+    luaL_argcheck(L, lua_istable(L, -1), 1, "option 'upload' must be {path =, offset =, length =}");
+    int t = lua_gettop(L);
+    const char *path = l_optstrfield(L, t, "path", NULL);
+    if (!path || !*path) luaL_error(L, "fetch: option 'upload' needs 'path' (a string)");
+    lua_Integer off = l_optintfield(L, t, "offset", 0);
+    lua_Integer len = l_optintfield(L, t, "length", -1);
+    if (off < 0) luaL_error(L, "fetch: option 'upload.offset' must be >= 0");
+    if (len < 0) {                 /* the rest of the file, as it is now */
+        struct stat st;
+        len = stat(path, &st) == 0 && st.st_size >= off ? (lua_Integer)(st.st_size - off) : 0;
+    }
+    if (r->body || r->path) luaL_error(L, "fetch: option 'upload' takes neither 'body' nor 'to' (its answer goes to memory)");
+    r->upload_path = dup_field(L, path, strlen(path));
+    r->upload_offset = off;
+    r->upload_length = len;
+    lua_pop(L, 1);
+}
+
+/* A string from the environment, "" when unset. */
+static const char *env_or_empty(const char *name) {
+    const char *v = getenv(name);
+    return v ? v : "";
+}
+
+/* aws_sigv4 = "aws:amz:REGION:SERVICE": libcurl signs the request with AWS_ACCESS_KEY_ID and
+ * AWS_SECRET_ACCESS_KEY (and sends AWS_SESSION_TOKEN as x-amz-security-token), read here from
+ * the environment so the secret never passes through Lua, where a hook, the REPL or an error
+ * could show it. Returns NULL, or the name of a credential that is not set. */
+static const char *read_sigv4(lua_State *L, fetch_xfer *x) {
+    const char *sig = l_optstrfield(L, 1, "aws_sigv4", NULL);
+    if (!sig) return NULL;
+    if (!*sig || has_crlf(sig)) luaL_error(L, "fetch: option 'aws_sigv4' must be provider1[:provider2[:region[:service]]]");
+    fetch_request *r = fetch_xfer_request(x);
+    r->aws_sigv4 = dup_field(L, sig, strlen(sig));
+    const char *key = env_or_empty("AWS_ACCESS_KEY_ID"), *secret = env_or_empty("AWS_SECRET_ACCESS_KEY");
+    if (!*key) return "AWS_ACCESS_KEY_ID";
+    if (!*secret) return "AWS_SECRET_ACCESS_KEY";
+    r->aws_key = dup_field(L, key, strlen(key));
+    r->aws_secret = dup_field(L, secret, strlen(secret));
+    const char *token = env_or_empty("AWS_SESSION_TOKEN");
+    if (*token) add_header(L, x, "x-amz-security-token", token);
+    return NULL;
+}
+
 /* Fill X from the options table at index 1; raises on a programmer error. */
 static void read_request(lua_State *L, fetch_xfer *x) {
     size_t len;
@@ -136,6 +185,7 @@ static void read_request(lua_State *L, fetch_xfer *x) {
     r->connect_timeout_ms = ms_field(L, "connect_timeout");
     read_low_speed(L, x);
     read_headers(L, x);
+    read_upload(L, x);
 }
 
 static void push_headers(lua_State *L, const fetch_xfer *x) {
@@ -211,6 +261,7 @@ static int push_result(lua_State *L, fetch_xfer *x) {
     lua_pushstring(L, r->sha256);
     lua_setfield(L, -2, "sha256");
     set_num(L, "elapsed", r->elapsed);
+    if (req->upload_path) set_int(L, "uploaded", r->uploaded);
     lua_pushstring(L, r->http_version);
     lua_setfield(L, -2, "http_version");
     return 1;
@@ -272,6 +323,9 @@ static int l_fetch(lua_State *L) {
     fetch_xfer *x = new_boxed_xfer(L);
     int box = lua_gettop(L);
     read_request(L, x);
+    const char *unset = read_sigv4(L, x);
+    if (unset)           /* a setting that can never work: no retry policy retries it */
+        return rt_fail(L, "config", "fetch: %s is not set; the request cannot be signed", unset);
     int ty = lua_getfield(L, 1, "on_progress");
     luaL_argcheck(L, ty == LUA_TNIL || ty == LUA_TFUNCTION, 1, "option 'on_progress' must be a function");
     lfetch *f = calloc(1, sizeof *f);
@@ -301,10 +355,12 @@ static int l_fetch_limits(lua_State *L) {
         double a = l_optnumfield(L, 1, "max_active", lim.max_active);
         double h = l_optnumfield(L, 1, "per_host", lim.per_host);
         double b = l_optnumfield(L, 1, "max_bytes_per_sec", lim.max_bytes_per_sec);
+        double u = l_optnumfield(L, 1, "max_uploads", lim.max_uploads);
         luaL_argcheck(L, a >= 1 && a <= 100000, 1, "max_active must be 1..100000");
         luaL_argcheck(L, h >= 0 && h <= 100000, 1, "per_host must be 0..100000 (0: no limit)");
         luaL_argcheck(L, b >= 0, 1, "max_bytes_per_sec must be >= 0 (0: no cap)");
-        lim = (fetch_limits){(unsigned)a, (unsigned)h, b};
+        luaL_argcheck(L, u >= 1 && u <= 100000, 1, "max_uploads must be 1..100000");
+        lim = (fetch_limits){(unsigned)a, (unsigned)h, b, (unsigned)u};
         fetch_set_limits(rt->fetch, &lim);
     }
     unsigned active, queued;
@@ -313,6 +369,7 @@ static int l_fetch_limits(lua_State *L) {
     set_int(L, "max_active", lim.max_active);
     set_int(L, "per_host", lim.per_host);
     set_num(L, "max_bytes_per_sec", lim.max_bytes_per_sec);
+    set_int(L, "max_uploads", lim.max_uploads);
     set_int(L, "active", active);
     set_int(L, "queued", queued);
     return 1;

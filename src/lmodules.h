@@ -16,5 +16,6 @@ void l_httpd_open(lua_State *L);
 void l_crypto_open(lua_State *L);
 void l_repl_open(lua_State *L);
 void l_deadline_open(lua_State *L);
+void l_filehash_open(lua_State *L);
 
 #endif

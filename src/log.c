@@ -53,7 +53,7 @@ int log_is_secret_key(const char *key) {
 /* The environment variables that hold secrets (design.md): their values are redacted wherever
  * they appear, since upstream error bodies and user hooks may quote them. */
 static const char *const secret_env[] = {"OPENAI_API_KEY", "NOTION_TOKEN", "OPENAI_WEBHOOK_SECRET",
-                                         "ASSETD_API_TOKEN", NULL};
+                                         "ASSETD_API_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", NULL};
 
 const char *const *log_secret_env(void) { return secret_env; }
 

@@ -7,6 +7,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -74,6 +75,28 @@ static void test_calls_are_not_held_by_files(void **state) {
     assert_int_equal(order[1], 4);
     assert_int_equal(order[2], 1);
     assert_int_equal(lanes[2], ADMIT_FILES);
+    admit_free(&a);
+}
+
+/* An upload has no deadline and a lane of its own: it never takes a download's slot, and a
+ * download queued after it starts first. */
+static void test_uploads_never_hold_downloads(void **state) {
+    (void)state;
+    admit a;
+    admit_init(&a);
+    a.lane[ADMIT_FILES].max = 1;
+    a.lane[ADMIT_UPLOADS].max = 1;
+    item u1 = {"s3", 1}, u2 = {"s3", 2}, f1 = {"cdn", 3};
+    admit_push(&a, ADMIT_UPLOADS, u1.host, INFINITY, &u1);
+    admit_push(&a, ADMIT_UPLOADS, u2.host, INFINITY, &u2);
+    admit_push(&a, ADMIT_FILES, f1.host, 100, &f1);
+    int order[8], lanes[8];
+    assert_int_equal(start_all(&a, order, lanes), 2);    /* the download, then one upload */
+    assert_int_equal(order[0], 3);
+    assert_int_equal(lanes[0], ADMIT_FILES);
+    assert_int_equal(order[1], 1);
+    assert_int_equal(lanes[1], ADMIT_UPLOADS);
+    expect_stats(&a, 2, 1);
     admit_free(&a);
 }
 
@@ -169,6 +192,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_deadlines_and_file_cap),
         cmocka_unit_test(test_calls_are_not_held_by_files),
+        cmocka_unit_test(test_uploads_never_hold_downloads),
         cmocka_unit_test(test_full_host_keeps_its_place),
         cmocka_unit_test(test_drain_takes_both_lanes),
         cmocka_unit_test(test_full_host_never_blocks_others),
