@@ -83,7 +83,7 @@ static int l_create(lua_State *L) {
     id_field(L, 2, "notionPageId", in.page_id, sizeof in.page_id, 1);
     id_field(L, 2, "soraVideoId", in.video_id, sizeof in.video_id, 1);
     id_field(L, 2, "batchId", in.batch_id, sizeof in.batch_id, 1);
-    const char *provider = l_optstrfield(L, 2, "provider", "openai");
+    const char *provider = l_optstrfield(L, 2, "provider", "");   /* "": the store's default */
     luaL_argcheck(L, strlen(provider) < sizeof in.provider, 2, "provider name too long");
     strcpy(in.provider, provider);
     in.completed_at = l_optnumfield(L, 2, "completedAt", 0);
@@ -199,7 +199,8 @@ static int l_list(lua_State *L) {
 
 static int l_summary(lua_State *L) {
     ljobs *s = check_store(L);
-    double now = luaL_optnumber(L, 2, clock_now()), window = luaL_optnumber(L, 3, 600);
+    /* WINDOW: the caller's (alerts.warn_before); without one no job counts as approaching */
+    double now = luaL_optnumber(L, 2, clock_now()), window = luaL_optnumber(L, 3, 0);
     jobdb_counts c;
     int rc = jobdb_summary(s->db, now, window, &c);
     if (rc) return fail_db(L, s, rc);
@@ -216,7 +217,7 @@ static int l_summary(lua_State *L) {
 /* jobs:expiring(now, window, limit) -> unfinished jobs due in (now, now + window] */
 static int l_expiring(lua_State *L) {
     ljobs *s = check_store(L);
-    double now = luaL_checknumber(L, 2), window = luaL_optnumber(L, 3, 600);
+    double now = luaL_checknumber(L, 2), window = luaL_checknumber(L, 3);
     int limit = (int)luaL_optinteger(L, 4, 100);
     luaL_argcheck(L, limit >= 1 && limit <= 1000, 4, "limit must be 1..1000");
     lua_newtable(L);
