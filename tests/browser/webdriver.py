@@ -184,8 +184,17 @@ class Browser:
         return self.cmd("POST", "/element", {"using": "css selector", "value": css})[ELEMENT]
 
     def click(self, css):
-        """A real click: WebDriver scrolls the element into view and sends pointer events."""
-        self.cmd("POST", f"/element/{self.find(css)}/click", {})
+        """A real click: WebDriver scrolls the element into view and sends pointer events. The
+        live page may redraw the element between the find and the click (a job event); then
+        it is found again, as a person would see the new button where the old one was."""
+        for attempt in range(5):
+            try:
+                self.cmd("POST", f"/element/{self.find(css)}/click", {})
+                return
+            except WebDriverError as e:
+                if "stale element" not in str(e) or attempt == 4:
+                    raise
+                time.sleep(0.1)
 
     def move_to(self, css, x=0, y=0):
         """Move the pointer to (x, y) from the element's centre with real pointer input."""
