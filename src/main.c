@@ -69,9 +69,9 @@ static int parse_args(int argc, char **argv, struct rt_options *o, int *script_i
         else if (*script_index < 0) *script_index = i;
         else rest[nrest++] = argv[i];
     }
+    if (*script_index < 0) { free(rest); return usage_error("no script given", ""); }
     *script_args = rest;
     *nscript_args = nrest;
-    if (*script_index < 0) return usage_error("no script given", "");
     return 0;
 }
 
