@@ -185,7 +185,9 @@ static int check_status(fetch_xfer *x) {
         }
     }
     if (x->pf.fd >= 0 && from == 0 && record_validator(x) != 0) return -1;
-    x->res.total = clen >= 0 ? from + clen : -1;
+    /* a HEAD's Content-Length is the object's, whose body it leaves out */
+    int head = x->req.method && strcmp(x->req.method, "HEAD") == 0;
+    x->res.total = clen >= 0 && !head ? from + clen : -1;
     return 0;
 }
 

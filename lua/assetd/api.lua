@@ -8,6 +8,7 @@ local urls = require "assetd.providers.urls"
 local webhooks = require "assetd.webhooks"
 local states = require "assetd.states"
 local live = require "assetd.live"
+local uploadsync = require "assetd.uploadsync"
 
 local M = {}
 local Api = {}
@@ -77,10 +78,11 @@ function Api:job_json(job)
   local data = self.runner:data(job)
   local attempts = attempts_of(data, job)
   local assets = {}
-  for _, a in ipairs(assert(self.jobs:assets(job))) do     -- a store fault: 503 from the handler
+  -- objectKey and url of an asset in the bucket (storage.s3), else the local link
+  for _, a in ipairs(uploadsync.located(data, assert(self.jobs:assets(job)))) do     -- a store fault: 503 from the handler
     assets[#assets + 1] = {type = a.type, fileName = a.fileName, filePath = a.filePath, fileSize = a.fileSize,
                            version = a.version, downloadedAt = timefmt.iso(a.downloadedAt), sha256 = a.sha256,
-                           url = self:asset_url(job, a.fileName),
+                           url = a.url or self:asset_url(job, a.fileName), objectKey = a.objectKey or cjson.null,
                            attempts = a.version == job.version and (attempts[a.type] or 1) or cjson.null}
   end
   local progress = self.runner:live_bytes(job.id)
@@ -93,6 +95,8 @@ function Api:job_json(job)
     attempts = next(attempts) and attempts or cjson.null,
     notion = data.notion or cjson.null,
     notionError = data.notionError or cjson.null,
+    upload = type(data.upload) == "table" and {state = data.upload.state, error = data.upload.error or cjson.null}
+             or cjson.null,
     progress = progress or cjson.null,
   }
 end

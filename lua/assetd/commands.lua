@@ -3,6 +3,7 @@
 local assetd = require "assetd"
 local deadlines = require "assetd.deadlines"
 local states = require "assetd.states"
+local uploadsync = require "assetd.uploadsync"
 
 local M = {}
 
@@ -14,8 +15,12 @@ local function find(runner, idOrPage, want, label)
   return job
 end
 
--- Manual retry of a failed job: a new attempt, keeping its version if nothing was committed.
+-- Manual retry of a failed job: a new attempt, keeping its version if nothing was committed;
+-- of a completed job whose upload step failed: that step again (nothing is downloaded).
 function M.retry(runner, idOrPage)
+  local done = runner.jobs:get(idOrPage)
+  local again = done and done.status == "completed" and uploadsync.retry(runner, done)
+  if again then return again end
   local job, err = find(runner, idOrPage, {failed = true}, "not failed")
   if not job then return nil, err end
   local assets, aerr = runner.jobs:assets(job)

@@ -30,4 +30,10 @@ M.pipeline = {
   limits = {max_active = 8, hook_budget = 5},   -- max_jobs: 4 * max_active (pipeline.complete)
 }
 
+-- storage.s3's defaults, overlaid only when the pipeline has a storage.s3 table (bucket is
+-- required; endpoint, region and path_style come from s3.resolve: the environment's, then AWS's).
+-- retry: the upload step's backoff between tries of one asset (it has no deadline).
+M.s3 = {prefix = "", keep_local = true, part_size = 64 * 1024 * 1024, max_uploads = 4,
+        retry = {attempts = 10, base = 2, cap = 120, jitter = 0.5}}
+
 return M

@@ -124,6 +124,10 @@ function M.standard()
     :histogram("assetd_transfer_duration_seconds", "Duration of successful asset transfers",
                {0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600})
     :counter("assetd_retries_total", "Download retries, by cause")
+    :counter("assetd_uploaded_bytes_total", "Bytes sent to the bucket (storage.s3)")
+    :counter("assetd_upload_retries_total", "Upload retries, by cause")
+    :histogram("assetd_upload_duration_seconds", "Duration of verified asset uploads",
+               {0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600})
     :counter("assetd_alerts_total", "Alert hooks fired, by alert")
     :counter("assetd_notion_requests_total", "Notion API requests, by HTTP status (or error category)")
     :histogram("assetd_deadline_slack_seconds", "Seconds left before expiresAt when a job completed",

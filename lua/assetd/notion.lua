@@ -227,7 +227,9 @@ function M.properties(job, public_base_url, fields)
   local f = merged(fields)
   local values = {version = job.version, status = f.status and f.status.value}
   for _, a in ipairs(job.assets or {}) do
-    values[a.type .. "_url"] = string.format("%s/%s/%s", (public_base_url or ""):gsub("/+$", ""), job.batchId, a.fileName)
+    -- a.url: the object's link when the asset is in a bucket (uploadsync.located)
+    values[a.type .. "_url"] = a.url or
+      string.format("%s/%s/%s", (public_base_url or ""):gsub("/+$", ""), job.batchId, a.fileName)
     values[a.type .. "_path"] = a.filePath
   end
   local props = {}

@@ -5,6 +5,7 @@ local assetd = require "assetd"
 local cjson = require "cjson"
 local hooks = require "assetd.hooks"
 local retry = require "assetd.retry"
+local uploadsync = require "assetd.uploadsync"
 
 local M = {}
 
@@ -26,7 +27,8 @@ end
 
 function M.sync(runner, job)
   if not runner.notion or runner:data(job).notion ~= "pending" then return job end
-  local view = runner:job_view(job, runner.jobs:assets(job))   -- the stored files
+  -- the stored files, with their objects in the bucket when there is one
+  local view = runner:job_view(job, uploadsync.located(runner:data(job), runner.jobs:assets(job)))
   local attempt = 0
   while true do
     attempt = attempt + 1

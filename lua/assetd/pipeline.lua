@@ -8,7 +8,10 @@ local M = {}
 
 -- The schema: a type name, a kind of number (NUMBERS), or a table of fields. "fn" is a function.
 M.schema = {
-  storage = {root = "string", public_base_url = "string", direct_io = "boolean"},
+  storage = {root = "string", public_base_url = "string", direct_io = "boolean",
+             s3 = {bucket = "string", prefix = "string", endpoint = "string", region = "string", path_style = "boolean",
+                   keep_local = "boolean", part_size = "count", max_uploads = "count", storage_class = "string",
+                   retry = {attempts = "count", base = "positive", cap = "positive", jitter = "fraction"}}},
   sora = {variants = "table", poll = {interval = "positive", max = "positive", with_webhooks = "positive"},
           retry = {attempts = "count", base = "positive", cap = "positive", jitter = "fraction", margin = "nonnegative",
                    floor = "positive"},
@@ -97,6 +100,10 @@ function M.validate(cfg)
   if not user_poll_max then c.sora.poll.max = math.max(defaults.pipeline.sora.poll.max, c.sora.poll.interval) end
   c.limits.max_jobs = c.limits.max_jobs or 4 * c.limits.max_active
   c.http.listen = assetd.options.listen or c.http.listen   -- --listen wins
+  if c.storage.s3 then
+    if not c.storage.s3.bucket then return nil, {"pipeline.storage.s3.bucket: is required"} end
+    c.storage.s3 = M.overlay(defaults.s3, c.storage.s3)
+  end
   if c.naming then
     local ok, err = M.check_naming(c)
     if not ok then return nil, {"pipeline.naming: " .. tostring(err)} end
@@ -138,6 +145,20 @@ function M.describe(c)
     "limits.hook_budget      " .. c.limits.hook_budget .. " s",
     "data directory          " .. assetd.options.data,
   }
+  if c.storage.s3 then
+    local s = require("assetd.s3").resolve(c.storage.s3)
+    for _, l in ipairs{
+      "storage.s3.bucket       " .. s.bucket,
+      "storage.s3.endpoint     " .. s.endpoint,
+      "storage.s3.region       " .. s.region,
+      "storage.s3.path_style   " .. tostring(s.path_style),
+      "storage.s3.prefix       " .. s.prefix,
+      "storage.s3.part_size    " .. s.part_size,
+      "storage.s3.max_uploads  " .. s.max_uploads,
+      "storage.s3.keep_local   " .. tostring(s.keep_local),
+      "AWS_ACCESS_KEY_ID       " .. mask(os.getenv("AWS_ACCESS_KEY_ID")),
+    } do lines[#lines + 1] = l end
+  end
   local keys = {table.unpack(require("assetd.pretty").secret_env)}   -- the secrets the REPL hides
   table.sort(keys)
   for _, k in ipairs(keys) do lines[#lines + 1] = string.format("%-23s %s", k, mask(os.getenv(k))) end
@@ -154,6 +175,14 @@ function M.warnings(c)
   end
   if c.notion.enabled ~= false and not c.notion.base_url and unset("NOTION_TOKEN") then
     out[#out + 1] = "NOTION_TOKEN is not set: Notion pages will not be updated (jobs show notion: skipped)"
+  end
+  if c.storage.s3 then
+    for _, k in ipairs{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} do
+      if unset(k) then out[#out + 1] = k .. " is not set: uploads to s3://" .. c.storage.s3.bucket .. " will fail" end
+    end
+    if c.storage.s3.part_size < 5 * 1024 * 1024 then
+      out[#out + 1] = "storage.s3.part_size is under 5 MiB: AWS S3 refuses such parts (EntityTooSmall)"
+    end
   end
   return out
 end
@@ -227,7 +256,8 @@ function M.start(c)
   local versions = require "assetd.versions"
   local runner = require "assetd.runner"
   assetd.fetch_limits{max_active = c.limits.max_active, per_host = c.limits.per_host,
-                      max_bytes_per_sec = c.limits.max_bytes_per_sec}
+                      max_bytes_per_sec = c.limits.max_bytes_per_sec,
+                      max_uploads = c.storage.s3 and c.storage.s3.max_uploads or defaults.s3.max_uploads}
   -- one daemon per data directory: a second one would expire and re-fetch the first's jobs
   local locked, lerr = assetd.lock_data(assetd.options.data)
   if not locked then error(assetd.error("config", lerr.message)) end
@@ -246,11 +276,18 @@ function M.start(c)
     if not M.provider_settings(c, name) then providers[name] = p end      -- a provider of the user's own
   end
   local h = M.hooks(c)
+  local bucket
+  if c.storage.s3 then
+    local s3 = require "assetd.s3"
+    local s = s3.resolve(c.storage.s3)
+    bucket = {client = s3.new(s), prefix = s.prefix, keep_local = s.keep_local, retry = s.retry,
+              public_base_url = c.storage.public_base_url:gsub("/+$", "")}
+  end
   local r = runner.new{
     jobs = jobs, versions = store, providers = providers, notion = client,
     properties = h.properties, on_error = h.on_error, alerts = h.alerts,
     retry = c.sora.retry, poll = M.poll(c.sora.poll), metrics = metrics, max_jobs = c.limits.max_jobs,
-    direct_io = c.storage.direct_io,
+    direct_io = c.storage.direct_io, s3 = bucket,
   }
   local server, api, url
   if c.http.enabled ~= false then server, api, url = M.serve(c, r, metrics) end
@@ -289,7 +326,8 @@ end
 M.RESTART_ONLY = {"storage.root", "storage.direct_io", "sora.base_url", "sora.variants",
   "notion.base_url", "notion.version", "notion.rate", "notion.enabled", "http.listen", "http.enabled",
   "http.max_body", "http.max_conns", "http.timeout", "http.per_ip", "http.header_timeout", "http.body_timeout",
-  "limits.max_active", "limits.per_host",
+  "limits.max_active", "limits.per_host", "storage.s3.bucket", "storage.s3.prefix", "storage.s3.endpoint",
+  "storage.s3.region", "storage.s3.path_style", "storage.s3.part_size", "storage.s3.max_uploads",
   "limits.max_bytes_per_sec", "limits.max_jobs"}
 
 local function at(c, key)

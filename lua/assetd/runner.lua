@@ -1,7 +1,8 @@
 -- The job runner: what a job does, as straight-line code in its own task (Runner:run):
 --   waiting  -> polling.lua: poll the provider until the video completes or fails
 --   pending  -> download.lua: reserve a version, download every variant together, commit
---   completed-> notionsync.lua: the Notion page, as its own retried step (never a re-download)
+--   completed-> uploadsync.lua: the assets into the bucket (storage.s3), verified, as a retried step
+--            -> notionsync.lua: the Notion page, as its own retried step (never a re-download)
 -- with its deadlines (deadlines.lua), its watch (watch.lua) and the operator's commands
 -- (commands.lua). Hooks run in the job's task; an error in one is recorded on the job and
 -- the daemon goes on.
@@ -15,6 +16,7 @@ local deadlines = require "assetd.deadlines"
 local polling = require "assetd.polling"
 local download = require "assetd.download"
 local notionsync = require "assetd.notionsync"
+local uploadsync = require "assetd.uploadsync"
 local commands = require "assetd.commands"
 local live = require("assetd.states").live
 local defaults = require "assetd.defaults"
@@ -34,7 +36,8 @@ end
 --   properties = fn(job) -> props, on_error = fn(job, message) -> props|nil,
 --   alerts = {warn_before=, expiring=, expired=, failed=, completed=},
 --   retry = {...}, poll = {interval=, max=}, metrics = registry, max_jobs = download slots,
---   direct_io = write whole blocks past the page cache (default true)}
+--   direct_io = write whole blocks past the page cache (default true),
+--   s3 = {client = s3 client, prefix=, keep_local=, retry=, public_base_url=} | nil}
 function M.new(cfg)
   local self = setmetatable({
     jobs = events.store(patience.store(assert(cfg.jobs))), versions = assert(cfg.versions), providers = assert(cfg.providers),
@@ -43,6 +46,7 @@ function M.new(cfg)
     metrics = cfg.metrics or require("assetd.metrics").standard(),
     slots = require("assetd.slots").new(cfg.max_jobs or 4 * defaults.pipeline.limits.max_active),
     running = {}, timers = {}, progress = {}, marks = {}, flagged = {}, direct_io = cfg.direct_io ~= false,
+    s3 = cfg.s3,
   }, Runner)
   self.alerts.warn_before = self.alerts.warn_before or defaults.pipeline.alerts.warn_before
   return self
@@ -117,14 +121,16 @@ function Runner:fail(job, reason)
   return job
 end
 
--- Every variant stored: the job is completed and its Notion step begins.
+-- Every variant stored: the job is completed and its upload and Notion steps begin.
 function Runner:complete(job)
   local completed = self.jobs:transition(job, "completed", {error = false})
   if not completed then return self.jobs:get(job.id) or job end
   job = completed
   deadlines.disarm(self, job)
   if job.expiresAt then self.metrics:observe("assetd_deadline_slack_seconds", math.max(0, job.expiresAt - assetd.now())) end
-  job = self:set_data(job, notionsync.initial(self))
+  local steps = notionsync.initial(self)
+  for k, v in pairs(uploadsync.initial(self)) do steps[k] = v end
+  job = self:set_data(job, steps)
   self:hook("completed", job)
   return job
 end
@@ -161,7 +167,11 @@ function Runner:run(job)
     if self.running[id] ~= me then return end      -- canceled meanwhile (cancel_job)
     deadlines.arm(self, job)
     if job.status == "pending" then job = download.run(self, job) end
-    if job.status == "completed" then notionsync.sync(self, job) end
+    if job.status == "completed" then
+      job = uploadsync.sync(self, job)
+      -- Notion links the bucket's objects: it waits for them (a failed upload leaves it pending)
+      if uploadsync.done(self:data(job)) then notionsync.sync(self, job) end
+    end
     if self.running[id] == me then self.running[id], self.marks[id] = nil, nil end
   end)
 end
@@ -179,7 +189,8 @@ function Runner:start()
         local page
         page, cursor = self.jobs:list{status = status, limit = 500, cursor = cursor}
         for _, j in ipairs(page) do
-          if status ~= "completed" or self:data(j).notion == "pending" then self:run(j) end
+          local d = status == "completed" and self:data(j)
+          if not d or d.notion == "pending" or uploadsync.unfinished(d) then self:run(j) end
         end
         assetd.sleep(0)
       until not cursor

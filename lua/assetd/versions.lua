@@ -163,6 +163,12 @@ function Versions:drop_part(batchId, name)
   return self.files:remove(batchId, "." .. name .. ".part")
 end
 
+-- The local copy of NAME, once the bucket holds it verified (storage.s3.keep_local = false).
+-- The version stays reserved in the job store, so it is never handed out again.
+function Versions:drop_local(batchId, name)
+  return self.files:remove(batchId, name)
+end
+
 -- The video and version a file name stands for, read the one way the default names can be
 -- read: "{videoId}_V{n}.{ext}" or "{videoId}_V{n}_{variant}.{ext}", the video id taken as
 -- long as possible and a variant lowercase. So "intro_V2_V1.mp4" is version 1 of "intro_V2"

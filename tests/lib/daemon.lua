@@ -11,15 +11,19 @@ local bin = os.getenv("ASSETD_BIN") or "./assetd"
 
 local shq = sim.shq
 
--- daemon.start{pipeline = "lua source", env = {K = V}, args = "...", bin = path (default: the one under test)}
+-- daemon.start{pipeline = "lua source", env = {K = V}, args = "...", bin = path (default: the one
+-- under test), dir = a killed daemon's directory to start again in (its data and log kept)}
 function daemon.start(o)
-  local dir = sim.tmpdir()
+  local dir = o.dir or sim.tmpdir()
+  os.remove(dir .. "/pid")
+  os.remove(dir .. "/rc")
+  local from = #(sim.read(dir .. "/log") or "")     -- a restart's log starts here
   local f = assert(io.open(dir .. "/pipeline.lua", "w"))
   f:write((o.pipeline:gsub("{DIR}", dir)))
   f:close()
   local env = {}
   for k, v in pairs(o.env or {}) do env[#env + 1] = k .. "=" .. shq(v) end
-  local cmd = string.format("%s %s %s/pipeline.lua --listen 127.0.0.1:0 --data %s/data %s >%s/log 2>&1",
+  local cmd = string.format("%s %s %s/pipeline.lua --listen 127.0.0.1:0 --data %s/data %s >>%s/log 2>&1",
     table.concat(env, " "), o.bin or bin, dir, dir, o.args or "", dir)
   -- the exit status is kept, so a stop can check it (sanitizer reports make it non-zero)
   os.execute(string.format("sh -c %s &", shq(cmd .. " & echo $! > " .. dir .. "/pid; wait $!; echo $? > " .. dir .. "/rc")))
@@ -32,13 +36,22 @@ function daemon.start(o)
   local self = setmetatable({dir = dir}, daemon)
   self.pid = assert(io.open(dir .. "/pid")):read("l")
   for _ = 1, 200 do
-    local log = self:log()
+    local log = self:log():sub(from + 1)
     self.url = log:match('msg="http listening" addr=%S+ auth=%S+ url=(http://[%d.:]+)/')
     if self.url then return self end
     assert(os.execute("kill -0 " .. self.pid .. " 2>/dev/null"), "assetd exited:\n" .. log)
     assetd.sleep(0.05)
   end
   error("assetd did not start listening:\n" .. self:log())
+end
+
+-- SIGKILL: no checkpoint, no cleanup; the directory stays for a daemon.start{dir = d.dir}.
+function daemon:kill9()
+  os.execute("kill -9 " .. self.pid .. " 2>/dev/null")
+  for _ = 1, 200 do
+    if sim.read(self.dir .. "/rc") then return end
+    assetd.sleep(0.05)
+  end
 end
 
 function daemon:log()

@@ -37,6 +37,7 @@ function s3.start(o)
   self.upstream = wait_line(self.dir .. "/s3rver.out", "listening on [%d.]+:(%d+)", "s3rver")
   self.log_path = self.dir .. "/requests.jsonl"
   self.answer = o.answer
+  self.slow_parts = o.slow_parts
   self:up()
   return self
 end
@@ -46,7 +47,8 @@ function s3:up()
   local out = self.dir .. "/recorder.out"
   os.remove(out)
   os.execute(string.format("python3 tests/s3/recorder.py --port %d --upstream %s --s3dir %s --log %s %s > %s 2>&1 & echo $! > %s/recorder.pid",
-    self.port or 0, self.upstream, self.data, self.log_path, self.answer and ("--answer " .. self.answer) or "",
+    self.port or 0, self.upstream, self.data, self.log_path,
+    (self.answer and ("--answer " .. self.answer) or "") .. (self.slow_parts and (" --slow-parts " .. self.slow_parts) or ""),
     out, self.dir))
   self.recorder_pid = sim.read(self.dir .. "/recorder.pid"):match("%d+")
   self.url = wait_line(out, "listening (http://[%d.:]+)", "recorder")
@@ -99,6 +101,14 @@ function s3:sha256(key)
   local sum = sim.sha256_file(tmp)
   os.remove(tmp)
   return sum
+end
+
+-- Every object under PREFIX downloaded by awscli into DIR (aws s3 cp --recursive); true or
+-- nil and its output.
+function s3:download_all(prefix, dir)
+  local out, rc = aws(self, "s3 cp --recursive --only-show-errors s3://" .. self.bucket .. "/" .. prefix .. " " .. dir)
+  if rc ~= 0 then return nil, out end
+  return true
 end
 
 -- The keys in the bucket (awscli's list-objects-v2), sorted.

@@ -15,6 +15,7 @@ import re
 import shutil
 import sys
 import threading
+import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from xml.sax.saxutils import escape
@@ -163,6 +164,8 @@ class Handler(BaseHTTPRequestHandler):
                             "'x-amz-content-sha256' header does not match what was computed.</Message></Error>", self)
         if self.shim(path, query):
             return
+        if self.server.slow_parts and "partNumber=" in query:
+            time.sleep(self.server.slow_parts)      # a slow link: room to kill the daemon mid-upload
         self.forward(path, query, headers, body)
 
     def shim(self, path, query):
@@ -233,6 +236,7 @@ def main():
     p.add_argument("--secret", default="S3RVER")
     p.add_argument("--log")
     p.add_argument("--answer", help="CODE:S3ERROR: answer every request so (a refusing server)")
+    p.add_argument("--slow-parts", type=float, default=0, help="seconds to hold each UploadPart")
     a = p.parse_args()
     if a.self_test:
         return self_test()
@@ -241,6 +245,7 @@ def main():
     srv.upstream, srv.s3dir, srv.secret, srv.log_path = a.upstream, a.s3dir, a.secret, a.log
     srv.lock = threading.Lock()
     srv.answer = None
+    srv.slow_parts = a.slow_parts
     if a.answer:
         code, text = a.answer.split(":", 1)
         srv.answer = (int(code), text)
