@@ -35,6 +35,12 @@ end
 
 local function opt(v) if v == nil then return cjson.null end return v end
 
+-- The engine's transfers now; none once it is closed (the daemon stopping, or an API run
+-- without one, as fuzz_request does), which an answer must not trip over.
+local function transfers()
+  return assetd.fetch_limits() or {active = 0, queued = 0}
+end
+
 local function err(status, code, message, headers)
   return json(status, {error = {code = code, message = message}}, headers)
 end
@@ -179,7 +185,7 @@ function Api:status_get()
     local i = math.floor((j.expiresAt - now) / 300) + 1
     if i >= 1 and i <= 12 then counts[i] = counts[i] + 1 end
   end
-  local t = assetd.fetch_limits()
+  local t = transfers()
   return json(200, {
     deadlines = {bucketSeconds = 300, counts = counts, truncated = #ahead == 1000},
     transfers = {running = t.active, queued = t.queued},
@@ -430,7 +436,7 @@ function Api:metrics_text()
   for _, c in ipairs(self.runner:concerns()) do
     stalled, at_risk = stalled + (c.stalled and 1 or 0), at_risk + (c.at_risk and 1 or 0)
   end
-  local t = assetd.fetch_limits()
+  local t = transfers()
   local body = self.metrics:render{
     {name = "assetd_build_info", help = "The running build (its version as a label; the value is 1)",
      series = {{labels = {version = assetd.version}, value = 1}}},

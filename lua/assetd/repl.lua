@@ -55,7 +55,7 @@ end
 function H.summary()
   local r = runner()
   local s = assert(r:summary())
-  s.transfers = assetd.fetch_limits()
+  s.transfers = assetd.fetch_limits() or {active = 0, queued = 0, max_active = 0}   -- none once stopping
   s.sessions = assetd.repl.sessions()
   return view(s, function(t)
     local counts = {}
