@@ -159,11 +159,16 @@ static int l_transition(lua_State *L) {
     return 1;
 }
 
+/* The store's row callbacks build a list: the row's table on top goes to the list's end. */
+static int append(lua_State *L) {
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    return 0;
+}
+
 static int list_cb(const jobdb_job *j, void *ud) {
     lua_State *L = ud;
     push_job(L, j);
-    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
-    return 0;
+    return append(L);
 }
 
 /* store:list{status=, batchId=, limit=, cursor=, newest_first=} -> jobs, next_cursor (nil at
@@ -231,8 +236,7 @@ static int events_cb(double t, const char *kind, const char *detail, void *ud) {
     set_time(L, "t", t);
     set_str(L, "kind", kind);
     set_str(L, "detail", detail);
-    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
-    return 0;
+    return append(L);
 }
 
 static int l_events(lua_State *L) {
@@ -281,8 +285,7 @@ static int assets_cb(const jobdb_asset *a, void *ud) {
     lua_pushinteger(L, (lua_Integer)a->version);
     lua_setfield(L, -2, "version");
     set_time(L, "downloadedAt", a->downloaded_at);
-    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
-    return 0;
+    return append(L);
 }
 
 static int l_assets(lua_State *L) {
