@@ -4,7 +4,7 @@ PREFIX     ?= /usr/local
 DESTDIR    ?=
 PKG_CONFIG ?= pkg-config
 CC         ?= cc
-PKGS       := lua5.4 lua5.4-cjson libuv libcurl openssl sqlite3 libmicrohttpd libedit
+PKGS       := lua5.4 lua5.4-cjson libuv libcurl openssl sqlite3 libmicrohttpd libedit libpq
 # sd_notify for systemd's Type=notify when Debian's libsystemd-dev is there (else a no-op)
 ifeq ($(shell $(PKG_CONFIG) --exists libsystemd && echo yes),yes)
 PKGS       += libsystemd
@@ -21,8 +21,8 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -MMD -MP \
 LDLIBS  += $(shell $(PKG_CONFIG) --libs $(PKGS)) -lm
 BUILD   ?= build
 
-CORE    := runtime log clock partfile curluv admit fetch fetch_easy fetch_body fetch_result fetch_upload ratecap formats store jobdb httphdr deadline path httpd lineio repl attach bytebuf digest sha256 filehash datadir sdnotify luamods luamods_data
-BINDS   := lbind l_assetd l_timer l_task l_log l_fetch l_jobdb l_store l_httpd l_crypto l_repl l_deadline l_filehash
+CORE    := runtime log clock partfile curluv admit fetch fetch_easy fetch_body fetch_result fetch_upload ratecap formats store jobdb httphdr deadline path httpd lineio repl attach bytebuf digest sha256 filehash datadir sdnotify luamods luamods_data pgconn
+BINDS   := lbind l_assetd l_timer l_task l_log l_fetch l_jobdb l_store l_httpd l_crypto l_repl l_deadline l_filehash l_pg
 OBJS    := $(patsubst %,$(BUILD)/%.o,$(CORE) $(BINDS) main)
 UNITS   := httphdr deadline path store jobdb bytebuf partfile admit
 

@@ -75,5 +75,6 @@ int luaopen_assetd_core(lua_State *L) {
     l_repl_open(L);
     l_deadline_open(L);
     l_filehash_open(L);
+    l_pg_open(L);
     return 1;
 }

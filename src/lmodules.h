@@ -17,5 +17,6 @@ void l_crypto_open(lua_State *L);
 void l_repl_open(lua_State *L);
 void l_deadline_open(lua_State *L);
 void l_filehash_open(lua_State *L);
+void l_pg_open(lua_State *L);
 
 #endif
