@@ -35,6 +35,7 @@ struct httpd {
     struct httpd_config cfg;
     httpd_conn *conns;           /* every open connection, for the deadline sweep */
     httpd_stream *streams;       /* every stream answering a connection: resumed before MHD stops */
+    httpd_req *deferred;         /* suspended until their owner answers: resumed before MHD stops */
     int wake;                    /* a stream was written during MHD_run: run MHD again at once */
 };
 
@@ -54,11 +55,16 @@ struct httpd_req {
     const char *method, *path;
     bytebuf body;
     int too_large, answered;
+    void *defer_data;            /* the owner's, while it answers later (httpd_req_defer) */
+    void (*defer_gone)(void *data);
+    int suspended;
+    httpd_req *dprev, *dnext;    /* in server->deferred while suspended */
     char remote[64], local[64];
     int local_port;
 };
 
 static void httpd_pump(httpd *h);
+static void on_timer(uv_timer_t *t);
 
 /* MHD closes its connections (on_completed frees their requests) and its epoll fd, which the
  * poll must no longer be watching. */
@@ -70,6 +76,7 @@ static void stop_mhd(httpd *h) {
         if (st->suspended) MHD_resume_connection(st->conn);
         st->suspended = 0;
     }
+    while (h->deferred) httpd_req_resume(h->deferred);
     if (h->mhd) MHD_stop_daemon(h->mhd);
     h->mhd = NULL;
 }
@@ -224,6 +231,17 @@ static int declared_too_large(httpd_req *r) {
     return cl && strtoull(cl, NULL, 10) > r->server->cfg.max_body;
 }
 
+static void suspend(httpd_req *r) {
+    httpd *h = r->server;
+    conn_set_deadline(h, conn_of(r->conn), 0);   /* all read: the owner's answer is what waits */
+    MHD_suspend_connection(r->conn);
+    r->suspended = 1;
+    r->dprev = NULL;
+    r->dnext = h->deferred;
+    if (h->deferred) h->deferred->dprev = r;
+    h->deferred = r;
+}
+
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
                                  const char *method, const char *version, const char *upload,
                                  size_t *upload_size, void **con_cls) {
@@ -255,6 +273,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     /* closed earlier in this MHD_run: the handler's owner may be gone */
     if (h->closed) return respond_error(r, 503, "unavailable", "the server is closing");
     h->cfg.handler(r, h->cfg.ud);
+    if (!r->answered && r->defer_data) {
+        if (!r->suspended) suspend(r);
+        return MHD_YES;
+    }
     if (!r->answered) return respond_error(r, 500, "internal", "no answer");
     return MHD_YES;
 }
@@ -266,9 +288,32 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     (void)toe;
     conn_set_deadline(h, conn_of(conn), h->cfg.header_timeout_s);   /* a kept-alive connection's next head */
     if (!r) return;
+    if (r->defer_data && r->defer_gone) r->defer_gone(r->defer_data);
     bytebuf_free(&r->body);
     free(r);
     *con_cls = NULL;
+}
+
+void httpd_req_defer(httpd_req *r, void *data, void (*gone)(void *data)) {
+    r->defer_data = data;
+    r->defer_gone = gone;
+}
+
+void *httpd_req_deferred(const httpd_req *r) { return r->defer_data; }
+
+/* MHD_resume_connection's doc: in external polling, run MHD after it, or the connection may
+ * wait for other network activity. */
+void httpd_req_resume(httpd_req *r) {
+    if (!r->suspended) return;
+    httpd *h = r->server;
+    if (r->dprev) r->dprev->dnext = r->dnext; else h->deferred = r->dnext;
+    if (r->dnext) r->dnext->dprev = r->dprev;
+    r->dprev = r->dnext = NULL;
+    r->suspended = 0;
+    MHD_resume_connection(r->conn);
+    if (h->closed) return;
+    h->wake = 1;
+    if (!h->in_run) uv_timer_start(&h->timer, on_timer, 0, 0);
 }
 
 const char *httpd_req_method(const httpd_req *r) { return r->method; }

@@ -1,7 +1,7 @@
 /* httpd.h: the HTTP server on the libuv loop. libmicrohttpd runs in external-epoll mode (its
  * epoll fd in a uv_poll, MHD_run on readiness and on a uv_timer from MHD_get_timeout), so
  * requests are handled on the loop's thread with no locks. The handler sees a complete request
- * (body included, up to max_body) and must answer it before returning. */
+ * (body included, up to max_body) and answers it before returning, or defers it. */
 #ifndef ASSETD_HTTPD_H
 #define ASSETD_HTTPD_H
 
@@ -41,6 +41,14 @@ const char *httpd_req_remote(const httpd_req *r);
 const char *httpd_req_local(const httpd_req *r, int *port);
 typedef void (*httpd_pair_cb)(const char *name, const char *value, void *ud);
 void httpd_req_foreach(httpd_req *r, enum httpd_kind kind, httpd_pair_cb cb, void *ud);
+
+/* For a handler that answers later: with DATA set, an unanswered request is suspended when the
+ * handler returns (no timeout runs meanwhile); httpd_req_resume then calls the handler again
+ * for R, which must answer it now (httpd_req_deferred gives DATA back) and clear DATA. GONE(DATA)
+ * is called if the connection ends before (the server stopping); R is freed right after. */
+void httpd_req_defer(httpd_req *r, void *data, void (*gone)(void *data));
+void *httpd_req_deferred(const httpd_req *r);
+void httpd_req_resume(httpd_req *r);
 
 /* Answer the request once. HEADERS is name, value, ..., NULL. A file answer takes FD (the
  * server closes it) and sends LEN bytes from OFF without reading them into memory. */

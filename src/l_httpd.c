@@ -4,7 +4,7 @@
  * local_port} that returns a response table {status, headers, body}, {status, headers, root,
  * file, offset, length} (FILE relative to ROOT, opened without following symlinks, streamed)
  * or {status, headers, stream} (a body written later through the stream object, for
- * Server-Sent Events); it runs on the loop and must not wait. A raised error becomes a bare 500. The server returned
+ * Server-Sent Events); it runs as a task and may wait. A raised error becomes a bare 500. The server returned
  * is closed by :close(), a <close> variable, the collector or the daemon's stop, whichever
  * comes first. */
 #include "httpd.h"
@@ -185,18 +185,87 @@ static int answer(lua_State *L) {
     return 0;
 }
 
+/* A request's handler runs as a task, so it may wait (a database that answers later): answered
+ * at once when it does not, else deferred and answered when the task ends. The state is a
+ * userdata, anchored by the task and, while the request waits for it, by the registry. */
+typedef struct lpending {
+    lua_State *L;
+    httpd_req *r;                /* NULL once the connection is gone (the server stopping) */
+    int resp, self;              /* the handler's answer; the registry's anchor while deferred */
+    int done, sync;
+} lpending;
+
+static void answer_now(lua_State *L, httpd_req *r, int resp_ref) {
+    int top = lua_gettop(L);
+    lua_pushcfunction(L, answer);
+    lua_pushlightuserdata(L, r);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, resp_ref);
+    if (rt_pcall(L, 2, 0, "http response") != 0) httpd_respond(r, 500, fallback, internal, sizeof internal - 1);
+    lua_settop(L, top);
+    luaL_unref(L, LUA_REGISTRYINDEX, resp_ref);
+}
+
+static int handler_done(lua_State *L, int status, lua_KContext ctx) {
+    lpending *p = (lpending *)ctx;
+    if (status != LUA_OK && status != LUA_YIELD) {
+        log_event(LOG_ERROR, "lua error", "where", "http handler", "error", lua_tostring(L, -1), NULL);
+        lua_pushnil(L);
+    }
+    p->resp = luaL_ref(L, LUA_REGISTRYINDEX);
+    p->done = 1;
+    if (!p->r) {                                  /* nobody waits for it any more */
+        luaL_unref(L, LUA_REGISTRYINDEX, p->resp);
+        p->resp = LUA_NOREF;
+    } else if (!p->sync) {
+        httpd_req_resume(p->r);                   /* on_request answers it, from MHD */
+    }
+    return 0;
+}
+
+/* The task: handler(req) under a traceback handler, then handler_done. */
+static int handler_task(lua_State *L) {
+    lpending *p = lua_touserdata(L, 3);
+    lua_pushcfunction(L, rt_traceback);
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, 2);
+    return handler_done(L, lua_pcallk(L, 1, 1, 4, (lua_KContext)p, handler_done), (lua_KContext)p);
+}
+
+static void pending_gone(void *data) {
+    lpending *p = data;
+    p->r = NULL;
+    if (p->done) luaL_unref(p->L, LUA_REGISTRYINDEX, p->resp);   /* ended, never answered */
+    luaL_unref(p->L, LUA_REGISTRYINDEX, p->self);                /* the task may still hold it */
+}
+
 static void on_request(httpd_req *r, void *ud) {
     lserver *s = ud;
     lua_State *L = s->L;
+    lpending *p = httpd_req_deferred(r);
+    if (p) {                                      /* resumed: the task has ended */
+        httpd_req_defer(r, NULL, NULL);
+        answer_now(L, r, p->resp);
+        luaL_unref(L, LUA_REGISTRYINDEX, p->self);
+        return;
+    }
     int top = lua_gettop(L);
+    lua_pushcfunction(L, handler_task);
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->fn);
     push_request(L, r);
-    if (rt_pcall(L, 1, 1, "http handler") != 0) lua_pushnil(L);
-    lua_pushcfunction(L, answer);
-    lua_pushlightuserdata(L, r);
-    lua_pushvalue(L, -3);
-    if (rt_pcall(L, 2, 0, "http response") != 0) httpd_respond(r, 500, fallback, internal, sizeof internal - 1);
+    p = lua_newuserdatauv(L, sizeof *p, 0);
+    *p = (lpending){L, r, LUA_NOREF, LUA_NOREF, 0, 1};
+    lua_pushvalue(L, -1);
+    int anchor = luaL_ref(L, LUA_REGISTRYINDEX);
+    rt_spawn(L, 3, 0, "http request", RT_DETACHED);
     lua_settop(L, top);
+    p->sync = 0;
+    if (p->done) {
+        answer_now(L, r, p->resp);
+        luaL_unref(L, LUA_REGISTRYINDEX, anchor);
+        return;
+    }
+    p->self = anchor;
+    httpd_req_defer(r, p, pending_gone);
 }
 
 static lserver *check_server(lua_State *L) {

@@ -26,6 +26,37 @@ describe("http_listen", function()
     assert.are.equal("fine", body)
   end)
 
+  it("lets a handler wait (a database answering later) while other requests are answered", function()
+    reply = function(req)
+      if req.path == "/slow" then assetd.sleep(0.5); return {status = 200, body = "slow"} end
+      return {status = 200, body = "quick"}
+    end
+    local slow, t_slow, t_quick
+    local t0 = assetd.monotonic()
+    assetd.spawn(function() slow = {get("/slow")}; t_slow = assetd.monotonic() - t0 end)
+    assetd.spawn(function() assetd.sleep(0.1); assert.are.equal("quick", select(2, get("/quick"))); t_quick = assetd.monotonic() - t0 end)
+    sim.eventually(function() return slow end, 5, "the waiting handler's answer")
+    assert.are.same({200, "slow"}, slow)
+    assert.is_true(t_quick < t_slow, "the quick request waited for the slow one")
+    assert.is_true(t_slow >= 0.5)
+  end)
+
+  it("answers 500 when a waiting handler raises, and drops a wait whose server closed", function()
+    reply = function() assetd.sleep(0.05); error("boom") end
+    assert.are.equal(500, (get()))
+    local waited = false
+    reply = function() assetd.sleep(0.3); waited = true; return {status = 200, body = "late"} end
+    local got
+    assetd.spawn(function()
+      got = {assetd.fetch{url = "http://127.0.0.1:" .. server:port() .. "/", timeout = 5}}
+    end)
+    assetd.sleep(0.1)
+    server:close()
+    sim.eventually(function() return waited and got end, 5, "the handler's end")
+    assert.is_nil(got[1], "a closed server's deferred request was answered")
+    server = assert(assetd.http_listen{listen = "127.0.0.1:0", handler = function(req) return reply(req) end})
+  end)
+
   it("answers 500 at once to a status HTTP cannot carry", function()
     reply = function() return {status = 1000, body = "x"} end
     local t0 = assetd.monotonic()
