@@ -379,4 +379,16 @@ void l_jobdb_open(lua_State *L) {
         lua_rawseti(L, -2, i + 1);
     }
     lua_setfield(L, -2, "job_states");
+    /* the legal moves, {from = {to = true}}: another backend enforces the same machine */
+    lua_createtable(L, 0, JOB_NSTATES);
+    for (int i = 0; i < JOB_NSTATES; i++) {
+        lua_createtable(L, 0, JOB_NSTATES);
+        for (int k = 0; k < JOB_NSTATES; k++) {
+            if (!jobdb_can_transition((enum jobdb_state)i, (enum jobdb_state)k)) continue;
+            lua_pushboolean(L, 1);
+            lua_setfield(L, -2, jobdb_state_name((enum jobdb_state)k));
+        }
+        lua_setfield(L, -2, jobdb_state_name((enum jobdb_state)i));
+    }
+    lua_setfield(L, -2, "job_moves");
 }

@@ -9,6 +9,7 @@
 
 #include <lauxlib.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -122,8 +123,13 @@ static const char *param_text(lua_State *L, int i, int stmt, int k) {
     case LUA_TNIL: return NULL;
     case LUA_TBOOLEAN: return lua_toboolean(L, i) ? "t" : "f";
     case LUA_TNUMBER:
-        if (lua_isinteger(L, i)) lua_pushfstring(L, "%I", (LUAI_UACINT)lua_tointeger(L, i));
-        else lua_pushfstring(L, "%.17g", lua_tonumber(L, i));
+        if (lua_isinteger(L, i)) {
+            lua_pushfstring(L, "%I", (LUAI_UACINT)lua_tointeger(L, i));
+        } else {
+            char num[32];
+            snprintf(num, sizeof num, "%.17g", (double)lua_tonumber(L, i));
+            lua_pushstring(L, num);
+        }
         lua_replace(L, i);
         return lua_tostring(L, i);
     case LUA_TSTRING: {

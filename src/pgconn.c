@@ -4,6 +4,8 @@
  * All sending and every callback happen from loop callbacks, never inside pgconn_submit. */
 #include "pgconn.h"
 
+#include "log.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -327,9 +329,19 @@ static void on_connect_timeout(uv_timer_t *t) {
     if (c->st == PGCONN_CONNECTING) conn_lost(c, msg);
 }
 
+/* The server's notices (NOTICE: relation exists, skipping) are for a person at psql; libpq
+ * would print them on stderr, between our log lines. */
+static void on_notice(void *arg, const char *message) {
+    (void)arg;
+    char msg[300];
+    set_err(msg, sizeof msg, message);
+    log_event(LOG_DEBUG, "database notice", "notice", msg, NULL);
+}
+
 static void start_connect(pgconn *c) {
     c->pg = PQconnectStart(c->conninfo);
     if (!c->pg) { conn_lost(c, "out of memory"); return; }
+    PQsetNoticeProcessor(c->pg, on_notice, NULL);
     if (PQstatus(c->pg) == CONNECTION_BAD) { conn_lost(c, PQerrorMessage(c->pg)); return; }
     c->st = PGCONN_CONNECTING;
     if (c->connect_timeout_ms) uv_timer_start(&c->ctimer, on_connect_timeout, c->connect_timeout_ms, 0);

@@ -1,15 +1,29 @@
--- assetd.jobdb: the durable job store as Lua sees it.
+-- The durable job store as Lua sees it, the same specs against both backends: SQLite in a data
+-- directory (assetd.jobdb) and PostgreSQL (assetd.pgstore, on a server started for the spec).
+local pglib = require "pg"
+local pgstore = require "assetd.pgstore"
 local sim = require "sim"
 
-describe("assetd.jobdb", function()
-  local dir, store
-  before_each(function()
-    dir = sim.tmpdir()
-    store = assert(assetd.jobdb.open(dir))
-  end)
+local backends = {
+  {name = "SQLite",
+   open = function(ctx) ctx.dir = ctx.dir or sim.tmpdir(); return assert(assetd.jobdb.open(ctx.dir)) end,
+   clean = function(ctx) os.execute("rm -rf " .. ctx.dir); ctx.dir = nil end},
+  {name = "PostgreSQL",
+   start = function(ctx) ctx.srv = pglib.start() end,
+   stop = function(ctx) ctx.srv:stop() end,
+   open = function(ctx) return assert(pgstore.open(ctx.srv.url)) end,
+   clean = function(ctx) ctx.srv:psql("DROP SCHEMA public CASCADE; CREATE SCHEMA public") end},
+}
+
+for _, backend in ipairs(backends) do
+describe("the job store on " .. backend.name, function()
+  local ctx, store = {}, nil
+  setup(function() if backend.start then backend.start(ctx) end end)
+  teardown(function() if backend.stop then backend.stop(ctx) end end)
+  before_each(function() store = backend.open(ctx) end)
   after_each(function()
     store:close()
-    os.execute("rm -rf " .. dir)
+    backend.clean(ctx)
   end)
 
   it("creates jobs idempotently on (notionPageId, soraVideoId)", function()
@@ -77,7 +91,7 @@ describe("assetd.jobdb", function()
     local j = store:create{notionPageId = "p", soraVideoId = "v", batchId = "b", completedAt = 1}
     store:transition(j, "downloading")
     store:close()
-    store = assert(assetd.jobdb.open(dir))
+    store = backend.open(ctx)
     assert.are.equal(1, store:recover())
     assert.are.equal("pending", store:get("p").status)
     assert.are.equal(j.id, store:get(j.id).id)
@@ -105,9 +119,64 @@ describe("assetd.jobdb", function()
     assert.is_not_nil(err)
   end)
 
+  it("remembers webhook ids for the tolerance window, keeps versions and answers the probe", function()
+    assert.is_false(store:webhook_seen("wh_1", 1000, 300))
+    assert.is_true(store:webhook_seen("wh_1", 1100, 300))
+    assert.is_false(store:webhook_seen("wh_1", 1500, 300))     -- forgotten after the window
+    assert.are.equal(0, store:max_version("b", "v"))
+    assert(store:note_version("b", "v", 3))
+    assert(store:note_version("b", "v", 2))
+    assert.are.equal(3, store:max_version("b", "v"))
+    assert.is_true(store:probe())
+  end)
+
+  it("lists the jobs whose deadline comes within a window, soonest first", function()
+    local now = assetd.now()
+    for i, left in ipairs{900, 60, 300, 7200} do
+      store:create{notionPageId = "p" .. i, soraVideoId = "v", batchId = "b", completedAt = now, expiresAt = now + left}
+    end
+    local ids = {}
+    for _, j in ipairs(store:expiring(now, 1000, 10)) do ids[#ids + 1] = j.notionPageId end
+    assert.are.same({"p2", "p3", "p1"}, ids)
+  end)
+end)
+end
+
+describe("the SQLite job store", function()
   it("gives a clear error for an unusable data directory", function()
     local s, err = assetd.jobdb.open("/proc/nope/dir")
     assert.is_nil(s)
     assert.matches("data directory", tostring(err))
+  end)
+end)
+
+describe("the PostgreSQL job store", function()
+  local srv
+  setup(function() srv = pglib.start() end)
+  teardown(function() srv:stop() end)
+
+  it("migrates once when several daemons start at the same moment", function()
+    local stores, errs = {}, {}
+    for i = 1, 4 do
+      assetd.spawn(function() stores[i], errs[i] = pgstore.open(srv.url) end)
+    end
+    sim.eventually(function() return #stores + #errs == 4 end, 20, "four opens")
+    for i = 1, 4 do assert(stores[i], tostring(errs[i])) end
+    assert.are.equal(tostring(pgstore.SCHEMA_VERSION), srv:psql("SELECT count(*) FROM assetd_schema"):match("%d+"))
+    for i = 1, 4 do stores[i]:close() end
+  end)
+
+  it("refuses a database whose schema is newer than this assetd, naming both versions", function()
+    srv:psql("INSERT INTO assetd_schema(version) VALUES (" .. (pgstore.SCHEMA_VERSION + 1) .. ")")
+    local s, err = pgstore.open(srv.url)
+    assert.is_nil(s)
+    assert.are.equal("database", err.category)
+    assert.matches("schema " .. (pgstore.SCHEMA_VERSION + 1) .. " is newer than this assetd %(" .. pgstore.SCHEMA_VERSION .. "%)", tostring(err))
+  end)
+
+  it("answers a store that cannot be reached with a database error, not a hang", function()
+    local s, err = pgstore.open("postgresql:///assetd?host=" .. srv.dir .. "/gone", {connect_timeout = 2})
+    assert.is_nil(s)
+    assert.are.equal("database", err.category)
   end)
 end)
