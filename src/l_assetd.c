@@ -40,11 +40,13 @@ static int l_error(lua_State *L) {
 }
 
 static void push_options(lua_State *L, const struct rt_options *o) {
-    lua_createtable(L, 0, 6);
+    lua_createtable(L, 0, 7);
     lua_pushstring(L, o->listen);
     lua_setfield(L, -2, "listen");
     lua_pushstring(L, o->data);
     lua_setfield(L, -2, "data");
+    lua_pushstring(L, o->database);
+    lua_setfield(L, -2, "database");
     lua_pushstring(L, o->log_level);
     lua_setfield(L, -2, "log_level");
     lua_pushstring(L, o->log_format);

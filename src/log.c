@@ -53,7 +53,8 @@ int log_is_secret_key(const char *key) {
 /* The environment variables that hold secrets (design.md): their values are redacted wherever
  * they appear, since upstream error bodies and user hooks may quote them. */
 static const char *const secret_env[] = {"OPENAI_API_KEY", "NOTION_TOKEN", "OPENAI_WEBHOOK_SECRET",
-                                         "ASSETD_API_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", NULL};
+                                         "ASSETD_API_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                                         "PGPASSWORD", NULL};
 
 const char *const *log_secret_env(void) { return secret_env; }
 
@@ -63,6 +64,21 @@ const char *const *log_secret_env(void) { return secret_env; }
  * it has one. */
 static const char *userinfo_end(const char *s) {
     return memrchr(s, '@', strcspn(s, "/?# \t\r\n\"'<>"));
+}
+
+/* A libpq password given as a keyword (`password=x` in a conninfo, `?password=x` in a URL):
+ * the length of its value, quoted or not, when S starts with the keyword; else 0. */
+static size_t password_value(const char *s, size_t *keylen) {
+    static const char kw[] = "password=";
+    if (strncasecmp(s, kw, sizeof kw - 1) != 0) return 0;
+    const char *v = s + sizeof kw - 1;
+    *keylen = sizeof kw - 1;
+    if (*v == '\'') {
+        const char *e = v + 1;
+        while (*e && *e != '\'') e += (*e == '\\' && e[1]) ? 2 : 1;
+        return (size_t)(e - v) + (*e ? 1 : 0);
+    }
+    return strcspn(v, " \t\r\n&#\"");
 }
 
 size_t log_redact_into(const char *s, char *out, size_t cap) {
@@ -78,6 +94,13 @@ size_t log_redact_into(const char *s, char *out, size_t cap) {
         if (at) {                                  /* scheme://user:password@host */
             EMIT("://" REDACTED, 3 + sizeof REDACTED - 1);
             s = at;
+            continue;
+        }
+        size_t kl = 0, pv = password_value(s, &kl);
+        if (pv) {
+            EMIT(s, kl);
+            EMIT(REDACTED, sizeof REDACTED - 1);
+            s += kl + pv;
             continue;
         }
         size_t i = 0;

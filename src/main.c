@@ -30,12 +30,13 @@ static const char usage_text[] =
     "  -i                    interactive Lua REPL on the terminal while the daemon runs\n"
     "  --listen HOST:PORT    HTTP API address (default 127.0.0.1:8787)\n"
     "  --data DIR            data directory: job database, attach socket (default ./.assetd)\n"
+    "  --database URL        a postgres:// URL: the job store shared by several daemons\n"
     "  --log-level LEVEL     debug, info, warn or error (default info)\n"
     "  --log-format FORMAT   logfmt or json (default logfmt)\n"
     "  --check               load and validate the pipeline, print its configuration, exit\n"
     "\n"
     "environment: OPENAI_API_KEY OPENAI_BASE_URL NOTION_TOKEN NOTION_BASE_URL\n"
-    "             OPENAI_WEBHOOK_SECRET ASSETD_API_TOKEN\n"
+    "             OPENAI_WEBHOOK_SECRET ASSETD_API_TOKEN ASSETD_DATABASE_URL ASSETD_INSTANCE\n"
     "exit status: 0 clean stop, 1 runtime or script error, 2 bad usage\n";
 
 static rt_runtime runtime;
@@ -55,7 +56,7 @@ static int parse_args(int argc, char **argv, struct rt_options *o, int *script_i
     *script_index = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        int takes_value = !opts_done && (!strcmp(a, "--listen") || !strcmp(a, "--data") ||
+        int takes_value = !opts_done && (!strcmp(a, "--listen") || !strcmp(a, "--data") || !strcmp(a, "--database") ||
                                          !strcmp(a, "--log-level") || !strcmp(a, "--log-format"));
         if (takes_value && i + 1 >= argc) { free(rest); return usage_error("missing value after ", a); }
         if (!opts_done && !strcmp(a, "--")) opts_done = 1;
@@ -63,6 +64,7 @@ static int parse_args(int argc, char **argv, struct rt_options *o, int *script_i
         else if (!opts_done && !strcmp(a, "--check")) o->check = 1;
         else if (takes_value && !strcmp(a, "--listen")) o->listen = argv[++i];
         else if (takes_value && !strcmp(a, "--data")) o->data = argv[++i];
+        else if (takes_value && !strcmp(a, "--database")) o->database = argv[++i];
         else if (takes_value && !strcmp(a, "--log-level")) o->log_level = argv[++i];
         else if (takes_value && !strcmp(a, "--log-format")) o->log_format = argv[++i];
         else if (*script_index < 0 && !opts_done && a[0] == '-' && a[1] != '\0') { free(rest); return usage_error("unknown option ", a); }
@@ -210,7 +212,7 @@ static int run(char **argv, struct rt_options *opts, int script_index, char **ar
 }
 
 int main(int argc, char **argv) {
-    struct rt_options opts = {NULL, "./.assetd", "info", "logfmt", 0, 0};
+    struct rt_options opts = {.data = "./.assetd", .log_level = "info", .log_format = "logfmt"};
     if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         fputs(usage_text, stdout);
         return 0;

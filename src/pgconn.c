@@ -149,7 +149,7 @@ static void poll_closed(uv_handle_t *h) { free(h); }
 
 static void poll_drop(pgconn *c) {
     if (!c->poll) return;
-    uv_close((uv_handle_t *)c->poll, poll_closed);
+    if (!uv_is_closing((uv_handle_t *)c->poll)) uv_close((uv_handle_t *)c->poll, poll_closed);
     c->poll = NULL;
     c->poll_fd = -1;
     c->poll_events = 0;
@@ -183,6 +183,7 @@ static void kick_soon(pgconn *c) {
 /* The connection is gone: every request sent or waiting fails (whether a sent one committed
  * is unknown: the caller's retry must be safe to repeat, as every store write is). */
 static void conn_lost(pgconn *c, const char *why) {
+    int never = c->st != PGCONN_READY;       /* the attempt failed, nothing was lost */
     set_err(c->err, sizeof c->err, why);
     poll_drop(c);
     uv_timer_stop(&c->ctimer);
@@ -194,7 +195,7 @@ static void conn_lost(pgconn *c, const char *why) {
     if (c->queue.tail) failed.tail = c->queue.tail;
     c->sent.head = c->sent.tail = c->queue.head = c->queue.tail = NULL;
     char msg[300];
-    snprintf(msg, sizeof msg, "database connection lost: %s", c->err);
+    snprintf(msg, sizeof msg, "%s: %s", never ? "cannot connect to the database" : "database connection lost", c->err);
     for (pgconn_req *r; (r = pop(&failed));) {
         req_fail(r, msg, "");
         req_done(c, r);
@@ -397,18 +398,27 @@ pgconn *pgconn_new(uv_loop_t *loop, const char *conninfo, unsigned connect_timeo
     return c;
 }
 
+static void close_handle(uv_handle_t *h) {
+    if (!uv_is_closing(h)) uv_close(h, handle_closed);
+}
+
+/* What is pending fails; the handles were closed by pgconn_free already. */
 static void really_free(pgconn *c) {
     c->depth++;                               /* callbacks from here must not free again */
     conn_lost(c, "connection closed");
     c->depth--;
-    uv_close((uv_handle_t *)&c->kick, handle_closed);
-    uv_close((uv_handle_t *)&c->ctimer, handle_closed);
 }
 
+/* The handles close now, even from inside a callback (libuv allows it, and an embedder that
+ * stops the loop meanwhile must find them closing); failing the requests waits for the
+ * callback to return. The memory goes when both timers have closed, on a later iteration. */
 void pgconn_free(pgconn *c) {
     if (!c || c->freeing) return;
     c->freeing = 1;
     uv_timer_stop(&c->kick);
+    uv_timer_stop(&c->ctimer);
+    close_handle((uv_handle_t *)&c->kick);
+    close_handle((uv_handle_t *)&c->ctimer);
     if (c->depth == 0) really_free(c);
 }
 

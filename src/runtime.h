@@ -47,7 +47,7 @@ typedef struct rt_runtime {
     struct rt_budget budget;                 /* bounded code run outside any task */
     struct fetch_engine *fetch;              /* the download engine, owned by main */
     struct rt_options {                      /* daemon options from the command line */
-        const char *listen, *data, *log_level, *log_format;
+        const char *listen, *data, *database, *log_level, *log_format;
         int interactive, check;
     } opts;
 } rt_runtime;

@@ -28,6 +28,8 @@ M.pipeline = {
   http = {listen = "127.0.0.1:8787", max_body = 1024 * 1024, max_conns = 256, per_ip = 16, timeout = 30,
           header_timeout = 10, body_timeout = 30, header_limit = 32 * 1024},
   limits = {max_active = 8, hook_budget = 5},   -- max_jobs: 4 * max_active (pipeline.complete)
+  -- url: nil is SQLite in --data; lease: how long a daemon holds a job it claimed without renewing
+  database = {lease = 15, connect_timeout = 10},
 }
 
 -- storage.s3's defaults, overlaid only when the pipeline has a storage.s3 table (bucket is

@@ -26,6 +26,7 @@ M.schema = {
   -- per_host 0: no limit per host; max_bytes_per_sec 0: no cap
   limits = {max_active = "count", per_host = "nonnegative", max_bytes_per_sec = "nonnegative", max_jobs = "count",
             hook_budget = "budget"},
+  database = {url = "string", lease = "positive", connect_timeout = "positive"},
   jobs = "table",
   on_start = "fn",
   providers = "table",
@@ -127,6 +128,37 @@ end
 local function mask(v) return v and string.format("set (%d chars)", #v) or "not set" end
 
 -- The resolved configuration as text, secrets masked.
+-- The job store's URL: --database, else ASSETD_DATABASE_URL, else the pipeline's database.url;
+-- nil: SQLite in the data directory.
+function M.database_url(c)
+  local url = assetd.options.database or os.getenv("ASSETD_DATABASE_URL") or c.database.url
+  if url == "" then return nil end
+  return url
+end
+
+local function is_postgres(url) return url and (url:match("^postgres://") or url:match("^postgresql://")) end
+
+-- How --check and the start-up line name the store: never with its password.
+function M.store_name(url)
+  if not url then return "SQLite in " .. assetd.options.data .. "/jobs.db" end
+  return "PostgreSQL " .. assetd.redact(url)
+end
+
+-- The store the daemon runs on (in the main task: PostgreSQL's connect and migration wait).
+function M.open_store(c)
+  local url = M.database_url(c)
+  if not url then return assert(assetd.jobdb.open(assetd.options.data)) end
+  if not is_postgres(url) then
+    error(assetd.error("config", "database URL " .. assetd.redact(url) .. ": not a postgres:// or postgresql:// URL"))
+  end
+  local store, err = require("assetd.pgstore").open(url, {connect_timeout = c.database.connect_timeout})
+  if not store then
+    -- told like a config error (no traceback): the deployment's to fix; systemd restarts it
+    error(assetd.error("config", "job store " .. M.store_name(url) .. ": " .. tostring(err)))
+  end
+  return store
+end
+
 function M.describe(c)
   local lines = {
     "storage.root            " .. c.storage.root,
@@ -144,6 +176,7 @@ function M.describe(c)
     "limits.max_jobs         " .. c.limits.max_jobs,
     "limits.hook_budget      " .. c.limits.hook_budget .. " s",
     "data directory          " .. assetd.options.data,
+    "job store               " .. M.store_name(M.database_url(c)),
   }
   if c.storage.s3 then
     local s = require("assetd.s3").resolve(c.storage.s3)
@@ -261,7 +294,7 @@ function M.start(c)
   -- one daemon per data directory: a second one would expire and re-fetch the first's jobs
   local locked, lerr = assetd.lock_data(assetd.options.data)
   if not locked then error(assetd.error("config", lerr.message)) end
-  local jobs = assert(assetd.jobdb.open(assetd.options.data))
+  local jobs = M.open_store(c)
   local store = assert(versions.open{root = c.storage.root, jobs = jobs, naming = c.naming})
   local metrics = require("assetd.metrics").standard()
   local client = (c.notion.enabled ~= false) and (c.notion.base_url or os.getenv("NOTION_TOKEN")) and
@@ -328,7 +361,7 @@ M.RESTART_ONLY = {"storage.root", "storage.direct_io", "sora.base_url", "sora.va
   "http.max_body", "http.max_conns", "http.timeout", "http.per_ip", "http.header_timeout", "http.body_timeout",
   "limits.max_active", "limits.per_host", "storage.s3.bucket", "storage.s3.prefix", "storage.s3.endpoint",
   "storage.s3.region", "storage.s3.path_style", "storage.s3.part_size", "storage.s3.max_uploads",
-  "limits.max_bytes_per_sec", "limits.max_jobs"}
+  "limits.max_bytes_per_sec", "limits.max_jobs", "database.url", "database.lease", "database.connect_timeout"}
 
 local function at(c, key)
   local v = c

@@ -98,6 +98,10 @@ describe("assetd.pg", function()
     assert.are.equal("config", perr.category)
     assert.is_truthy(tostring(perr):find("nosuchoption", 1, true), tostring(perr))
     assert.is_falsy(tostring(perr):find("hunter22", 1, true))
+    -- a password given as a keyword is redacted too, quoted or not, in a conninfo or a URL query
+    assert.are.equal("host=/s password=[redacted] user=u", assetd.redact("host=/s password=hunter22 user=u"))
+    assert.are.equal("password=[redacted] x", assetd.redact("password='hunt er\\'22' x"))
+    assert.are.equal("postgresql:///db?host=/s&password=[redacted]&user=u", assetd.redact("postgresql:///db?host=/s&password=hunter22&user=u"))
   end)
 
   it("refuses parameters it cannot send, and a query outside a task", function()
