@@ -8,6 +8,8 @@
 #include "runtime.h"
 
 #include <lauxlib.h>
+#include <string.h>
+#include <unistd.h>
 
 /* assetd.lock_data(dir) -> true | nil, err: this process becomes DIR's one daemon (datadir.c) */
 static int l_lock_data(lua_State *L) {
@@ -23,6 +25,16 @@ static int l_sd_notify(lua_State *L) {
     if (r < 0) return rt_fail(L, "io", "sd_notify failed");
     lua_pushboolean(L, r > 0);
     return 1;
+}
+
+/* assetd.process() -> hostname, pid: what names this daemon among others (ASSETD_INSTANCE's default) */
+static int l_process(lua_State *L) {
+    char host[256] = "localhost";
+    if (gethostname(host, sizeof host - 1) != 0) strcpy(host, "localhost");
+    host[sizeof host - 1] = '\0';
+    lua_pushstring(L, host);
+    lua_pushinteger(L, (lua_Integer)getpid());
+    return 2;
 }
 
 static int l_error(lua_State *L) {
@@ -58,7 +70,7 @@ static void push_options(lua_State *L, const struct rt_options *o) {
 }
 
 int luaopen_assetd_core(lua_State *L) {
-    static const luaL_Reg fns[] = {{"lock_data", l_lock_data}, {"error", l_error}, {"sd_notify", l_sd_notify}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"lock_data", l_lock_data}, {"error", l_error}, {"process", l_process}, {"sd_notify", l_sd_notify}, {NULL, NULL}};
     luaL_newlib(L, fns);
     push_options(L, &rt_get(L)->opts);
     lua_setfield(L, -2, "options");

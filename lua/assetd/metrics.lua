@@ -137,6 +137,12 @@ function M.standard()
                REQUEST_BUCKETS)
     :histogram("assetd_notion_request_duration_seconds", "Notion API requests, answered or not",
                REQUEST_BUCKETS)
+    :counter("assetd_cluster_claims_total", "Jobs claimed from the shared store, by how (free, direct, rescue)")
+    :counter("assetd_cluster_rescues_total", "Jobs taken over from a daemon that stopped renewing its lease")
+    :counter("assetd_cluster_renewals_total", "Rounds of lease renewal that reached the store")
+    :counter("assetd_cluster_leases_lost_total", "Jobs whose claim another daemon took (their run here stopped)")
+    :histogram("assetd_database_request_duration_seconds", "PostgreSQL requests of the job store, answered or not",
+               REQUEST_BUCKETS)
 end
 
 return M

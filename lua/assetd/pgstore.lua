@@ -7,6 +7,8 @@ local defaults = require "assetd.defaults"
 
 local M = {}
 
+M.CHANNEL = "assetd_jobs"          -- NOTIFY payload: "<job id> <state>", after every change
+
 -- Each entry takes the schema one version on; never edit one that has shipped, add the next.
 local MIGRATIONS = {
   [[
@@ -35,6 +37,14 @@ local MIGRATIONS = {
   CREATE TABLE webhook_ids(id text PRIMARY KEY, seen_at double precision NOT NULL);
   CREATE INDEX webhook_ids_seen ON webhook_ids(seen_at);
   CREATE TABLE health(id int PRIMARY KEY CHECK(id = 1), checked_at double precision NOT NULL);
+  ]],
+  -- v2: the daemons sharing the store, and the alerts already fired (once per job version)
+  [[
+  CREATE TABLE instances(id text PRIMARY KEY, started_at timestamptz NOT NULL DEFAULT now(),
+    heartbeat_at timestamptz NOT NULL DEFAULT now());
+  CREATE INDEX jobs_owner ON jobs(owner) WHERE owner IS NOT NULL;
+  CREATE TABLE alerts_fired(job_id bigint NOT NULL, version bigint NOT NULL, alert text NOT NULL,
+    instance text NOT NULL, t double precision NOT NULL, PRIMARY KEY(job_id, version, alert));
   ]],
 }
 M.SCHEMA_VERSION = #MIGRATIONS
@@ -103,6 +113,7 @@ function M.open(url, opts)
   if not db then return nil, err end
   local ok, merr = db:query(migration_sql())
   if not ok then db:close(); return nil, merr end
+  if opts.on_notify then db:listen(M.CHANNEL) end
   return setmetatable({db = db}, Store)
 end
 
@@ -118,7 +129,7 @@ function Store:create(t)
     " created_at, updated_at, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)" ..
     " ON CONFLICT (page_id, video_id) DO NOTHING RETURNING " .. JOB_COLS .. ")," ..
     " ev AS (INSERT INTO events(job_id, t, kind, detail) SELECT id, $8, 'created', state FROM ins)" ..
-    " SELECT true AS created, * FROM ins", page, video, batch,
+    " SELECT true AS created, *, pg_notify('" .. M.CHANNEL .. "', id || ' ' || state) AS notified FROM ins", page, video, batch,
     (t.provider and t.provider ~= "") and t.provider or defaults.provider, status,
     t.completedAt or 0, t.expiresAt or 0, now, t.data)
   if not rows then return nil, err end
@@ -179,17 +190,29 @@ function Store:transition(job, to, set)
     end
   end
   if set and set.error ~= nil then put("error", set.error and assetd.redact(tostring(set.error)) or nil) end
+  -- a job this daemon holds is written only while the claim is still its own (the fence)
+  local epoch, fence = self.held and self.held[id], ""
+  if epoch then
+    args[n + 1], args[n + 2], n = self.instance, epoch, n + 2
+    fence = (" AND cur.owner = $%d AND cur.epoch = $%d"):format(n - 1, n)
+  end
   local rows, err = self.db:query(
-    "WITH cur AS (SELECT id, state FROM jobs WHERE id = $1 FOR UPDATE)," ..
+    "WITH cur AS (SELECT id, state, owner, epoch FROM jobs WHERE id = $1 FOR UPDATE)," ..
     " upd AS (UPDATE jobs j SET " .. table.concat(sets, ", ") ..
-    " FROM cur WHERE j.id = cur.id AND cur.state = ANY($2::text[]) RETURNING j.*, cur.state AS was)," ..
+    " FROM cur WHERE j.id = cur.id AND cur.state = ANY($2::text[])" .. fence .. " RETURNING j.*, cur.state AS was)," ..
     " ev AS (INSERT INTO events(job_id, t, kind, detail) SELECT id, $3, 'state', was || ' -> ' || state" ..
     " FROM upd WHERE was <> state)" ..
-    " SELECT (SELECT state FROM cur) AS current, upd.* FROM (SELECT 1) one LEFT JOIN upd ON true",
+    " SELECT (SELECT state FROM cur) AS current, (SELECT owner FROM cur) AS holder, upd.*," ..
+    " CASE WHEN upd.id IS NOT NULL THEN pg_notify('" .. M.CHANNEL .. "', upd.id || ' ' || upd.state) END AS notified" ..
+    " FROM (SELECT 1) one LEFT JOIN upd ON true",
     table.unpack(args, 1, n))
   if not rows then return nil, err end
   local r = rows[1]
   if not r.current then return fail("not_found", "no job with id %d", id) end
+  if not r.id and epoch and assetd.job_moves[r.current][to] then
+    self.held[id] = nil
+    return fail("lease", "job %d is held by %s now: this daemon's claim lapsed", id, tostring(r.holder))
+  end
   if not r.id then return fail("state", "job %d cannot go from %s to %s", id, r.current, to) end
   return to_job(r)
 end
@@ -320,6 +343,109 @@ function Store:probe()
     " ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at", assetd.now())
   if not ok then return nil, err end
   return true
+end
+
+-- ---- several daemons (cluster.lua decides when): claims held by a lease, fenced writes ----
+
+-- This store speaks for INSTANCE from now on; its claims last LEASE seconds unless renewed.
+function Store:join(instance, lease)
+  self.instance, self.lease, self.held = instance, lease, {}
+  local ok, err = self.db:query("INSERT INTO instances(id) VALUES ($1) ON CONFLICT (id) DO UPDATE" ..
+    " SET started_at = now(), heartbeat_at = now()", instance)
+  if not ok then return nil, err end
+  return true
+end
+
+-- What may be claimed: an unfinished job nobody holds (or whose holder's lease lapsed), and a
+-- completed one whose holder died before its upload or Notion step was done.
+local CLAIMABLE = "((state IN ('waiting', 'pending', 'downloading') AND (lease_until IS NULL OR lease_until < now()))" ..
+                  " OR (state = 'completed' AND owner IS NOT NULL AND lease_until < now()))"
+
+local function claim_sql(where, limit)
+  return "WITH c AS (SELECT id, owner AS prev FROM jobs WHERE " .. CLAIMABLE .. where ..
+    " ORDER BY (expires_at = 0), expires_at, id LIMIT " .. limit .. " FOR UPDATE SKIP LOCKED)," ..
+    " u AS (UPDATE jobs j SET owner = $1, lease_until = now() + $2 * interval '1 second', epoch = j.epoch + 1," ..
+    " state = CASE WHEN j.state = 'downloading' THEN 'pending' ELSE j.state END, updated_at = $3" ..
+    " FROM c WHERE j.id = c.id RETURNING " .. JOB_COLS:gsub("([%w_]+)", "j.%1") .. ", j.epoch, c.prev)," ..
+    " ev AS (INSERT INTO events(job_id, t, kind, detail) SELECT id, $3, 'claimed', $1 ||" ..
+    " coalesce(' (rescued from ' || prev || ')', '') FROM u)" ..
+    " SELECT * FROM u"
+end
+
+-- The jobs newly held: {job, ...}, each with .epoch and .rescuedFrom (the daemon that lost it).
+function Store:claim(limit)
+  local rows, err = self.db:query(claim_sql("", "$4"), self.instance, self.lease, assetd.now(), limit)
+  if not rows then return nil, err end
+  return self:took(rows)
+end
+
+-- Job ID if it can be taken now (enqueued or retried through this daemon), else nil.
+function Store:claim_one(id)
+  local rows, err = self.db:query(claim_sql(" AND id = $4", "1"), self.instance, self.lease, assetd.now(), id)
+  if not rows then return nil, err end
+  return self:took(rows)[1]
+end
+
+function Store:took(rows)
+  local out = {}
+  for i, r in ipairs(rows) do
+    local job = to_job(r)
+    job.epoch, job.rescuedFrom = r.epoch, r.prev ~= self.instance and r.prev or nil
+    self.held[job.id] = r.epoch
+    out[i] = job
+  end
+  return out
+end
+
+function Store:holds(id) return self.held[id] ~= nil end
+
+-- Renew every claim still this daemon's, and its heartbeat: the ids it no longer holds (taken
+-- over after its lease lapsed: its run must stop).
+function Store:renew()
+  local ids, epochs = {}, {}
+  for id, e in pairs(self.held) do ids[#ids + 1], epochs[#epochs + 1] = id, e end
+  local res, err = self.db:batch(
+    {"UPDATE instances SET heartbeat_at = now() WHERE id = $1", self.instance},
+    {"UPDATE jobs j SET lease_until = now() + $2 * interval '1 second' FROM unnest($3::bigint[], $4::bigint[])" ..
+     " AS h(id, epoch) WHERE j.id = h.id AND j.epoch = h.epoch AND j.owner = $1 RETURNING j.id",
+     self.instance, self.lease, "{" .. table.concat(ids, ",") .. "}", "{" .. table.concat(epochs, ",") .. "}"})
+  if not res then return nil, err end
+  local kept, lost = {}, {}
+  for _, r in ipairs(res[2]) do kept[r.id] = true end
+  for _, id in ipairs(ids) do
+    if not kept[id] then lost[#lost + 1] = id; self.held[id] = nil end
+  end
+  return lost
+end
+
+-- The run of job ID is over: anyone may take it when it needs a run again.
+function Store:release(id)
+  local epoch = self.held[id]
+  if not epoch then return true end
+  self.held[id] = nil
+  local ok, err = self.db:query("UPDATE jobs SET owner = NULL, lease_until = NULL WHERE id = $1 AND owner = $2 AND epoch = $3",
+    id, self.instance, epoch)
+  if not ok then return nil, err end
+  return true
+end
+
+-- Whether this daemon fires alert NAME for JOB: true once per job version across the cluster.
+function Store:claim_alert(job, name)
+  local res, err = self.db:query("INSERT INTO alerts_fired(job_id, version, alert, instance, t)" ..
+    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING", id_of(job), job.version or 0, name, self.instance, assetd.now())
+  if not res then return nil, err end
+  return res.affected == 1
+end
+
+-- The daemons sharing the store: {{id=, startedAt=, heartbeatAt=, jobsHeld=}}, by id.
+function Store:instances()
+  local rows, err = self.db:query("SELECT i.id, extract(epoch FROM i.started_at)::float8 AS started," ..
+    " extract(epoch FROM i.heartbeat_at)::float8 AS beat, count(j.id) AS held FROM instances i" ..
+    " LEFT JOIN jobs j ON j.owner = i.id AND j.lease_until > now() GROUP BY i.id ORDER BY i.id")
+  if not rows then return nil, err end
+  local out = {}
+  for i, r in ipairs(rows) do out[i] = {id = r.id, startedAt = r.started, heartbeatAt = r.beat, jobsHeld = r.held} end
+  return out
 end
 
 return M

@@ -144,14 +144,16 @@ function M.store_name(url)
   return "PostgreSQL " .. assetd.redact(url)
 end
 
--- The store the daemon runs on (in the main task: PostgreSQL's connect and migration wait).
-function M.open_store(c)
+-- The store the daemon runs on (in the main task: PostgreSQL's connect and migration wait),
+-- and ON_NOTIFY(payload) for PostgreSQL's change notices (every daemon's changes).
+function M.open_store(c, on_notify)
   local url = M.database_url(c)
   if not url then return assert(assetd.jobdb.open(assetd.options.data)) end
   if not is_postgres(url) then
     error(assetd.error("config", "database URL " .. assetd.redact(url) .. ": not a postgres:// or postgresql:// URL"))
   end
-  local store, err = require("assetd.pgstore").open(url, {connect_timeout = c.database.connect_timeout})
+  local store, err = require("assetd.pgstore").open(url, {connect_timeout = c.database.connect_timeout,
+    on_notify = on_notify and function(_, payload) on_notify(payload) end})
   if not store then
     -- told like a config error (no traceback): the deployment's to fix; systemd restarts it
     error(assetd.error("config", "job store " .. M.store_name(url) .. ": " .. tostring(err)))
@@ -294,9 +296,17 @@ function M.start(c)
   -- one daemon per data directory: a second one would expire and re-fetch the first's jobs
   local locked, lerr = assetd.lock_data(assetd.options.data)
   if not locked then error(assetd.error("config", lerr.message)) end
-  local jobs = M.open_store(c)
+  local cluster
+  local jobs = M.open_store(c, function(payload) if cluster then cluster:notice(payload) end end)
   local store = assert(versions.open{root = c.storage.root, jobs = jobs, naming = c.naming})
   local metrics = require("assetd.metrics").standard()
+  if jobs.join then                 -- PostgreSQL: this daemon is one of several (cluster.lua)
+    cluster = require("assetd.cluster").new{store = jobs, lease = c.database.lease, capacity = c.limits.max_jobs,
+                                            metrics = metrics}
+    local ok, jerr = cluster:join()
+    if not ok then error(assetd.error("config", "job store: cannot join the cluster: " .. tostring(jerr))) end
+    assetd.log.info("joined the cluster", {instance = cluster.instance, lease = c.database.lease})
+  end
   local client = (c.notion.enabled ~= false) and (c.notion.base_url or os.getenv("NOTION_TOKEN")) and
     notion.new{base_url = c.notion.base_url, version = c.notion.version, rate = c.notion.rate,
                observe = function(status, seconds)
@@ -320,8 +330,9 @@ function M.start(c)
     jobs = jobs, versions = store, providers = providers, notion = client,
     properties = h.properties, on_error = h.on_error, alerts = h.alerts,
     retry = c.sora.retry, poll = M.poll(c.sora.poll), metrics = metrics, max_jobs = c.limits.max_jobs,
-    direct_io = c.storage.direct_io, s3 = bucket,
+    direct_io = c.storage.direct_io, s3 = bucket, cluster = cluster,
   }
+  if cluster then cluster.runner = r end
   local server, api, url
   if c.http.enabled ~= false then server, api, url = M.serve(c, r, metrics) end
   r:start()

@@ -46,7 +46,7 @@ function M.new(cfg)
     metrics = cfg.metrics or require("assetd.metrics").standard(),
     slots = require("assetd.slots").new(cfg.max_jobs or 4 * defaults.pipeline.limits.max_active),
     running = {}, timers = {}, progress = {}, marks = {}, flagged = {}, direct_io = cfg.direct_io ~= false,
-    s3 = cfg.s3,
+    s3 = cfg.s3, cluster = cfg.cluster,
   }, Runner)
   self.alerts.warn_before = self.alerts.warn_before or defaults.pipeline.alerts.warn_before
   return self
@@ -60,6 +60,7 @@ end
 function Runner:hook(name, job, ...)
   local fn = self.alerts[name]
   if not fn then return end
+  if self.cluster and not self.cluster:alert(job, name) then return end   -- fired by another daemon
   local ok, err = hooks.call(fn, job, ...)
   self:event(job, "alert", name)
   self.metrics:inc("assetd_alerts_total", {alert = name})
@@ -150,16 +151,25 @@ end
 function Runner:run(job)
   local id = job.id
   if self.running[id] then return end
+  if self.cluster and not self.cluster:holds(id) then
+    job = self.cluster:claim(id)                  -- another daemon runs it, or it is not runnable
+    if not job or self.running[id] then return end
+  end
   local me = {}                                   -- this run; a later run has its own entry
   self.running[id] = me
+  -- the claim goes with the run, unless a newer run of this daemon has the job now
+  local function over()
+    if self.running[id] == me then self.running[id], self.marks[id] = nil, nil end
+    if self.cluster and self.running[id] == nil then self.cluster:release(id) end
+  end
   -- detached: a job started from the REPL (retry, enqueue) is the daemon's, not held to the
   -- REPL's time budget for the hours it may run
   self:mark(id)
   watch.start(self, id, function() return self.running[id] == me end)
   me.task = assetd.spawn({name = "job " .. job.notionPageId, detached = true, on_error = function(msg)
-    if self.running[id] == me then self.running[id] = nil end
     local ok, err = pcall(self.crashed, self, id, msg)
     if not ok then assetd.log.error("job error not recorded", {job = id, error = tostring(err), cause = msg}) end
+    over()
   end}, function()
     patience.adopt()
     job = self.jobs:get(id) or job                  -- the row as it is now, not as listed
@@ -172,7 +182,7 @@ function Runner:run(job)
       -- Notion links the bucket's objects: it waits for them (a failed upload leaves it pending)
       if uploadsync.done(self:data(job)) then notionsync.sync(self, job) end
     end
-    if self.running[id] == me then self.running[id], self.marks[id] = nil, nil end
+    over()
   end)
 end
 
@@ -181,6 +191,7 @@ end
 -- Recover, then resume every unfinished job from a task that yields between pages, so the
 -- HTTP API and the REPL answer at once even with a long backlog.
 function Runner:start()
+  if self.cluster then return self.cluster:start(self) end   -- claims instead: cluster.lua
   self.jobs:recover()
   assetd.spawn({name = "resume"}, function()
     for _, status in ipairs{"pending", "waiting", "completed"} do

@@ -70,3 +70,101 @@ describe("a daemon on PostgreSQL", function()
     assert.is_nil(out:find("stack traceback", 1, true), out)
   end)
 end)
+
+-- Three daemons share a batch; one is killed mid-batch. Each daemon has its own storage root,
+-- as daemons on different machines would; the database says who held what and when.
+describe("three daemons on one PostgreSQL", function()
+  local s, pg, ds = nil, nil, {}
+  local N, LEASE = 60, 3
+  setup(function()
+    pg = pglib.start()
+    s = sim.start("--openai-key sk-pg --notion-token secret_pg")
+    local videos = {}
+    for i = 1, N do videos[i] = {id = ("video_c%03d"):format(i), sizes = {video = 150000, thumbnail = 2000, spritesheet = 3000}} end
+    s:video(videos)
+    -- every video body trickles (about 1 s each), so the batch is still running at the kill
+    s:fault{{kind = "slow", path = "variant=video", rate = 150000, count = 10 * N}}
+  end)
+  teardown(function()
+    for _, d in pairs(ds) do pcall(d.stop, d) end
+    s:stop()
+    pg:stop()
+  end)
+
+  local function pipeline(alerts_file)
+    return [[
+return {
+  storage = {root = "{DIR}/root", public_base_url = "/generated-videos"},
+  sora = {poll = {interval = 0.2, max = 0.5}, retry = {base = 0.2, cap = 0.5}},
+  database = {lease = ]] .. LEASE .. [[},
+  limits = {max_active = 6, max_jobs = 12},
+  alerts = {completed = function(job)
+    local f = assert(io.open("]] .. alerts_file .. [[", "a"))
+    f:write(job.notionPageId, "\n")
+    f:close()
+  end},
+}]]
+  end
+
+  it("stores every asset exactly once, never lets two daemons hold a job, rescues a killed one's jobs within a lease, and fires each alert once", function()
+    local alerts_file = sim.tmpdir() .. "/alerts"
+    for i = 1, 3 do
+      ds[i] = daemon.start{pipeline = pipeline(alerts_file), env = env(s, {ASSETD_DATABASE_URL = pg.url, ASSETD_INSTANCE = "d" .. i})}
+    end
+    local now = assetd.now()
+    for i = 1, N do
+      local d = ds[(i % 3) + 1]                    -- enqueued through every daemon's API
+      local st = d:json("POST", "/api/downloads", {body = {notionPageId = ("page-c%03d"):format(i),
+        soraVideoId = ("video_c%03d"):format(i), batchId = "cluster", completedAt = now - 5, expiresAt = now + 3600}})
+      assert.are.equal(202, st)
+    end
+    local function completed() return tonumber(pg:psql("SELECT count(*) FROM jobs WHERE state = 'completed'"):match("%d+")) end
+    daemon.eventually(function() return completed() >= N // 4 end, 60, "a quarter of the batch")
+    local held = tonumber(pg:psql("SELECT count(*) FROM jobs WHERE owner = 'd2' AND state <> 'completed'"):match("%d+"))
+    assert.is_true(held > 0, "d2 held nothing unfinished at the kill")
+    ds[2]:kill9()
+    local killed_at = assetd.now()
+    ds[2] = nil
+    daemon.eventually(function() return completed() == N end, 90, "the whole batch")
+
+    -- every job has its three assets, once, and each recorded file is there, byte for byte
+    assert.are.equal("0", pg:psql("SELECT count(*) FROM (SELECT job_id FROM assets GROUP BY job_id HAVING count(*) <> 3) x"):match("%d+"))
+    assert.are.equal(tostring(N), pg:psql("SELECT count(DISTINCT job_id) FROM assets"):match("%d+"))
+    for line in pg:psql("SELECT path || ' ' || sha256 FROM assets"):gmatch("[^\n]+") do
+      local path, sha = line:match("^(%S+) (%x+)$")
+      assert.are.equal(sha, sim.sha256_file(path), path)
+    end
+    -- claims: one per job, or a second that rescued it from the killed daemon
+    local rescued = 0
+    for line in pg:psql("SELECT string_agg(detail, '|' ORDER BY id) FROM events WHERE kind = 'claimed' GROUP BY job_id"):gmatch("[^\n]+") do
+      local first, second, more = line:match("^([^|]+)|?([^|]*)|?(.*)$")
+      assert.matches("^d%d$", first)
+      if second ~= "" then
+        assert.are.equal("d2", first, line)
+        assert.matches("^d[13] %(rescued from d2%)$", second)
+        assert.are.equal("", more, line)
+        rescued = rescued + 1
+      end
+    end
+    assert.is_true(rescued > 0, "no job was rescued from d2")    -- d2 claimed more after the count above
+    -- the rescued jobs were finished within a lease plus 10 s of the kill
+    local last = tonumber(pg:psql("SELECT max(e.t) FROM events e WHERE e.kind = 'state' AND e.detail LIKE '% -> completed'" ..
+      " AND e.job_id IN (SELECT job_id FROM events WHERE kind = 'claimed' AND detail LIKE '%rescued from d2%')"):match("[%d.]+"))
+    assert.is_true(last - killed_at <= LEASE + 10, ("the last rescued job completed %.1f s after the kill"):format(last - killed_at))
+    -- each completed alert once: claimed once in the database, and the hook ran at most once a job
+    assert.are.equal(tostring(N), pg:psql("SELECT count(*) FROM alerts_fired WHERE alert = 'completed'"):match("%d+"))
+    local seen, lines = {}, 0
+    for page in (sim.read(alerts_file) or ""):gmatch("[^\n]+") do
+      assert.is_nil(seen[page], page .. " alerted twice")
+      seen[page], lines = true, lines + 1
+    end
+    assert.is_true(lines >= N - 1, lines .. " completed alerts for " .. N .. " jobs")
+    -- the survivors say so in /metrics
+    local rescues = 0
+    for _, i in ipairs{1, 3} do
+      local _, body = ds[i]:request("GET", "/metrics")
+      rescues = rescues + (tonumber(body:match("assetd_cluster_rescues_total (%d+)")) or 0)
+    end
+    assert.are.equal(rescued, rescues)
+  end)
+end)
