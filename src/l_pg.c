@@ -263,6 +263,12 @@ static int l_status(lua_State *L) {
     return 2;
 }
 
+/* db:backend_pid() -> the server process serving this connection now (0: not connected) */
+static int l_backend_pid(lua_State *L) {
+    lua_pushinteger(L, pgconn_backend_pid(check_pg(L)->c));
+    return 1;
+}
+
 static void on_notify(const char *channel, const char *payload, int pid, void *ud) {
     lpg *p = ud;
     if (p->notify_ref == LUA_NOREF) return;
@@ -331,7 +337,7 @@ static int l_connect(lua_State *L) {
 
 void l_pg_open(lua_State *L) {
     static const luaL_Reg methods[] = {
-        {"query", l_query}, {"batch", l_batch}, {"listen", l_listen}, {"status", l_status},
+        {"query", l_query}, {"batch", l_batch}, {"listen", l_listen}, {"status", l_status}, {"backend_pid", l_backend_pid},
         {"close", l_close}, {NULL, NULL}};
     static const luaL_Reg meta[] = {{"__gc", l_close}, {"__close", l_close}, {NULL, NULL}};
     l_newclass(L, PG_MT, methods, meta);

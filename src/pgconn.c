@@ -105,6 +105,7 @@ const char *pgconn_req_error(const pgconn_req *r) { return r->err; }
 const char *pgconn_req_sqlstate(const pgconn_req *r) { return r->sqlstate; }
 enum pgconn_state pgconn_state(const pgconn *c) { return c->st; }
 const char *pgconn_last_error(const pgconn *c) { return c->err; }
+int pgconn_backend_pid(const pgconn *c) { return c->pg && c->st == PGCONN_READY ? PQbackendPID(c->pg) : 0; }
 
 const char *pgconn_state_name(enum pgconn_state s) {
     static const char *const names[] = {"idle", "connecting", "ready", "down"};

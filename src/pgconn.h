@@ -49,6 +49,9 @@ int pgconn_listen(pgconn *c, const char *channel);
 enum pgconn_state { PGCONN_IDLE, PGCONN_CONNECTING, PGCONN_READY, PGCONN_DOWN };
 enum pgconn_state pgconn_state(const pgconn *c);
 const char *pgconn_state_name(enum pgconn_state s);
+/* The server process of the connection now (0 while not connected): notifications carry the
+ * sender's, so a client can tell its own changes from others'. */
+int pgconn_backend_pid(const pgconn *c);
 /* Why the latest attempt or connection failed ("" if none has). */
 const char *pgconn_last_error(const pgconn *c);
 

@@ -453,6 +453,17 @@ function Api:metrics_text()
   return {status = 200, headers = {["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"}, body = body}
 end
 
+-- GET /api/instances: the daemons sharing the job store (one, on SQLite), each with its last
+-- heartbeat and the jobs it holds.
+function Api:instances()
+  local list = {}
+  for i, d in ipairs(assert(self.runner:instances())) do
+    list[i] = {id = d.id, self = d.self, startedAt = opt(timefmt.iso(d.startedAt)),
+               heartbeatAt = opt(timefmt.iso(d.heartbeatAt)), jobsHeld = d.jobsHeld}
+  end
+  return json(200, {instances = array(list)})
+end
+
 function Api:dashboard()
   return {status = 200, headers = {["Content-Type"] = "text/html; charset=utf-8", ["Cache-Control"] = "no-store",
                                    ["Content-Security-Policy"] = "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src 'self' blob:; media-src 'self' blob:"},
@@ -471,6 +482,7 @@ M.routes = {
   ["/api/downloads/redownload"] = {POST = Api.redownload},
   ["/api/downloads/cancel"] = {POST = Api.cancel},
   ["/api/events"] = {GET = function(self) return self.live:open() end},
+  ["/api/instances"] = {GET = Api.instances},
   -- signed: its signature authenticates it, from any origin and under any Host (a proxy's)
   ["/webhooks/openai"] = {POST = Api.webhook, public = true, signed = true},
 }

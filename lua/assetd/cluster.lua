@@ -5,6 +5,7 @@
 -- (claims, leases, fenced writes, NOTIFY) is pgstore.lua's.
 local assetd = require "assetd"
 local states = require "assetd.states"
+local events = require "assetd.events"
 
 local M = {}
 
@@ -100,14 +101,15 @@ end
 
 -- A change another daemon (or this one) made: a job this daemon runs that was moved to an end
 -- (canceled elsewhere) stops here; any change wakes the claim loop (a new job may be free).
-function Cluster:notice(payload)
-  if self.runner then self:notified(self.runner, payload) end
+function Cluster:notice(payload, mine)
+  if self.runner then self:notified(self.runner, payload, mine) end
 end
 
-function Cluster:notified(runner, payload)
+function Cluster:notified(runner, payload, mine)
   local id, state = payload:match("^(%d+) (%a+)$")
   id = tonumber(id)
   if not id then return end
+  if not mine then events.publish(id) end         -- this daemon's SSE clients see every daemon's changes
   local run = runner.running[id]
   if run and not states.live[state] and state ~= "completed" and run.task then
     runner.running[id] = nil

@@ -109,7 +109,10 @@ Store.__index = Store
 -- M.open(url, opts) -> store | nil, err: connects and migrates (in the calling task).
 function M.open(url, opts)
   opts = opts or {}
-  local db, err = assetd.pg.connect(url, {connect_timeout = opts.connect_timeout, on_notify = opts.on_notify})
+  local db, err
+  -- ON_NOTIFY(payload, mine): MINE when the change came through this connection
+  local function notified(_, payload, pid) opts.on_notify(payload, pid == db:backend_pid()) end
+  db, err = assetd.pg.connect(url, {connect_timeout = opts.connect_timeout, on_notify = opts.on_notify and notified})
   if not db then return nil, err end
   local ok, merr = db:query(migration_sql())
   if not ok then db:close(); return nil, merr end

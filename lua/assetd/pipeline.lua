@@ -153,7 +153,7 @@ function M.open_store(c, on_notify)
     error(assetd.error("config", "database URL " .. assetd.redact(url) .. ": not a postgres:// or postgresql:// URL"))
   end
   local store, err = require("assetd.pgstore").open(url, {connect_timeout = c.database.connect_timeout,
-    on_notify = on_notify and function(_, payload) on_notify(payload) end})
+    on_notify = on_notify})
   if not store then
     -- told like a config error (no traceback): the deployment's to fix; systemd restarts it
     error(assetd.error("config", "job store " .. M.store_name(url) .. ": " .. tostring(err)))
@@ -297,7 +297,7 @@ function M.start(c)
   local locked, lerr = assetd.lock_data(assetd.options.data)
   if not locked then error(assetd.error("config", lerr.message)) end
   local cluster
-  local jobs = M.open_store(c, function(payload) if cluster then cluster:notice(payload) end end)
+  local jobs = M.open_store(c, function(payload, mine) if cluster then cluster:notice(payload, mine) end end)
   local store = assert(versions.open{root = c.storage.root, jobs = jobs, naming = c.naming})
   local metrics = require("assetd.metrics").standard()
   if jobs.join then                 -- PostgreSQL: this daemon is one of several (cluster.lua)

@@ -191,6 +191,7 @@ end
 -- Recover, then resume every unfinished job from a task that yields between pages, so the
 -- HTTP API and the REPL answer at once even with a long backlog.
 function Runner:start()
+  self.started_at = assetd.now()
   if self.cluster then return self.cluster:start(self) end   -- claims instead: cluster.lua
   self.jobs:recover()
   assetd.spawn({name = "resume"}, function()
@@ -255,6 +256,21 @@ function Runner:concerns()
   end
   table.sort(out, function(a, b) return a.job.id < b.job.id end)
   return out
+end
+
+-- The daemons sharing the store: {{id=, self=, startedAt=, heartbeatAt=, jobsHeld=}}; alone
+-- (SQLite), this one with the jobs it runs.
+function Runner:instances()
+  if not self.cluster then
+    local n = 0
+    for _ in pairs(self.running) do n = n + 1 end
+    return {{id = require("assetd.cluster").instance(), self = true, startedAt = self.started_at,
+             heartbeatAt = assetd.now(), jobsHeld = n}}
+  end
+  local list, err = self.cluster.store:instances()
+  if not list then return nil, err end
+  for _, d in ipairs(list) do d.self = d.id == self.cluster.instance end
+  return list
 end
 
 function Runner:expiring(now, limit, window)

@@ -166,5 +166,59 @@ return {
       rescues = rescues + (tonumber(body:match("assetd_cluster_rescues_total (%d+)")) or 0)
     end
     assert.are.equal(rescued, rescues)
+    -- every daemon lists the cluster: the living with fresh heartbeats, the dead one's gone stale
+    local _, inst = ds[1]:json("GET", "/api/instances")
+    local by = {}
+    for _, d in ipairs(inst.instances) do by[d.id] = d end
+    assert.is_true(by.d1.self)
+    assert.is_false(by.d3.self)
+    assert.is_not_nil(by.d2)
+    assert.are.equal(0, by.d2.jobsHeld)
+    for _, i in ipairs{1, 3} do ds[i]:stop_clean(); ds[i] = nil end
+  end)
+end)
+
+describe("daemons whose database restarts mid-batch", function()
+  local s, pg, ds = nil, nil, {}
+  local N = 30
+  setup(function()
+    pg = pglib.start()
+    s = sim.start("--openai-key sk-pg --notion-token secret_pg")
+    local videos = {}
+    for i = 1, N do videos[i] = {id = ("video_r%03d"):format(i), sizes = {video = 120000, thumbnail = 2000, spritesheet = 3000}} end
+    s:video(videos)
+    s:fault{{kind = "slow", path = "variant=video", rate = 60000, count = 10 * N}}
+  end)
+  teardown(function()
+    for _, d in pairs(ds) do pcall(d.stop_clean, d) end
+    s:stop()
+    pg:stop()
+  end)
+
+  it("say so on /healthz while it is gone, reconnect, and finish every job", function()
+    local p = daemon.SIM_PIPELINE:gsub("providers =", "database = {lease = 3}, limits = {max_active = 4, max_jobs = 8},\n  providers =")
+    for i = 1, 2 do ds[i] = daemon.start{pipeline = p, env = env(s, {ASSETD_DATABASE_URL = pg.url, ASSETD_INSTANCE = "r" .. i})} end
+    local now = assetd.now()
+    for i = 1, N do
+      assert.are.equal(202, (ds[(i % 2) + 1]:json("POST", "/api/downloads", {body = {notionPageId = ("page-r%03d"):format(i),
+        soraVideoId = ("video_r%03d"):format(i), batchId = "restart", completedAt = now - 5, expiresAt = now + 3600}})))
+    end
+    local function completed() return tonumber(pg:psql("SELECT count(*) FROM jobs WHERE state = 'completed'"):match("%d+")) end
+    daemon.eventually(function() return completed() >= 3 end, 60, "a few completed")
+    pg:down("fast")
+    daemon.eventually(function() return ds[1]:request("GET", "/healthz") == 500 end, 10, "/healthz to report the store")
+    local st, body = ds[1]:request("GET", "/healthz")
+    assert.are.equal(500, st)
+    assert.matches("database", body)
+    assetd.sleep(2)
+    pg:up()
+    daemon.eventually(function() return completed() == N end, 90, "the whole batch after the restart")
+    assert.are.equal("0", pg:psql("SELECT count(*) FROM (SELECT job_id FROM assets GROUP BY job_id HAVING count(*) <> 3) x"):match("%d+"))
+    assert.are.equal(200, (ds[2]:request("GET", "/healthz")))
+    for _, line in ipairs{ds[1]:log(), ds[2]:log()} do
+      assert.is_truthy(line:find("job store write refused; the job waits and tries again", 1, true) or
+                       line:find("job claims not renewed", 1, true), "no daemon said the store was gone")
+    end
+    for i = 1, 2 do ds[i]:stop_clean(); ds[i] = nil end
   end)
 end)
