@@ -205,14 +205,14 @@ function Store:transition(job, to, set)
     " FROM cur WHERE j.id = cur.id AND cur.state = ANY($2::text[])" .. fence .. " RETURNING j.*, cur.state AS was)," ..
     " ev AS (INSERT INTO events(job_id, t, kind, detail) SELECT id, $3, 'state', was || ' -> ' || state" ..
     " FROM upd WHERE was <> state)" ..
-    " SELECT (SELECT state FROM cur) AS current, (SELECT owner FROM cur) AS holder, upd.*," ..
+    " SELECT (SELECT state FROM cur) AS current, (SELECT owner FROM cur) AS holder, (SELECT epoch FROM cur) AS held_epoch, upd.*," ..
     " CASE WHEN upd.id IS NOT NULL THEN pg_notify('" .. M.CHANNEL .. "', upd.id || ' ' || upd.state) END AS notified" ..
     " FROM (SELECT 1) one LEFT JOIN upd ON true",
     table.unpack(args, 1, n))
   if not rows then return nil, err end
   local r = rows[1]
   if not r.current then return fail("not_found", "no job with id %d", id) end
-  if not r.id and epoch and assetd.job_moves[r.current][to] then
+  if not r.id and epoch and (r.holder ~= self.instance or r.held_epoch ~= epoch) then
     self.held[id] = nil
     return fail("lease", "job %d is held by %s now: this daemon's claim lapsed", id, tostring(r.holder))
   end

@@ -172,6 +172,37 @@ describe("the PostgreSQL job store", function()
     assert.is_nil(s)
     assert.are.equal("database", err.category)
     assert.matches("schema " .. (pgstore.SCHEMA_VERSION + 1) .. " is newer than this assetd %(" .. pgstore.SCHEMA_VERSION .. "%)", tostring(err))
+    srv:psql("DELETE FROM assetd_schema WHERE version > " .. pgstore.SCHEMA_VERSION)
+  end)
+
+  it("fences off a daemon whose lease lapsed: its writes fail with 'lease' and its renewal reports the job lost", function()
+    local a, b = assert(pgstore.open(srv.url)), assert(pgstore.open(srv.url))
+    assert(a:join("a", 1))
+    assert(b:join("b", 1))
+    local job = assert(a:create{notionPageId = "fence", soraVideoId = "v", batchId = "b", completedAt = 1})
+    local job2 = assert(a:create{notionPageId = "fence2", soraVideoId = "v", batchId = "b", completedAt = 1})
+    local claimed = assert(a:claim_one(job.id))
+    assert.are.equal(job.id, claimed.id)
+    assert(a:claim_one(job2.id))
+    assert.is_nil(b:claim_one(job.id))                 -- held: nobody else takes it
+    assert.are.same({}, assert(a:renew()))
+    assert(a:transition(job, "downloading"))
+    assetd.sleep(1.3)                                  -- a stalls past its lease; b rescues the job
+    local taken = assert(b:claim(10))
+    assert.are.equal(2, #taken)
+    assert.are.equal("a", taken[1].rescuedFrom)
+    assert.are.equal("pending", b:get(job.id).status)  -- the download starts again on b
+    local r, err = a:transition(job, "completed")
+    assert.is_nil(r)
+    assert.are.equal("lease", err.category)
+    assert.matches("held by b", tostring(err))
+    assert.are.equal("pending", b:get(job.id).status)  -- a's write changed nothing
+    assert.are.same({job2.id}, assert(a:renew()))     -- the other one, found lost at renewal
+    assert(b:transition(job, "downloading"))
+    assert.is_true(b:claim_alert(job, "completed"))
+    assert.is_false(a:claim_alert(job, "completed"))   -- once per job version, whoever asks
+    a:close()
+    b:close()
   end)
 
   it("answers a store that cannot be reached with a database error, not a hang", function()
