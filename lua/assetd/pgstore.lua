@@ -117,7 +117,21 @@ function M.open(url, opts)
   local ok, merr = db:query(migration_sql())
   if not ok then db:close(); return nil, merr end
   if opts.on_notify then db:listen(M.CHANNEL) end
-  return setmetatable({db = db}, Store)
+  return setmetatable({db = opts.observe and M.timed(db, opts.observe) or db}, Store)
+end
+
+-- DB with OBSERVE(seconds) told the time of every query and batch, answered or not.
+function M.timed(db, observe)
+  local function timing(method)
+    return function(_, ...)
+      local t0 = assetd.monotonic()
+      local r = table.pack(db[method](db, ...))
+      observe(assetd.monotonic() - t0)
+      return table.unpack(r, 1, r.n)
+    end
+  end
+  return setmetatable({query = timing("query"), batch = timing("batch")},
+                      {__index = function(_, k) local f = db[k] return function(_, ...) return f(db, ...) end end})
 end
 
 function Store:close() self.db:close() end

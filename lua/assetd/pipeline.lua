@@ -146,14 +146,15 @@ end
 
 -- The store the daemon runs on (in the main task: PostgreSQL's connect and migration wait),
 -- and ON_NOTIFY(payload) for PostgreSQL's change notices (every daemon's changes).
-function M.open_store(c, on_notify)
+function M.open_store(c, on_notify, metrics)
   local url = M.database_url(c)
   if not url then return assert(assetd.jobdb.open(assetd.options.data)) end
   if not is_postgres(url) then
     error(assetd.error("config", "database URL " .. assetd.redact(url) .. ": not a postgres:// or postgresql:// URL"))
   end
   local store, err = require("assetd.pgstore").open(url, {connect_timeout = c.database.connect_timeout,
-    on_notify = on_notify})
+    on_notify = on_notify,
+    observe = metrics and function(seconds) metrics:observe("assetd_database_request_duration_seconds", seconds) end})
   if not store then
     -- told like a config error (no traceback): the deployment's to fix; systemd restarts it
     error(assetd.error("config", "job store " .. M.store_name(url) .. ": " .. tostring(err)))
@@ -297,9 +298,9 @@ function M.start(c)
   local locked, lerr = assetd.lock_data(assetd.options.data)
   if not locked then error(assetd.error("config", lerr.message)) end
   local cluster
-  local jobs = M.open_store(c, function(payload, mine) if cluster then cluster:notice(payload, mine) end end)
-  local store = assert(versions.open{root = c.storage.root, jobs = jobs, naming = c.naming})
   local metrics = require("assetd.metrics").standard()
+  local jobs = M.open_store(c, function(payload, mine) if cluster then cluster:notice(payload, mine) end end, metrics)
+  local store = assert(versions.open{root = c.storage.root, jobs = jobs, naming = c.naming})
   if jobs.join then                 -- PostgreSQL: this daemon is one of several (cluster.lua)
     cluster = require("assetd.cluster").new{store = jobs, lease = c.database.lease, capacity = c.limits.max_jobs,
                                             metrics = metrics}

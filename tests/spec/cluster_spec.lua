@@ -36,6 +36,9 @@ describe("a daemon on PostgreSQL", function()
     for _, a in ipairs(job.downloadedAssets) do
       assert.are.equal(a.sha256, sim.sha256_file(a.filePath))
     end
+    local _, metrics = d:request("GET", "/metrics")
+    assert.is_true(tonumber(metrics:match("assetd_database_request_duration_seconds_count (%d+)")) > 10, metrics)
+    assert.is_true(tonumber(metrics:match('assetd_cluster_claims_total{how="direct"} (%d+)')) >= 1)
     local _, st = d:json("GET", "/api/downloads/status")
     assert.are.equal(1, st.summary.completed)
     local _, health = d:json("GET", "/healthz")
