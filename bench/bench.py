@@ -525,8 +525,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_RUNS", 5)),
                     help="runs per tool (medians); scale runs use runs-2 (default 5)")
-    ap.add_argument("--parts", default=os.environ.get("BENCH_PARTS", "flat,small,batch,store"),
-                    help="which parts, comma-separated (default flat,small,batch,store)")
+    ap.add_argument("--parts", default=os.environ.get("BENCH_PARTS", "flat,small,batch,store,cluster"),
+                    help="which parts, comma-separated (default flat,small,batch,store,cluster)")
     ap.add_argument("--tools", default=",".join(BATCH_TOOLS),
                     help=f"the batch's tools, comma-separated (default {','.join(BATCH_TOOLS)})")
     ap.add_argument("--videos", type=int, default=50)
@@ -563,6 +563,10 @@ def main():
         for name in ("flat", "small", "batch", "store"):
             if name in parts:
                 globals()["part_" + name](args, work, nginx, sim, results)
+        if "cluster" in parts:
+            import cluster
+            cluster.part_cluster(args, work, nginx, sim, results, Batch, generate, run_batch, table,
+                                 {"video": 20 * MiB, "thumbnail": 150 * KiB, "spritesheet": 750 * KiB}, VARIANTS)
         results["load_after"] = os.getloadavg()
         print_targets(results)
         for d in results.pop("_trash", []):

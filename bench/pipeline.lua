@@ -50,7 +50,8 @@ return {
   notion = {enabled = rate ~= "off", rate = tonumber(rate) or 1000},
   alerts = {completed = count(alerts.completed, true), failed = count(alerts.failed, false),
             expired = count(alerts.expired, false)},
-  limits = {max_active = 8},
+  -- BENCH_RATE: a bandwidth cap for the whole batch (bytes a second), as a real link has
+  limits = {max_active = 8, max_bytes_per_sec = tonumber(os.getenv("BENCH_RATE")) or 0},
   http = {listen = "127.0.0.1:0"},      -- the HTTP API is up as in production, on a free port
   jobs = jobs,
 }

@@ -209,6 +209,34 @@ static int l_query(lua_State *L) {
     return submit(L, p, unbox(b), 0);
 }
 
+static void on_sent(pgconn_req *r, void *ud) {
+    const char *what = ud;
+    if (pgconn_req_error(r)) {
+        char buf[600];
+        log_redact_into(pgconn_req_error(r), buf, sizeof buf);
+        log_event(LOG_WARN, "database write not made", "what", what, "error", buf, NULL);
+    }
+    pgconn_req_free(r);
+}
+
+/* db:send(what, sql, p1, ...): a write nobody waits for (a history line): it goes out in order
+ * with the connection's other requests; a failure is logged under WHAT (a static name). */
+static int l_send(lua_State *L) {
+    lpg *p = check_pg(L);
+    static const char *const whats[] = {"event", "release", "other", NULL};
+    int w = luaL_checkoption(L, 2, "other", whats);
+    int top = lua_gettop(L);
+    pgconn_req **b = boxed_req(L, 1);
+    set_stmt(L, *b, 0, 3, top);
+    pgconn_req *r = unbox(b);
+    if (pgconn_submit(p->c, r, on_sent, (void *)whats[w]) != 0) {
+        pgconn_req_free(r);
+        return push_fail(L, "database connection is closing", NULL);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* The highest integer key of the table at T: a statement's last parameter may be nil. */
 static int stmt_len(lua_State *L, int t) {
     lua_Integer max = 0;
@@ -337,7 +365,7 @@ static int l_connect(lua_State *L) {
 
 void l_pg_open(lua_State *L) {
     static const luaL_Reg methods[] = {
-        {"query", l_query}, {"batch", l_batch}, {"listen", l_listen}, {"status", l_status}, {"backend_pid", l_backend_pid},
+        {"query", l_query}, {"batch", l_batch}, {"send", l_send}, {"listen", l_listen}, {"status", l_status}, {"backend_pid", l_backend_pid},
         {"close", l_close}, {NULL, NULL}};
     static const luaL_Reg meta[] = {{"__gc", l_close}, {"__close", l_close}, {NULL, NULL}};
     l_newclass(L, PG_MT, methods, meta);

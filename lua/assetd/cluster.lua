@@ -119,14 +119,20 @@ function Cluster:notified(runner, payload, mine)
   if self.alarm then self.alarm:ring() end
 end
 
--- The claim loop, in its own task: a round every third of the lease, or at once when woken.
+-- The claim loop, in its own task: a round every third of the lease, or when woken by a
+-- change, but not more often than every M.MIN_ROUND seconds (a burst of changes is one round).
+M.MIN_ROUND = 0.25
+
 function Cluster:start(runner)
   self.alarm = assetd.alarm()
   assetd.spawn({name = "cluster", detached = true}, function()
     while true do
+      local t0 = assetd.monotonic()
       local ok, err = pcall(self.round, self, runner)     -- the loop must outlive any one round
       if not ok then assetd.log.error("cluster round failed", {error = tostring(err)}) end
       self.alarm:sleep(self.lease / 3)
+      local left = M.MIN_ROUND - (assetd.monotonic() - t0)
+      if left > 0 then assetd.sleep(left) end
     end
   end)
 end

@@ -130,7 +130,8 @@ function M.timed(db, observe)
       return table.unpack(r, 1, r.n)
     end
   end
-  return setmetatable({query = timing("query"), batch = timing("batch")},
+  return setmetatable({query = timing("query"), batch = timing("batch"),
+                       send = function(_, ...) return db:send(...) end},
                       {__index = function(_, k) local f = db[k] return function(_, ...) return f(db, ...) end end})
 end
 
@@ -287,8 +288,10 @@ function Store:events(job)
   return out
 end
 
+-- A history line goes out without waiting for it: in order with the job's other writes on the
+-- one connection (a failure is logged), so a slow database adds no round trip to a job's run.
 function Store:event(job, kind, detail)
-  local ok, err = self.db:query("INSERT INTO events(job_id, t, kind, detail) VALUES ($1, $2, $3, $4)",
+  local ok, err = self.db:send("event", "INSERT INTO events(job_id, t, kind, detail) VALUES ($1, $2, $3, $4)",
     id_of(job), assetd.now(), assert(type(kind) == "string" and kind, "jobs: an event needs a kind"),
     detail ~= nil and assetd.redact(tostring(detail)) or nil)
   if not ok then return nil, err end
@@ -440,10 +443,9 @@ function Store:release(id)
   local epoch = self.held[id]
   if not epoch then return true end
   self.held[id] = nil
-  local ok, err = self.db:query("UPDATE jobs SET owner = NULL, lease_until = NULL WHERE id = $1 AND owner = $2 AND epoch = $3",
+  -- not waited for: a release that does not arrive lapses with its lease
+  return self.db:send("release", "UPDATE jobs SET owner = NULL, lease_until = NULL WHERE id = $1 AND owner = $2 AND epoch = $3",
     id, self.instance, epoch)
-  if not ok then return nil, err end
-  return true
 end
 
 -- Whether this daemon fires alert NAME for JOB: true once per job version across the cluster.
