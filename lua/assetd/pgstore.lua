@@ -314,10 +314,18 @@ function Store:add_asset(job, a)
      (a.fileSize or -1) < 0 or (a.version or 0) < 1 then
     error("jobs: an asset needs variant, filePath, fileName, fileSize, sha256 and version", 2)
   end
+  -- fenced like a transition: a daemon whose claim lapsed records no asset on another's job
+  local epoch = self.held and self.held[id]
   local ok, err = self.db:query("INSERT INTO assets(job_id, variant, path, file_name, size, sha256, version," ..
-    " downloaded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", id, a.variant, a.filePath, a.fileName,
-    math.tointeger(a.fileSize) or a.fileSize, a.sha256, math.tointeger(a.version) or a.version,
-    (a.downloadedAt or 0) > 0 and a.downloadedAt or assetd.now())
+    " downloaded_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8" ..
+    (epoch and " WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND owner = $9 AND epoch = $10)" or ""),
+    table.unpack({id, a.variant, a.filePath, a.fileName,
+      math.tointeger(a.fileSize) or a.fileSize, a.sha256, math.tointeger(a.version) or a.version,
+      (a.downloadedAt or 0) > 0 and a.downloadedAt or assetd.now(), self.instance, epoch}, 1, epoch and 10 or 8))
+  if ok and ok.affected == 0 then
+    self.held[id] = nil
+    return fail("lease", "job %d is held by another daemon now: this daemon's claim lapsed", id)
+  end
   if ok then return true end
   if err.sqlstate == "23503" then return fail("not_found", "no job with id %d", id) end   -- foreign_key_violation
   return nil, err

@@ -198,6 +198,11 @@ describe("the PostgreSQL job store", function()
     assert.matches("held by b", tostring(err))
     assert.are.equal("pending", b:get(job.id).status)  -- a's write changed nothing
     assert.are.same({job2.id}, assert(a:renew()))     -- the other one, found lost at renewal
+    a.held[job.id] = claimed.epoch                     -- a write a stale run still makes with its old claim
+    local added, aerr = a:add_asset(job, {variant = "video", filePath = "/x", fileName = "x", fileSize = 1, sha256 = "ab", version = 1})
+    assert.is_nil(added)
+    assert.are.equal("lease", aerr.category)
+    assert.are.same({}, b:assets(job))
     assert(b:transition(job, "downloading"))
     assert.is_true(b:claim_alert(job, "completed"))
     assert.is_false(a:claim_alert(job, "completed"))   -- once per job version, whoever asks
