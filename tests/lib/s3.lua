@@ -124,7 +124,7 @@ end
 
 -- Multipart uploads not completed nor aborted (s3rver's upload directories).
 function s3:incomplete_uploads()
-  local p = io.popen("find " .. self.data .. " -type d -path '*uploads/*' 2>/dev/null")
+  local p = io.popen("find " .. self.data .. " -mindepth 3 -maxdepth 3 -type d -path '*/._S3rver_uploads/*' 2>/dev/null")
   local out = {}
   for line in p:lines() do out[#out + 1] = line end
   p:close()

@@ -57,6 +57,25 @@ print("etag " .. res.headers.etag .. " md5 " .. h.md5)
     end
   end)
 
+  it("aborts a multipart upload of the key it does not know (a crash before its id was saved)", function()
+    local f = s.dir .. "/stale.bin"
+    local sum = s3lib.random_file(f, 2.5 * 1024 * 1024)
+    local out, rc = s:run_lua([[
+package.path = "lua/?.lua;" .. package.path
+local s3 = require "assetd.s3"
+local c = s3.new(s3.resolve{bucket = "videos", endpoint = "{URL}", part_size = 1024 * 1024})
+assert(c:call("POST", "b/stale.bin", {query = {uploads = ""}}))
+assert(#assert(c:uploads_of("b/stale.bin")) == 1)
+local r = assert(c:put_file("b/stale.bin", "]] .. f .. [[", {sha256 = "]] .. sum .. [[", save = function() end}))
+print("verified " .. r.verified .. " multipart " .. tostring(r.multipart))
+]])
+    assert.are.equal(0, rc, out)
+    assert.matches("verified etag multipart true", out, 1, true)
+    assert.are.same({}, s:incomplete_uploads())
+    assert.are.equal(sum, s:sha256("b/stale.bin"))
+    for _, r in ipairs(s:requests()) do assert.is_true(r.signature_ok, r.method .. " " .. r.query .. ": " .. r.why) end
+  end)
+
   it("does not sign without credentials: a config error naming the variable", function()
     local out, rc = sim.run("env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY AWS_ACCESS_KEY_ID=x "
       .. (os.getenv("ASSETD_BIN") or "./assetd") .. " " .. sim.script([[
@@ -196,5 +215,129 @@ describe("the upload step", function()
     assert.are.equal("https://cdn.example.com/videos/gen/b1/vid_b01_V1.mp4", page["Video URL"].url)
     d:stop_clean()
     bucket:stop()
+  end)
+
+  -- The assetd requests the recorder saw that match METHOD and a query pattern.
+  local function count(bucket, method, pattern) return requests_matching(bucket, method, pattern) end
+
+  it("uploads above part_size in parts, and a kill -9 mid-upload resumes from ListParts leaving no upload open", function()
+    local mib = 1024 * 1024
+    s:video{{id = "vid_mp", sizes = {video = 12 * mib + 12345, thumbnail = 3000, spritesheet = 5000}}}
+    local bucket = s3lib.start{slow_parts = 0.3}
+    local p = pipeline(bucket.url, "part_size = " .. mib)
+    local d = daemon.start{pipeline = p, env = env(s)}
+    enqueue(d, "pmp", "vid_mp")
+    daemon.eventually(function() return count(bucket, "PUT", "partNumber=") >= 3 end, 30, "three parts sent")
+    d:kill9()
+    local before = count(bucket, "PUT", "partNumber=")
+    assert.is_true(before < 13, "the upload finished before the kill")
+    assert.are.equal(1, #bucket:incomplete_uploads(), "the kill left its upload open")
+    d = daemon.start{dir = d.dir, pipeline = p, env = env(s)}
+    await_uploads(d, {"pmp"}, "uploaded", 60)
+    local j = job(d, "pmp")
+    assert.are.equal(1, j.version)
+    local video
+    for _, a in ipairs(j.downloadedAssets) do if a.type == "video" then video = a end end
+    assert.are.equal(video.sha256, bucket:sha256("gen/b1/" .. video.fileName))
+    local seen = {}
+    for _, r in ipairs(bucket:requests()) do seen[#seen + 1] = r.method .. " " .. r.query:sub(1, 40) end
+    assert.is_true(count(bucket, "GET", "uploadId=") >= 1, "ListParts after the restart: " .. table.concat(seen, "; "))
+    assert.are.equal(1, count(bucket, "POST", "^uploads="), "one CreateMultipartUpload: the restart resumed it")
+    -- every part sent once, but for the one in flight at the kill
+    assert.is_true(count(bucket, "PUT", "partNumber=") <= 13 + 1, count(bucket, "PUT", "partNumber=") .. " parts sent")
+    assert.are.same({}, bucket:incomplete_uploads())
+    assert_all_signed(bucket)
+    d:stop_clean()
+    bucket:stop()
+  end)
+
+  it("refuses a wrong secret at once, naming AWS_SECRET_ACCESS_KEY, and downloads nothing again", function()
+    s:video{{id = "vid_ws", sizes = {video = 2000, thumbnail = 300, spritesheet = 500}}}
+    local bucket = s3lib.start()
+    local d = daemon.start{pipeline = pipeline(bucket.url), env = env(s, {AWS_SECRET_ACCESS_KEY = "wrong-secret-4711"})}
+    local t0 = assetd.monotonic()
+    enqueue(d, "pws", "vid_ws")
+    await_uploads(d, {"pws"}, "failed", 15)
+    assert.is_true(assetd.monotonic() - t0 < 10, "failed at once, not after retries")
+    local j = job(d, "pws")
+    assert.are.equal("completed", j.status)
+    assert.are.equal(1, j.version)
+    assert.matches("SignatureDoesNotMatch", j.upload.error)
+    assert.matches("check AWS_SECRET_ACCESS_KEY", j.upload.error)
+    assert.are.equal(1, count(bucket, "PUT", ""), "one refused request, no retry")
+    assert.is_nil(d:log():find("wrong-secret-4711", 1, true), "the secret is in the log")
+    assert.is_nil(cjson.encode(j):find("wrong-secret-4711", 1, true))
+    d:stop_clean()
+    bucket:stop()
+  end)
+
+  it("names a bucket that does not exist", function()
+    s:video{{id = "vid_nb", sizes = {video = 2000, thumbnail = 300, spritesheet = 500}}}
+    local bucket = s3lib.start()
+    local d = daemon.start{pipeline = pipeline(bucket.url):gsub('bucket = "videos"', 'bucket = "no-such-bucket"'), env = env(s)}
+    enqueue(d, "pnb", "vid_nb")
+    await_uploads(d, {"pnb"}, "failed", 15)
+    assert.matches('bucket "no%-such%-bucket" does not exist', job(d, "pnb").upload.error)
+    d:stop_clean()
+    bucket:stop()
+  end)
+
+  it("with keep_local = false removes the local files once the objects are verified", function()
+    s:video{{id = "vid_kl", sizes = {video = 2000, thumbnail = 300, spritesheet = 500}}}
+    local bucket = s3lib.start()
+    local d = daemon.start{pipeline = pipeline(bucket.url, "keep_local = false"), env = env(s)}
+    enqueue(d, "pkl", "vid_kl")
+    await_uploads(d, {"pkl"}, "uploaded", 20)
+    for _, a in ipairs(job(d, "pkl").downloadedAssets) do
+      assert.is_nil(io.open(a.filePath), a.filePath .. " is still there")
+      assert.are.equal(a.sha256, bucket:sha256(a.objectKey))
+      assert.are.equal("https://cdn.example.com/videos/" .. a.objectKey, a.url)
+    end
+    d:stop_clean()
+    bucket:stop()
+  end)
+
+  it("rides out the server down for 20 s mid-batch: the uploads retry with backoff, nothing downloads again", function()
+    local specs = {}
+    for i = 1, 10 do specs[i] = {id = string.format("vid_dn%02d", i), sizes = {video = 3000 + i, thumbnail = 300, spritesheet = 500}} end
+    s:video(specs)
+    local bucket = s3lib.start()
+    local d = daemon.start{pipeline = pipeline(bucket.url), env = env(s)}
+    local first, second = {}, {}
+    for i = 1, 5 do enqueue(d, "pdn" .. i, specs[i].id); first[i] = "pdn" .. i end
+    await_uploads(d, first, "uploaded", 30)
+    bucket:down()
+    for i = 6, 10 do enqueue(d, "pdn" .. i, specs[i].id); second[#second + 1] = "pdn" .. i end
+    daemon.eventually(function() return d:log():find('msg="upload failed; trying again"[^\n]*cause=connect') end, 10, "a retry told")
+    assetd.sleep(20)
+    for _, p in ipairs(second) do assert.are.equal("uploading", upload_state(d, p)) end
+    bucket:up()
+    await_uploads(d, second, "uploaded", 30)
+    for i = 1, 10 do
+      local j = job(d, "pdn" .. i)
+      assert.are.equal(1, j.version)
+      assert.are.equal(0, j.retryCount)
+      for _, a in ipairs(j.downloadedAssets) do assert.are.equal(a.sha256, bucket:sha256(a.objectKey)) end
+    end
+    local _, metrics = d:request("GET", "/metrics")
+    assert.matches('assetd_assets_stored_total{variant="video"} 10\n', metrics, 1, true)
+    assert.matches("assetd_upload_retries_total", metrics, 1, true)
+    d:stop_clean()
+    bucket:stop()
+  end)
+
+  it("--check shows the bucket's endpoint, region and bucket, and the secrets only as set (N chars)", function()
+    local path = sim.script(pipeline("http://127.0.0.1:9/"):gsub("{DIR}", sim.tmpdir()))
+    local out, rc = sim.run("AWS_ACCESS_KEY_ID=AKIDEXAMPLE AWS_SECRET_ACCESS_KEY=topsecret-123456 AWS_SESSION_TOKEN=tok-abcdef "
+      .. "AWS_REGION=eu-west-3 " .. daemon.bin .. " --check " .. path)
+    assert.are.equal(0, rc, out)
+    assert.matches("storage.s3.endpoint     http://127.0.0.1:9\n", out, 1, true)
+    assert.matches("storage.s3.region       eu-west-3\n", out, 1, true)
+    assert.matches("storage.s3.bucket       videos\n", out, 1, true)
+    assert.matches("storage.s3.path_style   true\n", out, 1, true)
+    assert.matches("AWS_SECRET_ACCESS_KEY   set (16 chars)", out, 1, true)
+    assert.matches("AWS_SESSION_TOKEN       set (10 chars)", out, 1, true)
+    assert.is_nil(out:find("topsecret", 1, true))
+    assert.is_nil(out:find("tok-abcdef", 1, true))
   end)
 end)
