@@ -262,7 +262,14 @@ function M.start(c)
   local locked, lerr = assetd.lock_data(assetd.options.data)
   if not locked then error(assetd.error("config", lerr.message)) end
   local jobs = assert(assetd.jobdb.open(assetd.options.data))
-  local store = assert(versions.open{root = c.storage.root, jobs = jobs, naming = c.naming})
+  local bucket
+  if c.storage.s3 then
+    local s3 = require "assetd.s3"
+    local s = s3.resolve(c.storage.s3)
+    bucket = {client = s3.new(s), prefix = s.prefix, keep_local = s.keep_local, retry = s.retry,
+              public_base_url = c.storage.public_base_url:gsub("/+$", "")}
+  end
+  local store = assert(versions.open{root = c.storage.root, jobs = jobs, naming = c.naming, bucket = bucket})
   local metrics = require("assetd.metrics").standard()
   local client = (c.notion.enabled ~= false) and (c.notion.base_url or os.getenv("NOTION_TOKEN")) and
     notion.new{base_url = c.notion.base_url, version = c.notion.version, rate = c.notion.rate,
@@ -276,13 +283,6 @@ function M.start(c)
     if not M.provider_settings(c, name) then providers[name] = p end      -- a provider of the user's own
   end
   local h = M.hooks(c)
-  local bucket
-  if c.storage.s3 then
-    local s3 = require "assetd.s3"
-    local s = s3.resolve(c.storage.s3)
-    bucket = {client = s3.new(s), prefix = s.prefix, keep_local = s.keep_local, retry = s.retry,
-              public_base_url = c.storage.public_base_url:gsub("/+$", "")}
-  end
   local r = runner.new{
     jobs = jobs, versions = store, providers = providers, notion = client,
     properties = h.properties, on_error = h.on_error, alerts = h.alerts,

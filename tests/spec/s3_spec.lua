@@ -220,31 +220,38 @@ describe("the upload step", function()
   -- The assetd requests the recorder saw that match METHOD and a query pattern.
   local function count(bucket, method, pattern) return requests_matching(bucket, method, pattern) end
 
-  it("uploads above part_size in parts, and a kill -9 mid-upload resumes from ListParts leaving no upload open", function()
+  it("uploads 300 MiB in 5 MiB parts, and a kill -9 mid-upload resumes from ListParts: byte-exact, no upload left open", function()
     local mib = 1024 * 1024
-    s:video{{id = "vid_mp", sizes = {video = 12 * mib + 12345, thumbnail = 3000, spritesheet = 5000}}}
-    local bucket = s3lib.start{slow_parts = 0.3}
-    local p = pipeline(bucket.url, "part_size = " .. mib)
+    local size = 300 * mib + 12345
+    local parts = (size + 5 * mib - 1) // (5 * mib)                  -- 61
+    s:video{{id = "vid_mp", sizes = {video = size, thumbnail = 3000, spritesheet = 5000}}}
+    local bucket = s3lib.start{slow_parts = 0.1}
+    local p = pipeline(bucket.url, "part_size = " .. 5 * mib)
     local d = daemon.start{pipeline = p, env = env(s)}
     enqueue(d, "pmp", "vid_mp")
-    daemon.eventually(function() return count(bucket, "PUT", "partNumber=") >= 3 end, 30, "three parts sent")
+    daemon.eventually(function() return count(bucket, "PUT", "partNumber=") >= 10 end, 120, "ten parts sent")
     d:kill9()
     local before = count(bucket, "PUT", "partNumber=")
-    assert.is_true(before < 13, "the upload finished before the kill")
-    assert.are.equal(1, #bucket:incomplete_uploads(), "the kill left its upload open")
+    assert.is_true(before < parts, "the upload finished before the kill")
+    assert.are.same({"gen/b1/vid_mp_V1.mp4"}, bucket:listed_uploads(), "the kill left its upload open")
     d = daemon.start{dir = d.dir, pipeline = p, env = env(s)}
-    await_uploads(d, {"pmp"}, "uploaded", 60)
+    await_uploads(d, {"pmp"}, "uploaded", 240)
     local j = job(d, "pmp")
-    assert.are.equal(1, j.version)
+    assert.are.equal(1, j.version)                                   -- nothing downloaded again
+    assert.are.equal(0, j.retryCount)
     local video
     for _, a in ipairs(j.downloadedAssets) do if a.type == "video" then video = a end end
+    assert.are.equal(size, video.fileSize)
     assert.are.equal(video.sha256, bucket:sha256("gen/b1/" .. video.fileName))
+    assert.are.equal(s:info("vid_mp").sha256.video, video.sha256)
     local seen = {}
     for _, r in ipairs(bucket:requests()) do seen[#seen + 1] = r.method .. " " .. r.query:sub(1, 40) end
     assert.is_true(count(bucket, "GET", "uploadId=") >= 1, "ListParts after the restart: " .. table.concat(seen, "; "))
     assert.are.equal(1, count(bucket, "POST", "^uploads="), "one CreateMultipartUpload: the restart resumed it")
     -- every part sent once, but for the one in flight at the kill
-    assert.is_true(count(bucket, "PUT", "partNumber=") <= 13 + 1, count(bucket, "PUT", "partNumber=") .. " parts sent")
+    local sent = count(bucket, "PUT", "partNumber=")
+    assert.is_true(sent <= parts + 1, sent .. " parts sent for " .. parts)
+    assert.are.same({}, bucket:listed_uploads(), "ListMultipartUploads is not empty")
     assert.are.same({}, bucket:incomplete_uploads())
     assert_all_signed(bucket)
     d:stop_clean()
@@ -263,7 +270,10 @@ describe("the upload step", function()
     assert.are.equal("completed", j.status)
     assert.are.equal(1, j.version)
     assert.matches("SignatureDoesNotMatch", j.upload.error)
-    assert.matches("check AWS_SECRET_ACCESS_KEY", j.upload.error)
+    assert.matches("check AWS_SECRET_ACCESS_KEY (key id " .. s3lib.KEY .. ")", j.upload.error, 1, true)
+    assert.matches('error="upload: S3 refused the credentials', d:log(), 1, true)      -- the failed alert, its step named
+    local _, metrics = d:request("GET", "/metrics")
+    assert.matches('assetd_alerts_total{alert="failed"} 1\n', metrics, 1, true)
     assert.are.equal(1, count(bucket, "PUT", ""), "one refused request, no retry")
     assert.is_nil(d:log():find("wrong-secret-4711", 1, true), "the secret is in the log")
     assert.is_nil(cjson.encode(j):find("wrong-secret-4711", 1, true))
@@ -282,12 +292,19 @@ describe("the upload step", function()
     bucket:stop()
   end)
 
-  it("with keep_local = false removes the local files once the objects are verified", function()
-    s:video{{id = "vid_kl", sizes = {video = 2000, thumbnail = 300, spritesheet = 500}}}
+  -- A small video VIDEO, a fresh bucket and a daemon (storage.s3 with EXTRA) that has
+  -- uploaded it for PAGE: the bucket and the daemon.
+  local function uploaded_one(video, page, extra)
+    s:video{{id = video, sizes = {video = 2000, thumbnail = 300, spritesheet = 500}}}
     local bucket = s3lib.start()
-    local d = daemon.start{pipeline = pipeline(bucket.url, "keep_local = false"), env = env(s)}
-    enqueue(d, "pkl", "vid_kl")
-    await_uploads(d, {"pkl"}, "uploaded", 20)
+    local d = daemon.start{pipeline = pipeline(bucket.url, extra), env = env(s)}
+    enqueue(d, page, video)
+    await_uploads(d, {page}, "uploaded", 20)
+    return bucket, d
+  end
+
+  it("with keep_local = false removes the local files once the objects are verified", function()
+    local bucket, d = uploaded_one("vid_kl", "pkl", "keep_local = false")
     for _, a in ipairs(job(d, "pkl").downloadedAssets) do
       assert.is_nil(io.open(a.filePath), a.filePath .. " is still there")
       assert.are.equal(a.sha256, bucket:sha256(a.objectKey))
@@ -339,5 +356,55 @@ describe("the upload step", function()
     assert.matches("AWS_SESSION_TOKEN       set (10 chars)", out, 1, true)
     assert.is_nil(out:find("topsecret", 1, true))
     assert.is_nil(out:find("tok-abcdef", 1, true))
+  end)
+
+  -- What the REPL prints for CODE, through `assetd attach`.
+  local function attach(d, code)
+    return sim.run("printf '%s\\n' " .. sim.shq(code) .. " | " .. daemon.bin .. " attach --data " .. d.dir .. "/data")
+  end
+
+  it("chooses the next version from the bucket's keys too: a wiped disk and job store never reuse V1", function()
+    local bucket, d = uploaded_one("vid_wp", "pwp")
+    assert.are.equal(1, job(d, "pwp").version)
+    d:kill9()
+    os.execute("rm -rf " .. d.dir .. "/root " .. d.dir .. "/data")       -- the local store and the job db gone
+    d = daemon.start{dir = d.dir, pipeline = pipeline(bucket.url), env = env(s)}
+    enqueue(d, "pwp", "vid_wp")
+    await_uploads(d, {"pwp"}, "uploaded", 20)
+    local j = job(d, "pwp")
+    assert.are.equal(2, j.version)
+    for _, a in ipairs(j.downloadedAssets) do
+      assert.matches("_V2", a.objectKey, 1, true)
+      assert.are.equal(a.sha256, bucket:sha256(a.objectKey))
+    end
+    assert.are.same({"gen/b1/vid_wp_V1.mp4", "gen/b1/vid_wp_V1_spritesheet.jpg", "gen/b1/vid_wp_V1_thumbnail.webp",
+                     "gen/b1/vid_wp_V2.mp4", "gen/b1/vid_wp_V2_spritesheet.jpg", "gen/b1/vid_wp_V2_thumbnail.webp"},
+                    bucket:keys())
+    assert.is_true(requests_matching(bucket, "GET", "list%-type=2") >= 2, "ListObjectsV2 before each version")
+    assert_all_signed(bucket)
+    d:stop_clean()
+    bucket:stop()
+  end)
+
+  it("prunes a version's objects with its files (keep_local = false: the objects alone), and shows the upload in job()", function()
+    local bucket, d = uploaded_one("vid_pr", "ppr1", "keep_local = false")
+    enqueue(d, "ppr2", "vid_pr")                   -- the same video again: V2
+    await_uploads(d, {"ppr2"}, "uploaded", 20)
+    assert.are.equal(2, job(d, "ppr2").version)
+    local view = attach(d, 'job("ppr2")')
+    assert.matches("upload: uploaded", view, 1, true)
+    assert.matches("object", view, 1, true)
+    assert.matches("gen/b1/vid_pr_V2.mp4", view, 1, true)
+    local dry = attach(d, "return #prune{keep = 1}.removed")
+    assert.matches("1\n", dry, 1, true)
+    assert.are.equal(6, #bucket:keys(), "a dry run removed objects")
+    attach(d, "return prune{keep = 1, dry_run = false}")
+    assert.are.same({"gen/b1/vid_pr_V2.mp4", "gen/b1/vid_pr_V2_spritesheet.jpg", "gen/b1/vid_pr_V2_thumbnail.webp"},
+                    bucket:keys())
+    -- the newest version, the only copy now, is never pruned
+    attach(d, "return prune{keep = 1, dry_run = false}")
+    assert.are.equal(3, #bucket:keys())
+    d:stop_clean()
+    bucket:stop()
   end)
 end)
