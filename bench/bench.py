@@ -10,6 +10,7 @@ RSS come from GNU time (/usr/bin/time -v). See docs/performance.md.
 import argparse
 import json
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -521,15 +522,108 @@ def part_store(args, work, nginx, sim, results):
         shutil.rmtree(store, ignore_errors=True)
 
 
+S3RVER = os.path.join(REPO, "tests/s3/node_modules/s3rver/bin/s3rver.js")
+
+
+class S3rver:
+    """s3rver (tests/s3, npm) on loopback with an empty bucket; its key pair is S3RVER/S3RVER."""
+
+    def __init__(self, work):
+        self.data = os.path.join(work, "s3data")
+        os.makedirs(self.data, exist_ok=True)
+        self.out = open(os.path.join(work, "s3rver.out"), "w+")
+        self.proc = subprocess.Popen(["node", S3RVER, "-d", self.data, "-a", "127.0.0.1", "-p", "0",
+                                      "--configure-bucket", "bench"], stdout=self.out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        for _ in range(300):
+            self.out.seek(0)
+            m = re.search(r"listening on [\d.]+:(\d+)", self.out.read())
+            if m:
+                self.url = f"http://127.0.0.1:{m.group(1)}"
+                return
+            time.sleep(0.05)
+        raise RuntimeError("s3rver did not start; see " + self.out.name)
+
+    def env(self):
+        return dict(os.environ, AWS_ACCESS_KEY_ID="S3RVER", AWS_SECRET_ACCESS_KEY="S3RVER", AWS_DEFAULT_REGION="us-east-1",
+                    AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null",
+                    AWS_REQUEST_CHECKSUM_CALCULATION="when_required", AWS_RESPONSE_CHECKSUM_VALIDATION="when_required")
+
+    def wipe(self):
+        """The bucket emptied between runs (s3rver keeps objects as files under DATA/bench)."""
+        d = os.path.join(self.data, "bench")
+        for name in os.listdir(d):
+            if not name.startswith("."):
+                shutil.rmtree(os.path.join(d, name), ignore_errors=True)
+        settle()
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def part_s3(args, work, nginx, sim, results):
+    """Upload throughput: the batch's files into s3rver by assetd's upload code (bench/s3up.lua,
+    4 at a time as max_uploads, each verified by a HEAD) and by `aws s3 cp --recursive` (its
+    default 10 at a time), round-robin in the same run, to the same server."""
+    if not (os.path.exists(S3RVER) and shutil.which("aws") and shutil.which("node")):
+        sys.exit("bench s3: needs node, awscli and `npm ci --prefix tests/s3`")
+    src = os.path.join(work, "s3src")
+    n = args.s3_videos
+    sizes = {"video": 20 * MiB, "thumbnail": 150 * KiB, "spritesheet": 750 * KiB}
+    urls = generate(src, "video_s", n, sizes)
+    files = os.path.join(src, "files")
+    total = sum(u[2] for u in urls)
+    srv = S3rver(work)
+    res = {"assetd": [], "aws s3 cp": []}
+    try:
+        for i in range(args.runs):
+            for tool in res:
+                srv.wipe()
+                prefix = f"run{i}/"
+                if tool == "assetd":
+                    cmd = [ASSETD, os.path.join(REPO, "bench/s3up.lua"), files, srv.url, "bench", prefix, "4"]
+                else:
+                    cmd = ["aws", "--endpoint-url", srv.url, "s3", "cp", "--recursive", "--only-show-errors",
+                           files, f"s3://bench/{prefix}"]
+                log = os.path.join(work, f"s3-{tool.replace(' ', '_')}-{i}.log")
+                r = timed(cmd, log, env=srv.env())
+                if tool == "assetd":
+                    with open(log) as f:
+                        m = re.search(r"uploaded (\d+) files (\d+) bytes in ([\d.]+) s", f.read())
+                    if not m or int(m.group(2)) != total:
+                        raise RuntimeError(f"assetd uploaded {m and m.group(2)} bytes, not {total}; see {log}")
+                    r["process"], r["wall"] = r["wall"], float(m.group(3))   # the hashing pass before is not upload
+                res[tool].append(r)
+                print(f"  s3 run {i + 1}/{args.runs} {tool:10s} wall {r['wall']:6.2f} s  cpu {r['cpu']:6.2f} s"
+                      f"  rss {r['rss'] / 1024:7.1f} MiB", flush=True)
+    finally:
+        srv.stop()
+        shutil.rmtree(src, ignore_errors=True)
+    mb = total / 1e6
+    print(f"\nupload: {n} videos x (20 MiB MP4 + 150 KiB WebP + 750 KiB JPEG) = {mb:.0f} MB into s3rver on loopback"
+          f" (medians of {args.runs}; assetd's wall is its upload phase, its CPU includes the SHA-256 pass before)")
+    print(f"{'tool':12s} {'wall s':>7s} {'MB/s':>7s} {'process s':>9s} {'cpu s':>7s} {'peak RSS MiB':>13s}")
+    results["s3"] = {"_bytes": total}
+    for tool, rs in res.items():
+        w, c, m = median(rs, "wall"), median(rs, "cpu"), median(rs, "rss")
+        proc = statistics.median(r.get("process", r["wall"]) for r in rs)    # the whole process, start-up included
+        results["s3"][tool] = {"wall": w, "process": proc, "cpu": c, "rss_kib": m, "walls": [r["wall"] for r in rs]}
+        print(f"{tool:12s} {w:7.2f} {mb / w:7.1f} {proc:9.2f} {c:7.2f} {m / 1024:13.1f}")
+    a, b = results["s3"]["assetd"], results["s3"]["aws s3 cp"]
+    print(f"assetd/aws wall {a['wall'] / b['wall']:.2f}, cpu {a['cpu'] / b['cpu']:.2f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_RUNS", 5)),
                     help="runs per tool (medians); scale runs use runs-2 (default 5)")
-    ap.add_argument("--parts", default=os.environ.get("BENCH_PARTS", "flat,small,batch,store,cluster"),
-                    help="which parts, comma-separated (default flat,small,batch,store,cluster)")
+    ap.add_argument("--parts", default=os.environ.get("BENCH_PARTS", "flat,small,batch,store,s3,cluster"),
+                    help="which parts, comma-separated (default flat,small,batch,store,s3,cluster)")
     ap.add_argument("--tools", default=",".join(BATCH_TOOLS),
                     help=f"the batch's tools, comma-separated (default {','.join(BATCH_TOOLS)})")
     ap.add_argument("--videos", type=int, default=50)
+    ap.add_argument("--s3-videos", type=int, default=20, help="videos in the s3 part's upload batch (default 20)")
     ap.add_argument("--small", type=int, default=2000)
     ap.add_argument("--store-jobs", type=int, default=100000)
     ap.add_argument("--dir", default=os.environ.get("BENCH_DIR"), help="work directory (default: a new one under $TMPDIR)")
@@ -560,7 +654,7 @@ def main():
         # the 2,000-video part early (after the one-file flat part, before any batch deletes
         # its outputs): it creates 36,000 files, which this machine's ext4 makes slow for a
         # few minutes after many files were deleted (Batch.defer_delete)
-        for name in ("flat", "small", "batch", "store"):
+        for name in ("flat", "small", "batch", "store", "s3"):
             if name in parts:
                 globals()["part_" + name](args, work, nginx, sim, results)
         if "cluster" in parts:
@@ -609,6 +703,9 @@ def print_targets(r):
             d = r["store"]["daemon_" + label]
             rows.append((f"start-up, {k} jobs, {what} < 1 s", f"{d['ready'] * 1000:.0f} ms", d["ready"] < 1.0))
             rows.append((f"status p99, {k} jobs, {what} < 50 ms", f"{d['p99'] * 1000:.1f} ms", d["p99"] < 0.050))
+    if "s3" in r:
+        a, w = r["s3"]["assetd"], r["s3"]["aws s3 cp"]
+        rows.append(("upload wall vs aws s3 cp (no target)", f"assetd/aws {a['wall'] / w['wall']:.2f}", None))
     print("\nsummary (the targets of issue 6; docs/performance.md):")
     print(f"{'target':44s} {'figure':38s} met")
     for name, value, ok in rows:

@@ -298,9 +298,16 @@ function M.start(c)
   local locked, lerr = assetd.lock_data(assetd.options.data)
   if not locked then error(assetd.error("config", lerr.message)) end
   local cluster
+  local bucket
+  if c.storage.s3 then
+    local s3 = require "assetd.s3"
+    local s = s3.resolve(c.storage.s3)
+    bucket = {client = s3.new(s), prefix = s.prefix, keep_local = s.keep_local, retry = s.retry,
+              public_base_url = c.storage.public_base_url:gsub("/+$", "")}
+  end
   local metrics = require("assetd.metrics").standard()
   local jobs = M.open_store(c, function(payload, mine) if cluster then cluster:notice(payload, mine) end end, metrics)
-  local store = assert(versions.open{root = c.storage.root, jobs = jobs, naming = c.naming})
+  local store = assert(versions.open{root = c.storage.root, jobs = jobs, naming = c.naming, bucket = bucket})
   if jobs.join then                 -- PostgreSQL: this daemon is one of several (cluster.lua)
     cluster = require("assetd.cluster").new{store = jobs, lease = c.database.lease, capacity = c.limits.max_jobs,
                                             metrics = metrics}
@@ -320,13 +327,6 @@ function M.start(c)
     if not M.provider_settings(c, name) then providers[name] = p end      -- a provider of the user's own
   end
   local h = M.hooks(c)
-  local bucket
-  if c.storage.s3 then
-    local s3 = require "assetd.s3"
-    local s = s3.resolve(c.storage.s3)
-    bucket = {client = s3.new(s), prefix = s.prefix, keep_local = s.keep_local, retry = s.retry,
-              public_base_url = c.storage.public_base_url:gsub("/+$", "")}
-  end
   local r = runner.new{
     jobs = jobs, versions = store, providers = providers, notion = client,
     properties = h.properties, on_error = h.on_error, alerts = h.alerts,

@@ -39,6 +39,7 @@ local help = {
   {"redownload(id)", "download a completed job's video again, as the next version (while its window is open)"},
   {"cancel(id)", "stop a job: it fails with \"canceled by operator\"; retry(id) starts it again"},
   {"enqueue{...}", "add a job: {notionPageId=, soraVideoId=, batchId=, provider=, expiresAt=, assets=}"},
+  {"prune{...}", "remove old versions' files and objects: {keep = 1, older_than = secs, batchId=, dry_run = true}"},
   {"reload()", "re-read the pipeline's hooks (naming, Notion mapping, alerts)"},
   {"pp(v, [depth])", "pretty-print a value"},
 }
@@ -105,6 +106,19 @@ function H.jobs(filter)
   end)
 end
 
+-- The upload step's line (storage.s3): its state, and its error, redacted.
+local function upload_line(u)
+  if type(u) ~= "table" then return nil end
+  return "  upload: " .. tostring(u.state) .. (type(u.error) == "string" and ": " .. pretty.redact(u.error) or "")
+end
+
+-- Where an asset is in the bucket: its object key, "-" while it is not there.
+local function object_of(j, a)
+  local objects = type(j.data.upload) == "table" and j.data.upload.objects
+  local o = type(objects) == "table" and objects[a.fileName]
+  return type(o) == "table" and o.objectKey or "-"
+end
+
 local function render_job(j)
   local lines = {
     string.format("job %d  page %s  video %s  batch %s  provider %s", j.id, j.notionPageId, j.soraVideoId, j.batchId, j.provider or "-"),
@@ -116,13 +130,16 @@ local function render_job(j)
     lines[#lines + 1] = "  notion: " .. j.data.notion ..
       (type(j.data.notionError) == "string" and ": " .. pretty.redact(j.data.notionError) or "")
   end
+  lines[#lines + 1] = upload_line(j.data.upload)
   if j.data and next(j.data) then lines[#lines + 1] = "  data: " .. pretty.format(j.data, {depth = 3}) end
   if #j.assets > 0 then
-    local rows = {}
+    local rows, bucket = {}, type(j.data.upload) == "table"
     for _, a in ipairs(j.assets) do
       rows[#rows + 1] = {a.type, "V" .. a.version, pretty.bytes(a.fileSize), a.sha256:sub(1, 12), rel(a.downloadedAt), a.filePath}
+      if bucket then rows[#rows][7] = object_of(j, a) end
     end
-    lines[#lines + 1] = "  assets:\n    " .. pretty.columns({"type", "ver", "size", "sha256", "stored", "path"}, rows):gsub("\n", "\n    ")
+    local headers = {"type", "ver", "size", "sha256", "stored", "path", bucket and "object" or nil}
+    lines[#lines + 1] = "  assets:\n    " .. pretty.columns(headers, rows):gsub("\n", "\n    ")
   else
     lines[#lines + 1] = "  assets: none yet"
   end
@@ -166,6 +183,9 @@ local function brief(j, ...)
       t.error and ": " .. pretty.redact(t.error) or "")
   end), ...
 end
+
+-- The versions room's prune (a dry run unless dry_run = false): what it removed, or would.
+function H.prune(opts) return runner().versions:prune(opts) end
 
 function H.retry(id) return brief(runner():retry_job(id)) end
 function H.redownload(id) return brief(runner():redownload_job(id)) end

@@ -3,6 +3,7 @@
 -- (resumed from ListParts after a crash, stale uploads aborted) and the HEAD that verifies it.
 -- Failures are error values; refused credentials name the variable to check.
 local assetd = require "assetd"
+local timefmt = require "assetd.timefmt"
 
 local M = {}
 
@@ -94,9 +95,10 @@ function Client:explain(err, method, key)
                                                 self.endpoint), fields)
   end
   if CREDENTIAL[code] or ((err.status == 401 or err.status == 403) and not code) then
-    return assetd.error("auth", string.format("S3 refused the credentials for bucket %q (%s%s): check %s; %s",
+    -- the key id (not a secret: S3 echoes it in its own errors) tells which key pair was refused
+    return assetd.error("auth", string.format("S3 refused the credentials for bucket %q (%s%s): check %s (key id %s); %s",
       self.bucket, code or ("HTTP " .. err.status), msg and (": " .. msg) or "",
-      CREDENTIAL[code] or "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY", where), fields)
+      CREDENTIAL[code] or "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY", env("AWS_ACCESS_KEY_ID") or "unset", where), fields)
   end
   return assetd.error(err.category, string.format("HTTP %d%s from %s%s", err.status, code and (" " .. code) or "",
                                                   where, msg and (": " .. msg) or ""), fields)
@@ -161,6 +163,34 @@ function Client:verify(key, info, multipart)
     return "etag", etag
   end
   return "size", etag
+end
+
+-- XML text as it was (the five entities S3 escapes).
+local XML = {lt = "<", gt = ">", quot = '"', apos = "'", amp = "&"}
+local function unxml(s) return s and (s:gsub("&(%a+);", XML)) end
+
+-- The objects under PREFIX (ListObjectsV2, page after page): {{key=, size=, mtime = unix
+-- seconds}, ...}, or nil and an error.
+function Client:list(prefix)
+  local keys, token = {}, nil
+  repeat
+    local res, err = self:call("GET", nil, {query = {["list-type"] = 2, prefix = prefix, ["continuation-token"] = token}})
+    if not res then return nil, err end
+    for c in res.body:gmatch("<Contents>(.-)</Contents>") do
+      keys[#keys + 1] = {key = unxml(c:match("<Key>([^<]*)</Key>")), size = tonumber(c:match("<Size>(%d+)</Size>")) or 0,
+                         mtime = timefmt.parse(c:match("<LastModified>([^<]*)</LastModified>")) or 0}
+    end
+    token = res.body:find("<IsTruncated>true</IsTruncated>", 1, true)
+      and unxml(res.body:match("<NextContinuationToken>([^<]+)</NextContinuationToken>"))
+  until not token
+  return keys
+end
+
+-- DeleteObject of KEY (gone already counts as done).
+function Client:delete(key)
+  local res, err = self:call("DELETE", key)
+  if not res and err.status ~= 404 then return nil, err end
+  return true
 end
 
 -- The multipart uploads in progress for KEY: {uploadId, ...}.

@@ -1,7 +1,8 @@
 -- The versioned file store's policy: which version a download gets and what its files are
 -- called. A version is one more than the highest known from the job store and from the
--- files on disk, recorded before it is handed out, so it is never reused (not after a
--- prune, not by two downloads at once: reserve runs without yielding). A batch directory is
+-- files on disk (and the keys in the bucket, with storage.s3), recorded before it is handed
+-- out, so it is never reused (not after a prune, not by two downloads at once: reserve runs
+-- without yielding once the bucket has answered). A batch directory is
 -- read once, at its first reservation, and then kept up to date by reserve itself: one that
 -- grows for months is not read again for every video (bench/reserve.lua). A file put there
 -- later by another program is caught by name: reserve skips a version whose files (or their
@@ -9,19 +10,21 @@
 local assetd = require "assetd"
 local naming = require "assetd.naming"
 local hooks = require "assetd.hooks"
+local cjson = require "cjson"
 
 local Versions = {}
 Versions.__index = Versions
 
 local M = {}
 
--- versions.open{root = dir, jobs = job store, naming = function(asset) ... end}
+-- versions.open{root = dir, jobs = job store, naming = function(asset) ... end, bucket =
+-- {client = s3 client, prefix = key prefix} (storage.s3, whose keys count as versions too)}
 function M.open(opts)
   assert(type(opts) == "table" and opts.root and opts.jobs, "versions.open{root=, jobs=}")
   local files, err = assetd.store.open(opts.root)
   if not files then return nil, err end
   return setmetatable({files = files, jobs = opts.jobs, naming = opts.naming or naming.default,
-                       on_disk = {}, videos = 0}, Versions)
+                       bucket = opts.bucket, on_disk = {}, videos = 0}, Versions)
 end
 
 local MAX_VIDEOS = 100000   -- videos whose highest version is kept, all batches together
@@ -84,12 +87,15 @@ M.MAX_SKIPPED = 1000
 -- ASSETS, a version whose files someone else has put there since is skipped.
 function Versions:reserve(batchId, videoId, assets)
   assert(assetd.store.valid_id(videoId), "store: videoId must match ^[A-Za-z0-9_-]{1,128}$")
+  -- the bucket is asked first (a request: it yields); it is only a floor, and from here on
+  -- reserve runs without yielding, so two downloads still never get one version
+  local in_bucket = self:bucket_version(batchId, videoId)
   local seen, err = self:disk_versions(batchId)
   if not seen then return nil, err end
   local known
   known, err = self.jobs:max_version(batchId, videoId)
   if not known then return nil, err end
-  local first = math.max(seen[videoId] or 0, known) + 1
+  local first = math.max(seen[videoId] or 0, known, in_bucket) + 1
   local v = first
   while assets do
     local taken
@@ -180,6 +186,27 @@ local function owner(name)
   if vid and assetd.store.valid_id(vid) then return vid, tonumber(n) end
 end
 
+-- The highest version of a video the bucket holds: its keys under prefix .. batchId .. "/" ..
+-- videoId .. "_V", read as names on disk are. 0 without a bucket, and 0 (told in the log) when
+-- the bucket cannot be listed: a download with a deadline does not wait for the bucket.
+function Versions:bucket_version(batchId, videoId)
+  local b = self.bucket
+  if not b then return 0 end
+  local base = b.prefix .. batchId .. "/"
+  local objects, err = b.client:list(base .. videoId .. "_V")
+  if not objects then
+    assetd.log.warn("bucket not listed: the version is chosen from the disk and the job store only",
+                    {batch = batchId, video = videoId, error = tostring(err)})
+    return 0
+  end
+  local top = 0
+  for _, o in ipairs(objects) do
+    local vid, n = owner(o.key:sub(#base + 1))
+    if vid == videoId and n > top then top = n end
+  end
+  return top
+end
+
 -- The versions of a video present on disk: {{version=, files={names}, bytes=, mtime=}, ...}
 -- oldest first.
 local function group(listing, videoId)
@@ -190,6 +217,8 @@ local function group(listing, videoId)
       local v = by[n] or {version = n, files = {}, bytes = 0, mtime = 0}
       by[n] = v
       v.files[#v.files + 1] = f.name
+      v.where = v.where or {}
+      v.where[f.name] = f
       v.bytes = v.bytes + f.size
       v.mtime = math.max(v.mtime, f.mtime)
     end
@@ -225,29 +254,78 @@ function Versions:usage(batchId)
   return total
 end
 
--- Versions that jobs still working on them reference: never pruned.
-local function live_versions(jobs)
+-- Whether a completed job's upload step is not done: its local files may be its only copy.
+local function not_uploaded(j)
+  local ok, d = pcall(cjson.decode, j.data or "{}")
+  local u = ok and type(d) == "table" and d.upload
+  return type(u) == "table" and u.state ~= "uploaded"
+end
+
+-- Versions that jobs still working on them reference: never pruned. With a bucket, so are a
+-- completed job's whose upload has not finished (its files are the only copy yet).
+local function live_versions(jobs, bucket)
   local live = {}
-  for _, status in ipairs(require("assetd.states").live_names) do
+  local statuses = {table.unpack(require("assetd.states").live_names)}
+  if bucket then statuses[#statuses + 1] = "completed" end
+  for _, status in ipairs(statuses) do
     local cursor
     repeat
       local page
       page, cursor = jobs:list{status = status, limit = 1000, cursor = cursor}
-      for _, j in ipairs(page or {}) do live[j.batchId .. "/" .. j.soraVideoId .. "/" .. j.version] = true end
+      for _, j in ipairs(page or {}) do
+        if status ~= "completed" or not_uploaded(j) then live[j.batchId .. "/" .. j.soraVideoId .. "/" .. j.version] = true end
+      end
     until not cursor
   end
   return live
 end
 
+-- A batch's files and, with a bucket, its objects, as one listing: a name on disk has disk =
+-- true, one in the bucket its key as object (with keep_local = false, an object alone).
+function Versions:batch_listing(b)
+  local listing = assert(self.files:list(b))
+  if not self.bucket then return listing end
+  local by = {}
+  for _, f in ipairs(listing) do f.disk, by[f.name] = true, f end
+  local base = self.bucket.prefix .. b .. "/"
+  for _, o in ipairs(assert(self.bucket.client:list(base))) do
+    local name = o.key:sub(#base + 1)
+    if not name:find("/", 1, true) then
+      local f = by[name]
+      if not f then
+        f = {name = name, size = o.size, mtime = o.mtime}
+        listing[#listing + 1], by[name] = f, f
+      end
+      f.object = o.key
+    end
+  end
+  return listing
+end
+
+-- Version V's files and objects removed; the keys removed.
+function Versions:remove_version(b, v)
+  local keys = {}
+  for _, name in ipairs(v.files) do
+    local f = v.where[name]
+    if f.disk or not self.bucket then assert(self.files:remove(b, name)) end
+    if f.object then
+      assert(self.bucket.client:delete(f.object))
+      keys[#keys + 1] = f.object
+    end
+  end
+  return keys
+end
+
 -- prune{keep = N (>= 1), older_than = seconds, batchId = optional, dry_run = true by default}
--- Removes old versions' files, never the newest `keep` versions of a video nor a version a
--- live job references. Returns {removed = {{batchId, videoId, version, files, bytes}}, bytes}.
+-- Removes old versions' files (and, with a bucket, their objects), never the newest `keep`
+-- versions of a video nor a version a live job references. Returns {removed = {{batchId,
+-- videoId, version, files, bytes, objects = keys removed}}, bytes}.
 function Versions:prune(opts)
   opts = opts or {}
   local keep = math.max(1, math.floor(opts.keep or 1))
   local cutoff = opts.older_than and (assetd.now() - opts.older_than) or math.huge
   local dry = opts.dry_run ~= false
-  local live = live_versions(self.jobs)
+  local live = live_versions(self.jobs, self.bucket)
   local report = {removed = {}, bytes = 0, dry_run = dry}
   local batches = {}
   if opts.batchId then batches = {opts.batchId}
@@ -257,7 +335,7 @@ function Versions:prune(opts)
     end
   end
   for _, b in ipairs(batches) do
-    local listing = assert(self.files:list(b))
+    local listing = self:batch_listing(b)
     local videos = {}
     for _, f in ipairs(listing) do
       local vid = not f.dir and owner(f.name)
@@ -268,11 +346,9 @@ function Versions:prune(opts)
       for i = 1, #vs - keep do
         local v = vs[i]
         if v.mtime < cutoff and not live[b .. "/" .. vid .. "/" .. v.version] then
-          if not dry then
-            for _, name in ipairs(v.files) do assert(self.files:remove(b, name)) end
-          end
+          local objects = not dry and self:remove_version(b, v) or nil
           report.removed[#report.removed + 1] = {batchId = b, videoId = vid, version = v.version,
-                                                 files = v.files, bytes = v.bytes}
+                                                 files = v.files, bytes = v.bytes, objects = objects}
           report.bytes = report.bytes + v.bytes
         end
       end

@@ -122,9 +122,19 @@ function s3:keys()
   return keys
 end
 
+-- The multipart uploads the bucket lists (awscli's list-multipart-uploads): {key, ...}.
+function s3:listed_uploads()
+  local out, rc = aws(self, "s3api list-multipart-uploads --bucket " .. self.bucket .. " --output json")
+  assert(rc == 0, out)
+  local keys = {}
+  local ok, t = pcall(cjson.decode, out)
+  for _, u in ipairs(ok and type(t) == "table" and type(t.Uploads) == "table" and t.Uploads or {}) do keys[#keys + 1] = u.Key end
+  return keys
+end
+
 -- Multipart uploads not completed nor aborted (s3rver's upload directories).
 function s3:incomplete_uploads()
-  local p = io.popen("find " .. self.data .. " -type d -path '*uploads/*' 2>/dev/null")
+  local p = io.popen("find " .. self.data .. " -mindepth 3 -maxdepth 3 -type d -path '*/._S3rver_uploads/*' 2>/dev/null")
   local out = {}
   for line in p:lines() do out[#out + 1] = line end
   p:close()

@@ -112,7 +112,7 @@ class Uploads:
     def all(self, bucket):
         out = []
         for dirpath, dirnames, _ in os.walk(os.path.join(self.root, bucket)):
-            if os.path.basename(dirpath) == "uploads":
+            if os.path.basename(dirpath) == "._S3rver_uploads":   # s3rver: BUCKET/._S3rver_uploads/ID
                 for uid in dirnames:
                     d = os.path.join(dirpath, uid)
                     try:

@@ -57,6 +57,25 @@ print("etag " .. res.headers.etag .. " md5 " .. h.md5)
     end
   end)
 
+  it("aborts a multipart upload of the key it does not know (a crash before its id was saved)", function()
+    local f = s.dir .. "/stale.bin"
+    local sum = s3lib.random_file(f, 2.5 * 1024 * 1024)
+    local out, rc = s:run_lua([[
+package.path = "lua/?.lua;" .. package.path
+local s3 = require "assetd.s3"
+local c = s3.new(s3.resolve{bucket = "videos", endpoint = "{URL}", part_size = 1024 * 1024})
+assert(c:call("POST", "b/stale.bin", {query = {uploads = ""}}))
+assert(#assert(c:uploads_of("b/stale.bin")) == 1)
+local r = assert(c:put_file("b/stale.bin", "]] .. f .. [[", {sha256 = "]] .. sum .. [[", save = function() end}))
+print("verified " .. r.verified .. " multipart " .. tostring(r.multipart))
+]])
+    assert.are.equal(0, rc, out)
+    assert.matches("verified etag multipart true", out, 1, true)
+    assert.are.same({}, s:incomplete_uploads())
+    assert.are.equal(sum, s:sha256("b/stale.bin"))
+    for _, r in ipairs(s:requests()) do assert.is_true(r.signature_ok, r.method .. " " .. r.query .. ": " .. r.why) end
+  end)
+
   it("does not sign without credentials: a config error naming the variable", function()
     local out, rc = sim.run("env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY AWS_ACCESS_KEY_ID=x "
       .. (os.getenv("ASSETD_BIN") or "./assetd") .. " " .. sim.script([[
@@ -194,6 +213,197 @@ describe("the upload step", function()
     daemon.eventually(function() return job(d, "pb" .. n).notion == "synced" end, 30, "Notion synced")
     local page = s:call("GET", "/_control/notion").pages["pb1"]
     assert.are.equal("https://cdn.example.com/videos/gen/b1/vid_b01_V1.mp4", page["Video URL"].url)
+    d:stop_clean()
+    bucket:stop()
+  end)
+
+  -- The assetd requests the recorder saw that match METHOD and a query pattern.
+  local function count(bucket, method, pattern) return requests_matching(bucket, method, pattern) end
+
+  it("uploads 300 MiB in 5 MiB parts, and a kill -9 mid-upload resumes from ListParts: byte-exact, no upload left open", function()
+    local mib = 1024 * 1024
+    local size = 300 * mib + 12345
+    local parts = (size + 5 * mib - 1) // (5 * mib)                  -- 61
+    s:video{{id = "vid_mp", sizes = {video = size, thumbnail = 3000, spritesheet = 5000}}}
+    local bucket = s3lib.start{slow_parts = 0.1}
+    local p = pipeline(bucket.url, "part_size = " .. 5 * mib)
+    local d = daemon.start{pipeline = p, env = env(s)}
+    enqueue(d, "pmp", "vid_mp")
+    daemon.eventually(function() return count(bucket, "PUT", "partNumber=") >= 10 end, 120, "ten parts sent")
+    d:kill9()
+    local before = count(bucket, "PUT", "partNumber=")
+    assert.is_true(before < parts, "the upload finished before the kill")
+    assert.are.same({"gen/b1/vid_mp_V1.mp4"}, bucket:listed_uploads(), "the kill left its upload open")
+    d = daemon.start{dir = d.dir, pipeline = p, env = env(s)}
+    await_uploads(d, {"pmp"}, "uploaded", 240)
+    local j = job(d, "pmp")
+    assert.are.equal(1, j.version)                                   -- nothing downloaded again
+    assert.are.equal(0, j.retryCount)
+    local video
+    for _, a in ipairs(j.downloadedAssets) do if a.type == "video" then video = a end end
+    assert.are.equal(size, video.fileSize)
+    assert.are.equal(video.sha256, bucket:sha256("gen/b1/" .. video.fileName))
+    assert.are.equal(s:info("vid_mp").sha256.video, video.sha256)
+    local seen = {}
+    for _, r in ipairs(bucket:requests()) do seen[#seen + 1] = r.method .. " " .. r.query:sub(1, 40) end
+    assert.is_true(count(bucket, "GET", "uploadId=") >= 1, "ListParts after the restart: " .. table.concat(seen, "; "))
+    assert.are.equal(1, count(bucket, "POST", "^uploads="), "one CreateMultipartUpload: the restart resumed it")
+    -- every part sent once, but for the one in flight at the kill
+    local sent = count(bucket, "PUT", "partNumber=")
+    assert.is_true(sent <= parts + 1, sent .. " parts sent for " .. parts)
+    assert.are.same({}, bucket:listed_uploads(), "ListMultipartUploads is not empty")
+    assert.are.same({}, bucket:incomplete_uploads())
+    assert_all_signed(bucket)
+    d:stop_clean()
+    bucket:stop()
+  end)
+
+  it("refuses a wrong secret at once, naming AWS_SECRET_ACCESS_KEY, and downloads nothing again", function()
+    s:video{{id = "vid_ws", sizes = {video = 2000, thumbnail = 300, spritesheet = 500}}}
+    local bucket = s3lib.start()
+    local d = daemon.start{pipeline = pipeline(bucket.url), env = env(s, {AWS_SECRET_ACCESS_KEY = "wrong-secret-4711"})}
+    local t0 = assetd.monotonic()
+    enqueue(d, "pws", "vid_ws")
+    await_uploads(d, {"pws"}, "failed", 15)
+    assert.is_true(assetd.monotonic() - t0 < 10, "failed at once, not after retries")
+    local j = job(d, "pws")
+    assert.are.equal("completed", j.status)
+    assert.are.equal(1, j.version)
+    assert.matches("SignatureDoesNotMatch", j.upload.error)
+    assert.matches("check AWS_SECRET_ACCESS_KEY (key id " .. s3lib.KEY .. ")", j.upload.error, 1, true)
+    assert.matches('error="upload: S3 refused the credentials', d:log(), 1, true)      -- the failed alert, its step named
+    local _, metrics = d:request("GET", "/metrics")
+    assert.matches('assetd_alerts_total{alert="failed"} 1\n', metrics, 1, true)
+    assert.are.equal(1, count(bucket, "PUT", ""), "one refused request, no retry")
+    assert.is_nil(d:log():find("wrong-secret-4711", 1, true), "the secret is in the log")
+    assert.is_nil(cjson.encode(j):find("wrong-secret-4711", 1, true))
+    d:stop_clean()
+    bucket:stop()
+  end)
+
+  it("names a bucket that does not exist", function()
+    s:video{{id = "vid_nb", sizes = {video = 2000, thumbnail = 300, spritesheet = 500}}}
+    local bucket = s3lib.start()
+    local d = daemon.start{pipeline = pipeline(bucket.url):gsub('bucket = "videos"', 'bucket = "no-such-bucket"'), env = env(s)}
+    enqueue(d, "pnb", "vid_nb")
+    await_uploads(d, {"pnb"}, "failed", 15)
+    assert.matches('bucket "no%-such%-bucket" does not exist', job(d, "pnb").upload.error)
+    d:stop_clean()
+    bucket:stop()
+  end)
+
+  -- A small video VIDEO, a fresh bucket and a daemon (storage.s3 with EXTRA) that has
+  -- uploaded it for PAGE: the bucket and the daemon.
+  local function uploaded_one(video, page, extra)
+    s:video{{id = video, sizes = {video = 2000, thumbnail = 300, spritesheet = 500}}}
+    local bucket = s3lib.start()
+    local d = daemon.start{pipeline = pipeline(bucket.url, extra), env = env(s)}
+    enqueue(d, page, video)
+    await_uploads(d, {page}, "uploaded", 20)
+    return bucket, d
+  end
+
+  it("with keep_local = false removes the local files once the objects are verified", function()
+    local bucket, d = uploaded_one("vid_kl", "pkl", "keep_local = false")
+    for _, a in ipairs(job(d, "pkl").downloadedAssets) do
+      assert.is_nil(io.open(a.filePath), a.filePath .. " is still there")
+      assert.are.equal(a.sha256, bucket:sha256(a.objectKey))
+      assert.are.equal("https://cdn.example.com/videos/" .. a.objectKey, a.url)
+    end
+    d:stop_clean()
+    bucket:stop()
+  end)
+
+  it("rides out the server down for 20 s mid-batch: the uploads retry with backoff, nothing downloads again", function()
+    local specs = {}
+    for i = 1, 10 do specs[i] = {id = string.format("vid_dn%02d", i), sizes = {video = 3000 + i, thumbnail = 300, spritesheet = 500}} end
+    s:video(specs)
+    local bucket = s3lib.start()
+    local d = daemon.start{pipeline = pipeline(bucket.url), env = env(s)}
+    local first, second = {}, {}
+    for i = 1, 5 do enqueue(d, "pdn" .. i, specs[i].id); first[i] = "pdn" .. i end
+    await_uploads(d, first, "uploaded", 30)
+    bucket:down()
+    for i = 6, 10 do enqueue(d, "pdn" .. i, specs[i].id); second[#second + 1] = "pdn" .. i end
+    daemon.eventually(function() return d:log():find('msg="upload failed; trying again"[^\n]*cause=connect') end, 10, "a retry told")
+    assetd.sleep(20)
+    for _, p in ipairs(second) do assert.are.equal("uploading", upload_state(d, p)) end
+    bucket:up()
+    await_uploads(d, second, "uploaded", 30)
+    for i = 1, 10 do
+      local j = job(d, "pdn" .. i)
+      assert.are.equal(1, j.version)
+      assert.are.equal(0, j.retryCount)
+      for _, a in ipairs(j.downloadedAssets) do assert.are.equal(a.sha256, bucket:sha256(a.objectKey)) end
+    end
+    local _, metrics = d:request("GET", "/metrics")
+    assert.matches('assetd_assets_stored_total{variant="video"} 10\n', metrics, 1, true)
+    assert.matches("assetd_upload_retries_total", metrics, 1, true)
+    d:stop_clean()
+    bucket:stop()
+  end)
+
+  it("--check shows the bucket's endpoint, region and bucket, and the secrets only as set (N chars)", function()
+    local path = sim.script(pipeline("http://127.0.0.1:9/"):gsub("{DIR}", sim.tmpdir()))
+    local out, rc = sim.run("AWS_ACCESS_KEY_ID=AKIDEXAMPLE AWS_SECRET_ACCESS_KEY=topsecret-123456 AWS_SESSION_TOKEN=tok-abcdef "
+      .. "AWS_REGION=eu-west-3 " .. daemon.bin .. " --check " .. path)
+    assert.are.equal(0, rc, out)
+    assert.matches("storage.s3.endpoint     http://127.0.0.1:9\n", out, 1, true)
+    assert.matches("storage.s3.region       eu-west-3\n", out, 1, true)
+    assert.matches("storage.s3.bucket       videos\n", out, 1, true)
+    assert.matches("storage.s3.path_style   true\n", out, 1, true)
+    assert.matches("AWS_SECRET_ACCESS_KEY   set (16 chars)", out, 1, true)
+    assert.matches("AWS_SESSION_TOKEN       set (10 chars)", out, 1, true)
+    assert.is_nil(out:find("topsecret", 1, true))
+    assert.is_nil(out:find("tok-abcdef", 1, true))
+  end)
+
+  -- What the REPL prints for CODE, through `assetd attach`.
+  local function attach(d, code)
+    return sim.run("printf '%s\\n' " .. sim.shq(code) .. " | " .. daemon.bin .. " attach --data " .. d.dir .. "/data")
+  end
+
+  it("chooses the next version from the bucket's keys too: a wiped disk and job store never reuse V1", function()
+    local bucket, d = uploaded_one("vid_wp", "pwp")
+    assert.are.equal(1, job(d, "pwp").version)
+    d:kill9()
+    os.execute("rm -rf " .. d.dir .. "/root " .. d.dir .. "/data")       -- the local store and the job db gone
+    d = daemon.start{dir = d.dir, pipeline = pipeline(bucket.url), env = env(s)}
+    enqueue(d, "pwp", "vid_wp")
+    await_uploads(d, {"pwp"}, "uploaded", 20)
+    local j = job(d, "pwp")
+    assert.are.equal(2, j.version)
+    for _, a in ipairs(j.downloadedAssets) do
+      assert.matches("_V2", a.objectKey, 1, true)
+      assert.are.equal(a.sha256, bucket:sha256(a.objectKey))
+    end
+    assert.are.same({"gen/b1/vid_wp_V1.mp4", "gen/b1/vid_wp_V1_spritesheet.jpg", "gen/b1/vid_wp_V1_thumbnail.webp",
+                     "gen/b1/vid_wp_V2.mp4", "gen/b1/vid_wp_V2_spritesheet.jpg", "gen/b1/vid_wp_V2_thumbnail.webp"},
+                    bucket:keys())
+    assert.is_true(requests_matching(bucket, "GET", "list%-type=2") >= 2, "ListObjectsV2 before each version")
+    assert_all_signed(bucket)
+    d:stop_clean()
+    bucket:stop()
+  end)
+
+  it("prunes a version's objects with its files (keep_local = false: the objects alone), and shows the upload in job()", function()
+    local bucket, d = uploaded_one("vid_pr", "ppr1", "keep_local = false")
+    enqueue(d, "ppr2", "vid_pr")                   -- the same video again: V2
+    await_uploads(d, {"ppr2"}, "uploaded", 20)
+    assert.are.equal(2, job(d, "ppr2").version)
+    local view = attach(d, 'job("ppr2")')
+    assert.matches("upload: uploaded", view, 1, true)
+    assert.matches("object", view, 1, true)
+    assert.matches("gen/b1/vid_pr_V2.mp4", view, 1, true)
+    local dry = attach(d, "return #prune{keep = 1}.removed")
+    assert.matches("1\n", dry, 1, true)
+    assert.are.equal(6, #bucket:keys(), "a dry run removed objects")
+    attach(d, "return prune{keep = 1, dry_run = false}")
+    assert.are.same({"gen/b1/vid_pr_V2.mp4", "gen/b1/vid_pr_V2_spritesheet.jpg", "gen/b1/vid_pr_V2_thumbnail.webp"},
+                    bucket:keys())
+    -- the newest version, the only copy now, is never pruned
+    attach(d, "return prune{keep = 1, dry_run = false}")
+    assert.are.equal(3, #bucket:keys())
     d:stop_clean()
     bucket:stop()
   end)
