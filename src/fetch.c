@@ -467,8 +467,11 @@ const char *fetch_xfer_body(const fetch_xfer *x, size_t *len) {
 void fetch_cancel(fetch_xfer *x) {
     if (x->cancel_requested || x->state == FETCH_DONE) return;
     x->cancel_requested = 1;
-    if (x->state == FETCH_QUEUED) {
-        admit_remove(&x->engine->adm, lane_of(x), x->host, x);
+    /* held before it ever started: nothing is open, as for a queued one */
+    int unstarted = x->state == FETCH_QUEUED || (x->state == FETCH_HELD && !x->easy);
+    if (unstarted) {
+        if (x->state == FETCH_QUEUED) admit_remove(&x->engine->adm, lane_of(x), x->host, x);
+        else live_remove(x->engine, x);
         fetch_fail(x, "canceled", "transfer canceled before it started");
         deliver(x);
         return;

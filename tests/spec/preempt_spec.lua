@@ -79,6 +79,24 @@ describe("preemptive earliest deadline first", function()
     assert.is_truthy(io.open(sim.part_of(dir .. "/c")))           -- kept for a resume, as any cancel
   end)
 
+  it("holds a download that waits, and cancels it before it ever started", function()
+    s:video{{id = "vid_a", sizes = {video = 2 * MB}}, {id = "vid_q", sizes = {video = 1000}}}
+    assetd.fetch_limits{max_active = 1, max_bytes_per_sec = 2 * MB}
+    local got = {}
+    local ta = assetd.spawn(function() got.a = {assetd.fetch{url = content("vid_a"), headers = auth, to = dir .. "/a"}} end)
+    sim.eventually(function() return download("active") end, 5, "the first download")
+    local tq = assetd.spawn(function() got.q = {assetd.fetch{url = content("vid_q"), headers = auth, to = dir .. "/q"}} end)
+    local q = sim.eventually(function() return download("queued") end, 5, "the second to wait")
+    assert.is_true(assetd.hold_download(q.id, true))
+    assert.are.equal("held", download("held").state)
+    tq:cancel()
+    sim.eventually(function() return got.q end, 5, "the held one's answer")
+    assert.are.equal("canceled", got.q[2].category)
+    assert.is_nil(download("held"))
+    ta:cancel()
+    sim.eventually(function() return got.a end, 5, "the first one's answer")
+  end)
+
   describe("the plan", function()
     local function d(id, state, deadline, bytes, total)
       return {id = id, state = state, deadline = deadline, bytes = bytes or 0, total = total or -1, holdable = true}
