@@ -139,3 +139,10 @@ void admit_stats(const admit *a, unsigned *active, unsigned *queued) {
     for (size_t i = 0; i < a->nhosts; i++)
         for (int l = 0; l < ADMIT_LANES; l++) *queued += (unsigned)deadline_queue_len(&a->hosts[i]->queue[l]);
 }
+
+void admit_each(const admit *a, int lane, void (*fn)(void *item, void *ud), void *ud) {
+    for (size_t i = 0; i < a->nhosts; i++) {
+        const deadline_queue *q = &a->hosts[i]->queue[lane];
+        for (size_t j = 0; j < q->len; j++) fn(q->items[j].data, ud);
+    }
+}

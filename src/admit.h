@@ -42,5 +42,8 @@ int admit_drain(admit *a, void **item);
 void admit_started(admit *a, int lane, const char *host);  /* a host it cannot count is not capped */
 void admit_ended(admit *a, int lane, const char *host);
 void admit_stats(const admit *a, unsigned *active, unsigned *queued);
+/* Call FN for every item waiting in LANE, in no particular order (the scheduler's view of
+ * what waits; FN must not push or pop). */
+void admit_each(const admit *a, int lane, void (*fn)(void *item, void *ud), void *ud);
 
 #endif

@@ -30,12 +30,18 @@ struct fetch_engine {
     int closing, kicked;
     unsigned open_handles;     /* E is freed when these and the commits in flight are 0 */
     unsigned committing;
+    uint64_t next_id;          /* fetch_xfer.id */
 };
 
 static int lane_of(const fetch_xfer *x) {
     return x->req.upload_path ? ADMIT_UPLOADS : x->req.to_memory ? ADMIT_CALLS : ADMIT_FILES;
 }
 static void kick(fetch_engine *e);
+
+/* The key admit.c orders by: the deadline, or with order = "fifo" none (arrival order). */
+static double order_key(const fetch_engine *e, const fetch_xfer *x) {
+    return e->limits.fifo ? 0 : x->req.deadline;
+}
 
 static void on_refill(uv_timer_t *h);
 
@@ -95,7 +101,7 @@ static void deliver(fetch_xfer *x) {
 
 static void release_slot(fetch_xfer *x) {
     fetch_engine *e = x->engine;
-    admit_ended(&e->adm, lane_of(x), x->host);
+    if (x->state != FETCH_HELD) admit_ended(&e->adm, lane_of(x), x->host);   /* a held one gave it back */
     live_remove(e, x);
 }
 
@@ -120,11 +126,25 @@ static int open_sink(fetch_engine *e, fetch_xfer *x) {
     return 1;
 }
 
+static void finish(fetch_engine *e, fetch_xfer *x, CURLcode rc);
+
+/* A held transfer's turn again: a new request from the bytes it has, into the same .part. A
+ * failure ends it through finish(), as a block of its may still be on the thread pool. */
+static void go_on(fetch_engine *e, fetch_xfer *x) {
+    fetch_body_again(x);
+    if (fetch_easy_setup(x) != 0) fetch_fail(x, "network", "cannot create a curl handle");
+    CURLMcode mc = x->res.category ? CURLM_OK : curluv_add(e->cu, x->easy);
+    if (mc != CURLM_OK) fetch_fail(x, "network", "curl_multi_add_handle: %s", curl_multi_strerror(mc));
+    if (x->res.category) finish(e, x, CURLE_FAILED_INIT);
+}
+
 static void start(fetch_engine *e, fetch_xfer *x) {
+    int again = x->easy != NULL;          /* held before, with its .part open */
     x->state = FETCH_ACTIVE;
-    x->started = clock_now();
     admit_started(&e->adm, lane_of(x), x->host);
     if (live_add(e, x) != 0) { fetch_fail(x, "network", "out of memory"); goto failed; }
+    if (again) { go_on(e, x); return; }
+    x->started = clock_now();
     if (x->req.upload_path && fetch_upload_open(x) != 0) goto failed;
     if (!x->req.to_memory) {
         int r = open_sink(e, x);
@@ -143,6 +163,7 @@ static void start(fetch_engine *e, fetch_xfer *x) {
     }
     return;
 failed:
+    if (again) { finish(e, x, CURLE_FAILED_INIT); return; }
     release_slot(x);
     deliver(x);
 }
@@ -216,7 +237,7 @@ static void on_block_written(void *ud) {
         if (!e->closing) settle(e, x);
         else abandon(x);
         maybe_free_engine(e);
-    } else if (x->blocked && x->easy) {
+    } else if (x->blocked && x->state == FETCH_ACTIVE) {
         x->blocked = 0;
         if (x->pf.err) fetch_fail_errno(x, "write .part for", x->pf.err);
         unpause(e, x);
@@ -236,7 +257,7 @@ static void on_idle(uv_idle_t *h) {
     e->kicked = 0;
     for (size_t i = 0; i < e->nlive;) {
         fetch_xfer *x = e->live[i];
-        if (x->cancel_requested && x->state == FETCH_ACTIVE && x->easy) {
+        if (x->cancel_requested && (x->state == FETCH_ACTIVE || x->state == FETCH_HELD) && x->easy) {
             finish(e, x, CURLE_ABORTED_BY_CALLBACK);     /* removes x from live */
             continue;
         }
@@ -273,12 +294,94 @@ static void set_limits(fetch_engine *e, const fetch_limits *l) {
     e->adm.per_host = e->limits.per_host;
 }
 
+/* ---- holding: the mechanism of preemptive scheduling (lua/assetd/preempt.lua decides) ---- */
+
+static fetch_xfer *live_by_id(const fetch_engine *e, uint64_t id) {
+    for (size_t i = 0; i < e->nlive; i++)
+        if (e->live[i]->id == id) return e->live[i];
+    return NULL;
+}
+
+typedef struct find_ctx { uint64_t id; fetch_xfer *found; } find_ctx;
+
+static void find_queued(void *item, void *ud) {
+    find_ctx *f = ud;
+    if (((fetch_xfer *)item)->id == f->id) f->found = item;
+}
+
+static fetch_xfer *download_by_id(fetch_engine *e, uint64_t id) {
+    fetch_xfer *x = live_by_id(e, id);
+    if (x) return lane_of(x) == ADMIT_FILES ? x : NULL;
+    find_ctx f = {id, NULL};
+    admit_each(&e->adm, ADMIT_FILES, find_queued, &f);
+    return f.found;
+}
+
+static int holdable(const fetch_xfer *x) {
+    if (x->cancel_requested) return 0;
+    if (x->state == FETCH_QUEUED || x->state == FETCH_HELD) return 1;
+    return x->state == FETCH_ACTIVE && fetch_body_resumable(x);
+}
+
+/* Out of the queue or off the multi handle, its slot given back; kept in live for cancel and
+ * shutdown. What libcurl had buffered is dropped: the next request asks from res.bytes. */
+static int hold(fetch_engine *e, fetch_xfer *x) {
+    if (x->state == FETCH_QUEUED) {
+        if (live_add(e, x) != 0) return -1;
+        admit_remove(&e->adm, ADMIT_FILES, x->host, x);
+    } else {
+        curluv_remove(e->cu, x->easy);
+        admit_ended(&e->adm, ADMIT_FILES, x->host);
+        x->paused = x->blocked = 0;
+    }
+    x->state = FETCH_HELD;
+    kick(e);                               /* its slot may start another */
+    return 0;
+}
+
+static int release(fetch_engine *e, fetch_xfer *x) {
+    if (admit_push(&e->adm, ADMIT_FILES, x->host, order_key(e, x), x) != 0) return -1;
+    live_remove(e, x);                     /* start() adds it again */
+    x->state = FETCH_QUEUED;
+    kick(e);
+    return 0;
+}
+
+int fetch_hold(fetch_engine *e, uint64_t id, int on) {
+    fetch_xfer *x = download_by_id(e, id);
+    if (!x || !holdable(x)) return -1;
+    if (on) return x->state == FETCH_HELD ? 0 : hold(e, x);
+    return x->state == FETCH_HELD ? release(e, x) : 0;
+}
+
+typedef struct each_ctx {
+    void (*fn)(const fetch_info *i, void *ud);
+    void *ud;
+} each_ctx;
+
+static void report(const fetch_xfer *x, const each_ctx *c) {
+    static const char *names[] = {[FETCH_QUEUED] = "queued", [FETCH_ACTIVE] = "active", [FETCH_HELD] = "held"};
+    fetch_info i = {x->id, names[x->state], x->req.deadline, x->res.bytes, x->res.total, holdable(x)};
+    c->fn(&i, c->ud);
+}
+
+static void report_queued(void *item, void *ud) { report(item, ud); }
+
+void fetch_each_download(fetch_engine *e, void (*fn)(const fetch_info *i, void *ud), void *ud) {
+    each_ctx c = {fn, ud};
+    for (size_t i = 0; i < e->nlive; i++) {
+        const fetch_xfer *x = e->live[i];
+        if (lane_of(x) == ADMIT_FILES && (x->state == FETCH_ACTIVE || x->state == FETCH_HELD)) report(x, &c);
+    }
+    admit_each(&e->adm, ADMIT_FILES, report_queued, &c);
+}
+
 int fetch_engine_new(uv_loop_t *loop, fetch_engine **out) {
     fetch_engine *e = calloc(1, sizeof *e);
     if (!e) return UV_ENOMEM;
     e->loop = loop;
     admit_init(&e->adm);
-    set_limits(e, &(fetch_limits){8, 8, 0, 4});
+    set_limits(e, &(fetch_limits){8, 8, 0, 4, 0});
     if (curluv_new(loop, on_curl_done, e, &e->cu) != 0) { free(e); return UV_ENOMEM; }
     uv_idle_init(loop, &e->idle);
     ratecap_init(&e->rate, loop, on_refill, e);
@@ -345,7 +448,8 @@ int fetch_submit(fetch_engine *e, fetch_xfer *x, fetch_done_cb done, fetch_progr
     x->done = done;
     x->progress = progress;
     x->ud = ud;
-    if (admit_push(&e->adm, lane_of(x), x->host, x->req.deadline, x) != 0) return UV_ENOMEM;
+    x->id = ++e->next_id;
+    if (admit_push(&e->adm, lane_of(x), x->host, order_key(e, x), x) != 0) return UV_ENOMEM;
     x->state = FETCH_QUEUED;
     kick(e);
     return 0;
@@ -363,8 +467,11 @@ const char *fetch_xfer_body(const fetch_xfer *x, size_t *len) {
 void fetch_cancel(fetch_xfer *x) {
     if (x->cancel_requested || x->state == FETCH_DONE) return;
     x->cancel_requested = 1;
-    if (x->state == FETCH_QUEUED) {
-        admit_remove(&x->engine->adm, lane_of(x), x->host, x);
+    /* held before it ever started: nothing is open, as for a queued one */
+    int unstarted = x->state == FETCH_QUEUED || (x->state == FETCH_HELD && !x->easy);
+    if (unstarted) {
+        if (x->state == FETCH_QUEUED) admit_remove(&x->engine->adm, lane_of(x), x->host, x);
+        else live_remove(x->engine, x);
         fetch_fail(x, "canceled", "transfer canceled before it started");
         deliver(x);
         return;

@@ -25,7 +25,18 @@ typedef struct fetch_limits {
     unsigned per_host;          /* transfers per host name, of either kind (default 8) */
     double max_bytes_per_sec;   /* overall download cap, 0 = none */
     unsigned max_uploads;       /* uploads running at once (default 4), a lane of their own */
+    int fifo;                   /* start in arrival order, deadlines ignored (for comparison:
+                                   what aria2c -j does); 0: earliest deadline first */
 } fetch_limits;
+
+/* A file download as the scheduler sees it (fetch_each_download). */
+typedef struct fetch_info {
+    uint64_t id;                /* the engine's, for fetch_hold */
+    const char *state;          /* "active", "queued" or "held" */
+    double deadline;            /* INFINITY when none */
+    int64_t bytes, total;       /* total -1 while unknown */
+    int holdable;               /* fetch_hold can stop it without losing its bytes */
+} fetch_info;
 
 /* What the caller asks for. Its strings and header list are malloc'd by the caller and freed
  * with the transfer. */
@@ -86,6 +97,14 @@ void fetch_engine_close(fetch_engine *e);
 void fetch_set_limits(fetch_engine *e, const fetch_limits *l);
 fetch_limits fetch_get_limits(const fetch_engine *e);
 void fetch_stats(const fetch_engine *e, unsigned *active, unsigned *queued);
+
+/* Every file download not yet finishing: running, waiting or held. */
+void fetch_each_download(fetch_engine *e, void (*fn)(const fetch_info *i, void *ud), void *ud);
+/* Hold (ON) or release the download ID: a held one leaves its slot and receives nothing (a
+ * running one is stopped, its .part kept open); released, it waits for a slot again by its
+ * deadline and goes on with Range + If-Range from the bytes it has. 0, or -1 when there is
+ * no such download or it cannot be held (see fetch_info.holdable). */
+int fetch_hold(fetch_engine *e, uint64_t id, int on);
 
 fetch_xfer *fetch_xfer_new(void);
 /* Free a transfer that was never submitted. */

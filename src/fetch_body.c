@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -65,6 +66,7 @@ static int restart_part(fetch_xfer *x) {
     if (err) return err;
     x->res.bytes = 0;
     x->res.resumed_from = 0;
+    x->range_from = 0;
     return 0;
 }
 
@@ -110,8 +112,20 @@ int fetch_body_open(fetch_xfer *x) {
     }
     if (x->res.resumed_from > 0 && load_validator(x) != 0) return -1;
     if (check_room(x) != 0) return -1;
-    x->res.bytes = x->res.resumed_from;
+    x->res.bytes = x->range_from = x->res.resumed_from;
     return 0;
+}
+
+void fetch_body_again(fetch_xfer *x) {
+    x->range_from = x->res.bytes;
+    x->status_checked = 0;
+    x->hdrs.len = 0;
+    x->errbuf[0] = '\0';
+}
+
+int fetch_body_resumable(const fetch_xfer *x) {
+    if (x->http_error || x->part_complete || x->res.category || x->pf.fd < 0) return 0;
+    return x->res.bytes == 0 || x->validator[0];
 }
 
 /* ---- response checks ------------------------------------------------------------------- */
@@ -153,7 +167,7 @@ static int check_status(fetch_xfer *x) {
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &clen);
     x->res.status = status;
-    int64_t from = x->res.resumed_from, total;
+    int64_t from = x->range_from, total;
     if (status == 416 && from > 0 &&
         httphdr_unsatisfied_range(header_or_empty(x, "content-range"), &total) == 0 && total == from) {
         x->part_complete = 1;              /* a previous attempt got every byte: keep them */
@@ -184,7 +198,12 @@ static int check_status(fetch_xfer *x) {
             return -1;
         }
     }
-    if (x->pf.fd >= 0 && from == 0 && record_validator(x) != 0) return -1;
+    if (x->pf.fd >= 0 && from == 0) {
+        if (record_validator(x) != 0) return -1;
+        /* kept in memory too: a held transfer goes on with it as If-Range */
+        const char *v = answer_validator(x);
+        snprintf(x->validator, sizeof x->validator, "%s", v ? v : "");
+    }
     /* a HEAD's Content-Length is the object's, whose body it leaves out */
     int head = x->req.method && strcmp(x->req.method, "HEAD") == 0;
     x->res.total = clen >= 0 && !head ? from + clen : -1;

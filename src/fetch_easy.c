@@ -20,13 +20,16 @@ char *fetch_url_host(const char *url) {
     return out;
 }
 
-/* Resume only the same object: a server whose object changed answers 200 with all of it. */
+/* Resume only the same object: a server whose object changed answers 200 with all of it.
+ * Added once: a held transfer resumes with the same validator however often it is held. */
 static int add_if_range(fetch_xfer *x) {
+    if (x->if_range_sent) return 0;
     char line[sizeof x->validator + 16];
     snprintf(line, sizeof line, "If-Range: %s", x->validator);
     struct curl_slist *l = curl_slist_append(x->req.headers, line);
     if (!l) return -1;
     x->req.headers = l;
+    x->if_range_sent = 1;
     return 0;
 }
 
@@ -97,9 +100,13 @@ static void set_deny_private(CURL *c, fetch_xfer *x) {
 /* ---- the handle ------------------------------------------------------------------------ */
 
 int fetch_easy_setup(fetch_xfer *x) {
-    if (x->res.resumed_from > 0 && add_if_range(x) != 0) return -1;
-    CURL *c = x->easy = curl_easy_init();
+    if (x->range_from > 0 && add_if_range(x) != 0) return -1;
+    /* a held transfer's next request gets a fresh handle: nothing of the stopped one's
+     * state (a pause among it) carries over */
+    CURL *c = curl_easy_init();
     if (!c) return -1;
+    if (x->easy) curl_easy_cleanup(x->easy);
+    x->easy = c;
     const fetch_request *r = &x->req;
     curl_easy_setopt(c, CURLOPT_URL, r->url);
     curl_easy_setopt(c, CURLOPT_PRIVATE, x);
@@ -147,9 +154,9 @@ int fetch_easy_setup(fetch_xfer *x) {
         curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, r->low_speed_bytes);
         curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, r->low_speed_secs);
     }
-    if (x->res.resumed_from > 0) {
+    if (x->range_from > 0) {
         char range[64];
-        snprintf(range, sizeof range, "%lld-", (long long)x->res.resumed_from);
+        snprintf(range, sizeof range, "%lld-", (long long)x->range_from);
         curl_easy_setopt(c, CURLOPT_RANGE, range);
     }
     return 0;

@@ -14,7 +14,8 @@
 #include <openssl/evp.h>
 #include <uv.h>
 
-enum fetch_state { FETCH_NEW, FETCH_QUEUED, FETCH_ACTIVE, FETCH_FINISHING, FETCH_DONE };
+/* HELD: stopped by fetch_hold, out of the queue and the slots, its .part still open */
+enum fetch_state { FETCH_NEW, FETCH_QUEUED, FETCH_ACTIVE, FETCH_HELD, FETCH_FINISHING, FETCH_DONE };
 
 struct fetch_xfer {
     fetch_request req;
@@ -27,6 +28,7 @@ struct fetch_xfer {
     fetch_engine *engine;
     ratecap *rate;              /* the engine's bandwidth cap */
     CURL *easy;
+    uint64_t id;                /* the engine's, for fetch_hold */
     char *host;
     partfile pf;
     int state, status_checked, http_error, paused, cancel_requested, part_complete;
@@ -37,6 +39,8 @@ struct fetch_xfer {
     const char *invalid;        /* why validation refused the file (static text) */
     int sniff;                  /* no length: the file's own structure must prove it whole */
     char validator[256];        /* of the answer the .part's bytes came from ("": none) */
+    int64_t range_from;         /* the byte this request asks from (a resume's or a held one's) */
+    int if_range_sent;          /* If-Range is on the header list (once, however many resumes) */
     unsigned char want_sha[DIGEST_SHA256_LEN];  /* what the server's digest header says */
     const char *digest_from;    /* the header it came from, NULL when none */
     int digest_mismatch;
@@ -76,6 +80,11 @@ size_t fetch_body_write(char *p, size_t size, size_t n, void *ud);
 /* Open X's .part (X->pf set up by the engine): 0, 1 when its target is there and
  * exists = "skip" makes that the result (fetch_body_skip_work reports it), -1 on a failure. */
 int fetch_body_open(fetch_xfer *x);
+/* A held transfer about to go on: the next answer is judged afresh, from the bytes it has. */
+void fetch_body_again(fetch_xfer *x);
+/* Whether X can be stopped now and go on later without losing bytes (a validator for
+ * If-Range, or nothing received yet). */
+int fetch_body_resumable(const fetch_xfer *x);
 /* Call X's progress callback, at most four times a second unless FORCE. */
 void fetch_body_progress(fetch_xfer *x, int force);
 /* What the ended transfer's answer means for its result (curl's RC, the status, the length,

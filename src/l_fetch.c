@@ -360,18 +360,55 @@ static int l_fetch_limits(lua_State *L) {
         luaL_argcheck(L, h >= 0 && h <= 100000, 1, "per_host must be 0..100000 (0: no limit)");
         luaL_argcheck(L, b >= 0, 1, "max_bytes_per_sec must be >= 0 (0: no cap)");
         luaL_argcheck(L, u >= 1 && u <= 100000, 1, "max_uploads must be 1..100000");
-        lim = (fetch_limits){(unsigned)a, (unsigned)h, b, (unsigned)u};
+        const char *order = l_optstrfield(L, 1, "order", lim.fifo ? "fifo" : "edf");
+        luaL_argcheck(L, !strcmp(order, "edf") || !strcmp(order, "fifo"), 1, "order must be \"edf\" or \"fifo\"");
+        lim = (fetch_limits){(unsigned)a, (unsigned)h, b, (unsigned)u, !strcmp(order, "fifo")};
         fetch_set_limits(rt->fetch, &lim);
     }
     unsigned active, queued;
     fetch_stats(rt->fetch, &active, &queued);
-    lua_createtable(L, 0, 5);
+    lua_createtable(L, 0, 7);
     set_int(L, "max_active", lim.max_active);
     set_int(L, "per_host", lim.per_host);
     set_num(L, "max_bytes_per_sec", lim.max_bytes_per_sec);
     set_int(L, "max_uploads", lim.max_uploads);
+    lua_pushstring(L, lim.fifo ? "fifo" : "edf");
+    lua_setfield(L, -2, "order");
     set_int(L, "active", active);
     set_int(L, "queued", queued);
+    return 1;
+}
+
+static void push_download(const fetch_info *i, void *ud) {
+    lua_State *L = ud;
+    lua_createtable(L, 0, 6);
+    set_int(L, "id", (int64_t)i->id);
+    lua_pushstring(L, i->state);
+    lua_setfield(L, -2, "state");
+    set_num(L, "deadline", i->deadline);
+    set_int(L, "bytes", i->bytes);
+    set_int(L, "total", i->total);
+    lua_pushboolean(L, i->holdable);
+    lua_setfield(L, -2, "holdable");
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+}
+
+/* downloads() -> {{id, state, deadline, bytes, total, holdable}, ...}: the file downloads the
+ * engine runs, queues or holds, for the scheduling policy; {} once the daemon stops. */
+static int l_downloads(lua_State *L) {
+    rt_runtime *rt = rt_get(L);
+    lua_newtable(L);
+    if (rt->fetch) fetch_each_download(rt->fetch, push_download, L);
+    return 1;
+}
+
+/* hold_download(id, on) -> whether the download is now held (on) or released (not on); false
+ * for one that is gone, finishing, or cannot be stopped without losing its bytes. */
+static int l_hold_download(lua_State *L) {
+    rt_runtime *rt = rt_get(L);
+    lua_Integer id = luaL_checkinteger(L, 1);
+    luaL_checktype(L, 2, LUA_TBOOLEAN);
+    lua_pushboolean(L, rt->fetch && id > 0 && fetch_hold(rt->fetch, (uint64_t)id, lua_toboolean(L, 2)) == 0);
     return 1;
 }
 
@@ -391,6 +428,10 @@ void l_fetch_open(lua_State *L) {
     lua_setfield(L, -2, "fetch");
     lua_pushcfunction(L, l_fetch_limits);
     lua_setfield(L, -2, "fetch_limits");
+    lua_pushcfunction(L, l_downloads);
+    lua_setfield(L, -2, "downloads");
+    lua_pushcfunction(L, l_hold_download);
+    lua_setfield(L, -2, "hold_download");
     lua_pushcfunction(L, l_private_address);
     lua_setfield(L, -2, "private_address");
 }

@@ -27,7 +27,9 @@ M.pipeline = {
   alerts = {warn_before = 600, stall_after = 120},
   http = {listen = "127.0.0.1:8787", max_body = 1024 * 1024, max_conns = 256, per_ip = 16, timeout = 30,
           header_timeout = 10, body_timeout = 30, header_limit = 32 * 1024},
-  limits = {max_active = 8, hook_budget = 5},   -- max_jobs: 4 * max_active (pipeline.complete)
+  -- max_jobs: 4 * max_active (pipeline.complete). order: "edf", preemptive earliest deadline
+  -- first (preempt.lua), or "fifo", arrival order as aria2c -j does, there for comparison
+  limits = {max_active = 8, hook_budget = 5, order = "edf"},
   -- url: nil is SQLite in --data; lease: how long a daemon holds a job it claimed without renewing
   database = {lease = 15, connect_timeout = 10},
 }

@@ -23,9 +23,9 @@ M.schema = {
             expired = "fn", failed = "fn", completed = "fn"},
   http = {listen = "string", enabled = "boolean", max_body = "count", max_conns = "count", timeout = "count",
           per_ip = "count", header_timeout = "count", body_timeout = "count"},
-  -- per_host 0: no limit per host; max_bytes_per_sec 0: no cap
+  -- per_host 0: no limit per host; max_bytes_per_sec 0: no cap; order "edf" or "fifo"
   limits = {max_active = "count", per_host = "nonnegative", max_bytes_per_sec = "nonnegative", max_jobs = "count",
-            hook_budget = "budget"},
+            hook_budget = "budget", order = "string"},
   database = {url = "string", lease = "positive", connect_timeout = "positive"},
   jobs = "table",
   on_start = "fn",
@@ -94,6 +94,10 @@ end
 function M.validate(cfg)
   local errs = {}
   check(cfg, M.schema, "pipeline", errs)
+  local order = cfg.limits and cfg.limits.order
+  if type(order) == "string" and order ~= "edf" and order ~= "fifo" then
+    errs[#errs + 1] = string.format('pipeline.limits.order: expected "edf" or "fifo", got "%s"', order)
+  end
   if #errs > 0 then table.sort(errs); return nil, errs end
   local user_poll_max = cfg.sora and cfg.sora.poll and cfg.sora.poll.max
   local c = M.overlay(defaults.pipeline, cfg)
@@ -177,6 +181,7 @@ function M.describe(c)
     "http.listen             " .. c.http.listen,
     "limits.max_active       " .. c.limits.max_active,
     "limits.max_jobs         " .. c.limits.max_jobs,
+    "limits.order            " .. c.limits.order,
     "limits.hook_budget      " .. c.limits.hook_budget .. " s",
     "data directory          " .. assetd.options.data,
     "job store               " .. M.store_name(M.database_url(c)),
@@ -292,7 +297,7 @@ function M.start(c)
   local versions = require "assetd.versions"
   local runner = require "assetd.runner"
   assetd.fetch_limits{max_active = c.limits.max_active, per_host = c.limits.per_host,
-                      max_bytes_per_sec = c.limits.max_bytes_per_sec,
+                      max_bytes_per_sec = c.limits.max_bytes_per_sec, order = c.limits.order,
                       max_uploads = c.storage.s3 and c.storage.s3.max_uploads or defaults.s3.max_uploads}
   -- one daemon per data directory: a second one would expire and re-fetch the first's jobs
   local locked, lerr = assetd.lock_data(assetd.options.data)
@@ -337,6 +342,8 @@ function M.start(c)
   local server, api, url
   if c.http.enabled ~= false then server, api, url = M.serve(c, r, metrics) end
   r:start()
+  -- fifo is for comparison: the engine's arrival order, nothing held
+  if c.limits.order == "edf" then r.preempt = require("assetd.preempt").start() end
   for _, j in ipairs(c.jobs or {}) do assert(r:enqueue(j)) end
   if c.on_start then
     -- INFO.url: the API's and the dashboard's address (the port chosen, for --listen HOST:0)
@@ -373,7 +380,7 @@ M.RESTART_ONLY = {"storage.root", "storage.direct_io", "sora.base_url", "sora.va
   "http.max_body", "http.max_conns", "http.timeout", "http.per_ip", "http.header_timeout", "http.body_timeout",
   "limits.max_active", "limits.per_host", "storage.s3.bucket", "storage.s3.prefix", "storage.s3.endpoint",
   "storage.s3.region", "storage.s3.path_style", "storage.s3.part_size", "storage.s3.max_uploads",
-  "limits.max_bytes_per_sec", "limits.max_jobs", "database.url", "database.lease", "database.connect_timeout"}
+  "limits.max_bytes_per_sec", "limits.max_jobs", "limits.order", "database.url", "database.lease", "database.connect_timeout"}
 
 local function at(c, key)
   local v = c

@@ -188,8 +188,30 @@ static void test_idle_hosts_are_forgotten(void **state) {
     admit_free(&a);
 }
 
+static void sum_ids(void *p, void *ud) { *(int *)ud += ((item *)p)->id; }
+
+/* admit_each sees every waiting item of its lane, on every host, and none of another lane's
+ * or of those started. */
+static void test_each_sees_one_lane(void **state) {
+    (void)state;
+    admit a;
+    admit_init(&a);
+    a.lane[ADMIT_FILES].max = 1;
+    item f1 = {"a", 1}, f2 = {"b", 2}, f3 = {"a", 4}, call = {"a", 100};
+    assert_int_equal(admit_push(&a, ADMIT_FILES, "a", 1, &f1), 0);
+    assert_int_equal(admit_push(&a, ADMIT_FILES, "b", 2, &f2), 0);
+    assert_int_equal(admit_push(&a, ADMIT_FILES, "a", 3, &f3), 0);
+    assert_int_equal(admit_push(&a, ADMIT_CALLS, "a", 0, &call), 0);
+    int order[4], lanes[4], sum = 0;
+    assert_int_equal(start_all(&a, order, lanes), 2);      /* the call and f1 */
+    admit_each(&a, ADMIT_FILES, sum_ids, &sum);
+    assert_int_equal(sum, 2 + 4);
+    admit_free(&a);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_each_sees_one_lane),
         cmocka_unit_test(test_deadlines_and_file_cap),
         cmocka_unit_test(test_calls_are_not_held_by_files),
         cmocka_unit_test(test_uploads_never_hold_downloads),
