@@ -49,7 +49,7 @@ static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2};
 
 enum stmt_id {
     S_INSERT, S_BY_ID, S_BY_KEY, S_BY_PAGE, S_UPDATE, S_EVENT_ADD, S_EVENTS, S_COUNTS,
-    S_APPROACHING, S_EXPIRING, S_MAXV, S_NOTEV, S_ASSET_ADD, S_ASSETS, S_WEBHOOK_ADD, S_WEBHOOK_PRUNE,
+    S_APPROACHING, S_EXPIRING, S_MAXV, S_CLAIMV, S_ASSET_ADD, S_ASSETS, S_WEBHOOK_ADD, S_WEBHOOK_PRUNE,
     S_PROBE, S_BEGIN, S_COMMIT, S_ROLLBACK, S_NSTMTS
 };
 
@@ -69,9 +69,9 @@ static const char *const stmt_sql[S_NSTMTS] = {
     [S_EXPIRING] = "SELECT " JOB_COLS " FROM jobs WHERE state IN (0,1,2) AND expires_at > ?1"
                    " AND expires_at <= ?2 ORDER BY expires_at LIMIT ?3",
     [S_MAXV] = "SELECT max_version FROM versions WHERE batch_id = ? AND video_id = ?",
-    [S_NOTEV] = "INSERT INTO versions(batch_id, video_id, max_version) VALUES(?,?,?)"
+    [S_CLAIMV] = "INSERT INTO versions(batch_id, video_id, max_version) VALUES(?,?,?)"
                 " ON CONFLICT(batch_id, video_id) DO UPDATE SET"
-                " max_version = max(max_version, excluded.max_version)",
+                " max_version = max(max_version + 1, excluded.max_version) RETURNING max_version",
     [S_ASSET_ADD] = "INSERT INTO assets(job_id, variant, path, file_name, size, sha256, version,"
                     " downloaded_at) VALUES(?,?,?,?,?,?,?,?)",
     [S_ASSETS] = "SELECT variant, path, file_name, size, sha256, version, downloaded_at FROM assets"
@@ -452,12 +452,16 @@ int jobdb_max_version(jobdb *db, const char *batch_id, const char *video_id, int
     return (rc == SQLITE_ROW || rc == SQLITE_DONE) ? 0 : sql_err(db, "reading versions");
 }
 
-int jobdb_note_version(jobdb *db, const char *batch_id, const char *video_id, int64_t v) {
-    sqlite3_stmt *s = stmt(db, S_NOTEV);
+int jobdb_claim_version(jobdb *db, const char *batch_id, const char *video_id, int64_t floor, int64_t *out) {
+    sqlite3_stmt *s = stmt(db, S_CLAIMV);
     sqlite3_bind_text(s, 1, batch_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, video_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 3, v);
-    return sqlite3_step(s) == SQLITE_DONE ? 0 : sql_err(db, "recording a version");
+    sqlite3_bind_int64(s, 3, floor);
+    int rc = sqlite3_step(s);
+    *out = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    if (rc == SQLITE_ROW) rc = sqlite3_step(s);          /* RETURNING: the write ends at DONE */
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE && *out > 0 ? 0 : sql_err(db, "reserving a version");
 }
 
 int jobdb_asset_add(jobdb *db, int64_t job_id, const jobdb_asset *a) {

@@ -77,8 +77,9 @@ int jobdb_events(jobdb *db, int64_t job_id, jobdb_event_cb cb, void *ud);
 
 /* The highest version ever reserved or stored for (batch, video), 0 if none. */
 int jobdb_max_version(jobdb *db, const char *batch_id, const char *video_id, int64_t *out);
-/* Record that (batch, video) version V is taken, so it is never handed out again. */
-int jobdb_note_version(jobdb *db, const char *batch_id, const char *video_id, int64_t v);
+/* Reserve the next version of (batch, video), at least FLOOR, in one statement: it is
+ * recorded before it is returned, so it is never handed out again. */
+int jobdb_claim_version(jobdb *db, const char *batch_id, const char *video_id, int64_t floor, int64_t *out);
 
 /* A stored asset of a job (strings are borrowed). */
 typedef struct jobdb_asset {

@@ -313,12 +313,14 @@ static int l_max_version(lua_State *L) {
     return 1;
 }
 
-static int l_note_version(lua_State *L) {
+/* jobs:claim_version(batch, video, floor) -> the version reserved: max(highest + 1, floor) */
+static int l_claim_version(lua_State *L) {
     ljobs *s = check_store(L);
-    int rc = jobdb_note_version(s->db, luaL_checkstring(L, 2), luaL_checkstring(L, 3),
-                                (int64_t)luaL_checkinteger(L, 4));
+    int64_t v;
+    int rc = jobdb_claim_version(s->db, luaL_checkstring(L, 2), luaL_checkstring(L, 3),
+                                 (int64_t)luaL_checkinteger(L, 4), &v);
     if (rc) return fail_db(L, s, rc);
-    lua_pushboolean(L, 1);
+    lua_pushinteger(L, (lua_Integer)v);
     return 1;
 }
 
@@ -363,7 +365,7 @@ void l_jobdb_open(lua_State *L) {
         {"create", l_create}, {"get", l_get}, {"transition", l_transition}, {"list", l_list},
         {"summary", l_summary}, {"expiring", l_expiring}, {"events", l_events}, {"event", l_event}, {"recover", l_recover},
         {"add_asset", l_add_asset}, {"assets", l_assets},
-        {"max_version", l_max_version}, {"note_version", l_note_version},
+        {"max_version", l_max_version}, {"claim_version", l_claim_version},
         {"webhook_seen", l_webhook_seen}, {"probe", l_probe},
         {"close", l_close}, {NULL, NULL}};
     static const luaL_Reg meta[] = {{"__gc", l_close}, {"__close", l_close}, {NULL, NULL}};

@@ -350,12 +350,15 @@ function Store:max_version(batch, video)
   return rows[1] and rows[1].max_version or 0
 end
 
-function Store:note_version(batch, video, v)
-  local ok, err = self.db:query("INSERT INTO versions(batch_id, video_id, max_version) VALUES ($1, $2, $3)" ..
-    " ON CONFLICT (batch_id, video_id) DO UPDATE SET max_version = greatest(versions.max_version, excluded.max_version)",
-    assert(batch), assert(video), (assert(math.tointeger(v), "jobs: a version is an integer")))
-  if not ok then return nil, err end
-  return true
+-- The next version of (batch, video), at least FLOOR: one statement, so two downloads, in one
+-- daemon or in two, never get one version (the row lock of ON CONFLICT orders them).
+function Store:claim_version(batch, video, floor)
+  local rows, err = self.db:query("INSERT INTO versions(batch_id, video_id, max_version) VALUES ($1, $2, $3)" ..
+    " ON CONFLICT (batch_id, video_id) DO UPDATE SET max_version = greatest(versions.max_version + 1, excluded.max_version)" ..
+    " RETURNING max_version",
+    assert(batch), assert(video), (assert(math.tointeger(floor), "jobs: a version is an integer")))
+  if not rows then return nil, err end
+  return rows[1].max_version
 end
 
 -- store:webhook_seen(id, now, keep) -> true for a replay, false for a new id (now recorded)

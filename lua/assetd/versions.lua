@@ -87,16 +87,15 @@ M.MAX_SKIPPED = 1000
 -- ASSETS, a version whose files someone else has put there since is skipped.
 function Versions:reserve(batchId, videoId, assets)
   assert(assetd.store.valid_id(videoId), "store: videoId must match ^[A-Za-z0-9_-]{1,128}$")
-  -- the bucket is asked first (a request: it yields); it is only a floor, and from here on
-  -- reserve runs without yielding, so two downloads still never get one version
+  -- the disk and the bucket give a floor; the job store hands out the version itself, in one
+  -- statement, so two downloads (in one daemon or in several on one database) never get one
   local in_bucket = self:bucket_version(batchId, videoId)
   local seen, err = self:disk_versions(batchId)
   if not seen then return nil, err end
-  local known
-  known, err = self.jobs:max_version(batchId, videoId)
-  if not known then return nil, err end
-  local first = math.max(seen[videoId] or 0, known, in_bucket) + 1
-  local v = first
+  local v
+  v, err = self.jobs:claim_version(batchId, videoId, math.max(seen[videoId] or 0, in_bucket) + 1)
+  if not v then return nil, err end
+  local first = v
   while assets do
     local taken
     taken, err = self:taken(batchId, videoId, v, assets)
@@ -107,11 +106,9 @@ function Versions:reserve(batchId, videoId, assets)
         "versions %d to %d of %s/%s all have files already: does the naming function put the version in every name?",
         first, v, batchId, videoId))
     end
-    v = v + 1
+    v, err = self.jobs:claim_version(batchId, videoId, v + 1)
+    if not v then return nil, err end
   end
-  local ok
-  ok, err = self.jobs:note_version(batchId, videoId, v)
-  if not ok then return nil, err end
   if not seen[videoId] then self.videos = self.videos + 1 end
   seen[videoId] = v
   return v

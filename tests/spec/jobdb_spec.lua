@@ -124,9 +124,11 @@ describe("the job store on " .. backend.name, function()
     assert.is_true(store:webhook_seen("wh_1", 1100, 300))
     assert.is_false(store:webhook_seen("wh_1", 1500, 300))     -- forgotten after the window
     assert.are.equal(0, store:max_version("b", "v"))
-    assert(store:note_version("b", "v", 3))
-    assert(store:note_version("b", "v", 2))
-    assert.are.equal(3, store:max_version("b", "v"))
+    assert.are.equal(3, store:claim_version("b", "v", 3))     -- a floor from the disk or bucket
+    assert.are.equal(4, store:claim_version("b", "v", 2))     -- never below what was handed out
+    assert.are.equal(5, store:claim_version("b", "v", 1))
+    assert.are.equal(1, store:claim_version("b", "w", 1))
+    assert.are.equal(5, store:max_version("b", "v"))
     assert.is_true(store:probe())
   end)
 
@@ -164,6 +166,23 @@ describe("the PostgreSQL job store", function()
     for i = 1, 4 do assert(stores[i], tostring(errs[i])) end
     assert.are.equal(tostring(pgstore.SCHEMA_VERSION), srv:psql("SELECT count(*) FROM assetd_schema"):match("%d+"))
     for i = 1, 4 do stores[i]:close() end
+  end)
+
+  it("hands every version out once when two daemons reserve at the same moment", function()
+    local a, b = assert(pgstore.open(srv.url)), assert(pgstore.open(srv.url))
+    local got, errs = {}, {}
+    for i = 1, 40 do
+      assetd.spawn(function()
+        local v, err = (i % 2 == 0 and a or b):claim_version("race", "vid", 1)
+        if v then got[#got + 1] = v else errs[#errs + 1] = tostring(err) end
+      end)
+    end
+    sim.eventually(function() return #got + #errs == 40 end, 20, "forty reservations")
+    assert.are.same({}, errs)
+    table.sort(got)
+    for i = 1, 40 do assert.are.equal(i, got[i]) end   -- 1..40, none twice, none skipped
+    assert.are.equal(40, a:max_version("race", "vid"))
+    a:close(); b:close()
   end)
 
   it("refuses a database whose schema is newer than this assetd, naming both versions", function()
