@@ -132,8 +132,10 @@ end
 -- is a timeout on the way; every other 4xx but 429 would fail the same way again.
 local TRANSIENT_4XX = {[408] = true, [409] = true, [429] = true}
 
--- One request with pacing and retries. Returns the decoded body, or nil, err.
-function Client:request(method, path, body)
+-- One request with pacing and retries. Returns the decoded body, or nil, err (its cause that
+-- of the last attempt). ON_RETRY(err, attempt, wait), when given, hears of every attempt that
+-- will be tried again: the caller decides what people are told, the client only retries.
+function Client:request(method, path, body, on_retry)
   if not self.token then
     return nil, assetd.error("config", "NOTION_TOKEN is not set")
   end
@@ -151,23 +153,25 @@ function Client:request(method, path, body)
     last = err
     local status = err.status
     -- 529 is Notion's "service unavailable, try later": its Retry-After holds us like a 429's
-    if status == 429 or (status == 529 and err.retry_after) then
-      self:block(err.retry_after)
-    elseif retry.client_error(status, TRANSIENT_4XX) then
+    if retry.client_error(status, TRANSIENT_4XX) then
       return nil, assetd.error("notion", notion_message(err), {status = status, retryable = false})
     elseif err.category == "canceled" then
       return nil, err
-    else
-      assetd.sleep(retry.backoff(attempt, self.retry))
     end
+    local last_try = attempt == self.retry.attempts
+    local held = status == 429 or (status == 529 and err.retry_after)
+    local wait = held and self:block(err.retry_after) or (not last_try and retry.backoff(attempt, self.retry) or 0)
+    if on_retry and not last_try then on_retry(err, attempt, wait) end
+    if not held and wait > 0 then assetd.sleep(wait) end
   end
   return nil, assetd.error("notion", "Notion request failed after " .. self.retry.attempts ..
-                           " attempts: " .. notion_message(last), {status = last.status, retryable = true})
+                           " attempts: " .. notion_message(last),
+                           {status = last.status, retryable = true, cause = retry.describe(last)})
 end
 
-function Client:update_page(page_id, properties)
+function Client:update_page(page_id, properties, on_retry)
   assert(type(page_id) == "string" and page_id:match("^[%w_-]+$"), "notion: bad page id")
-  return self:request("PATCH", "/pages/" .. page_id, {properties = properties})
+  return self:request("PATCH", "/pages/" .. page_id, {properties = properties}, on_retry)
 end
 
 -- The default property mapping: names and types settable without writing a function.

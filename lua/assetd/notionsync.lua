@@ -18,33 +18,48 @@ function M.initial(runner)
   return runner.notion and {notion = "pending"} or {notion = "skipped", notionError = "no NOTION_TOKEN"}
 end
 
--- The step gave up: the files stay stored (the job is completed), and people are told.
-local function failed(runner, job, message)
+-- A try that will be made again, whether the client's or the step's: an event, a warn line
+-- naming the host, the cause and the next try, and the job's latest Notion failure (its state
+-- stays pending), so a Notion that does not answer is seen at once, not when the step gives up.
+local function retrying(runner, job, err, attempt, wait)
+  local message = tostring(err)
+  runner:event(job, "notion", "try failed: " .. message)
+  assetd.log.warn("Notion update failed; trying again", {job = job.notionPageId, error = message,
+                  host = runner.notion.base_url:match("^%a+://([^/]+)"), cause = retry.describe(err),
+                  attempt = attempt, retry_in = string.format("%.1f s", wait)})
+  return runner:set_data(job, {notionError = message})
+end
+
+-- The step gave up: the files stay stored (the job is completed), people are told, and
+-- notion.on_error has its say (it may write the failure to another property, or alert).
+local function failed(runner, job, err)
+  local message = tostring(err)
   runner:event(job, "notion", "failed: " .. message)
-  assetd.log.warn("Notion page not updated", {job = job.notionPageId, video = job.soraVideoId, error = message})
-  return runner:set_data(job, {notion = "failed", notionError = message})
+  assetd.log.warn("Notion page not updated", {job = job.notionPageId, video = job.soraVideoId, error = message,
+                  cause = type(err) == "table" and retry.describe(err) or nil})
+  job = runner:set_data(job, {notion = "failed", notionError = message})
+  M.report_error(runner, job, "Notion page not updated: " .. message)
+  return job
 end
 
 function M.sync(runner, job)
   if not runner.notion or runner:data(job).notion ~= "pending" then return job end
   -- the stored files, with their objects in the bucket when there is one
   local view = runner:job_view(job, uploadsync.located(runner:data(job), runner.jobs:assets(job)))
+  local function on_retry(err, attempt, wait) job = retrying(runner, job, err, attempt, wait) end
   local attempt = 0
   while true do
     attempt = attempt + 1
     local ok, props = hooks.call(runner.properties, view)
     if not ok then return failed(runner, job, "the notion.properties mapping failed: " .. tostring(props):match("[^\n]*")) end
-    local page, err = runner.notion:update_page(job.notionPageId, props)
+    local page, err = runner.notion:update_page(job.notionPageId, props, on_retry)
     if page then
       runner:event(job, "notion", "synced")
       return runner:set_data(job, {notion = "synced", notionError = cjson.null})
     end
-    runner:event(job, "notion", tostring(err))
-    if not err.retryable then return failed(runner, job, tostring(err)) end
+    if not err.retryable then return failed(runner, job, err) end
     local wait = retry.backoff(attempt, M.BACKOFF)
-    assetd.log.warn("Notion update failed; trying again", {job = job.notionPageId, error = tostring(err),
-                    host = runner.notion.base_url:match("^%a+://([^/]+)"), cause = retry.describe(err),
-                    attempt = attempt, retry_in = string.format("%.1f s", wait)})
+    job = retrying(runner, job, err, attempt, wait)
     assetd.sleep(wait)
   end
 end

@@ -190,6 +190,65 @@ describe("Notion failures are visible", function()
   end)
 end)
 
+describe("Notion that does not answer or is overloaded", function()
+  it("a Notion on a closed port: each failed try is a warn line naming the host and connect, the job shows it while pending", function()
+    local s = sim.start("--openai-key sk-s")
+    s:video{id = "vid_ndead", sizes = {video = 1000, thumbnail = 100, spritesheet = 100}}
+    local d = daemon.start{pipeline = daemon.SIM_PIPELINE, env = {OPENAI_API_KEY = "sk-s", OPENAI_BASE_URL = s.openai,
+                                                                  NOTION_TOKEN = "secret_nd", NOTION_BASE_URL = "http://127.0.0.1:1/v1"}}
+    finally(function() d:stop(); s:stop() end)
+    enqueue(d, "p-ndead", "vid_ndead")
+    -- the client's first retry comes after half a second: told then, not when the step gives up
+    daemon.eventually(function()
+      local e = job(d, "p-ndead").notionError
+      return type(e) == "string" and e ~= ""
+    end, 5, "the job's latest Notion failure")
+    local j = job(d, "p-ndead")
+    assert.are.equal("completed", j.status)
+    assert.are.equal("pending", j.notion)
+    local line = d:log():match('level=warn msg="Notion update failed; trying again"[^\n]*')
+    assert(line, d:log())
+    assert.truthy(line:find("host=127.0.0.1:1", 1, true), line)
+    assert.truthy(line:find("cause=connect", 1, true), line)
+    assert.is_nil(d:log():find("secret_nd", 1, true))
+  end)
+
+  it("a 529 with Retry-After holds the update for it, then the page is synced", function()
+    local s = sim.start("--openai-key sk-s --notion-token secret_s")
+    s:video{id = "vid_n529", sizes = {video = 1000, thumbnail = 100, spritesheet = 100}}
+    s:fault{path = [[^/notion/v1/pages/]], method = "PATCH", kind = "status", status = 529, count = 1,
+            headers = {["Retry-After"] = "2"}}
+    local d = daemon.start{pipeline = daemon.SIM_PIPELINE, env = {OPENAI_API_KEY = "sk-s", OPENAI_BASE_URL = s.openai,
+                                                                  NOTION_TOKEN = "secret_s", NOTION_BASE_URL = s.notion}}
+    finally(function() d:stop(); s:stop() end)
+    enqueue(d, "p-n529", "vid_n529")
+    daemon.eventually(function() return job(d, "p-n529").notion == "synced" end, 15, "synced")
+    local line = d:log():match('level=warn msg="Notion update failed; trying again"[^\n]*')
+    assert(line, d:log())
+    assert.matches("cause=\"http 529\"", line)
+    assert.matches('retry_in="2%.0 s"', line)        -- Retry-After, not the client's 0.5 s backoff
+  end)
+
+  it("a Notion that refuses the update calls notion.on_error with the reason", function()
+    local s = sim.start("--openai-key sk-s --notion-token secret_s")
+    s:video{id = "vid_noe", sizes = {video = 1000, thumbnail = 100, spritesheet = 100}}
+    s:fault{path = [[^/notion/v1/pages/]], method = "PATCH", kind = "status", status = 400, count = 1,
+            body = [[{"object":"error","status":400,"code":"validation_error","message":"Video URL is not a property that exists."}]]}
+    local d = daemon.start{pipeline = daemon.SIM_PIPELINE, env = {OPENAI_API_KEY = "sk-s", OPENAI_BASE_URL = s.openai,
+                                                                  NOTION_TOKEN = "secret_s", NOTION_BASE_URL = s.notion}}
+    finally(function() d:stop(); s:stop() end)
+    enqueue(d, "p-noe", "vid_noe")
+    daemon.eventually(function() return job(d, "p-noe").notion == "failed" end, 15, "notion failed")
+    -- the error went to the page through on_error: a second PATCH, which the fault let through
+    daemon.eventually(function()
+      local _, evs = d:json("POST", "/api/downloads/status", {body = {notionPageId = "p-noe", events = true}})
+      for _, e in ipairs(type(evs) == "table" and evs.events or {}) do
+        if e.kind == "notion" and e.detail == "error reported" then return true end
+      end
+    end, 10, "the error reported to the page")
+  end)
+end)
+
 describe("--listen", function()
   local bin = os.getenv("ASSETD_BIN") or "./assetd"
   local function start(listen)
