@@ -116,6 +116,40 @@ return {storage = {root = "{DIR}/root"}, sora = {poll = {interval = 0.2, max = 0
   end)
 end)
 
+describe("alerts before the loss, from the transfer itself", function()
+  it("stalled fires once for a transfer whose server stops sending after its first bytes", function()
+    local s = sim.start("--openai-key sk-s")
+    s:video{id = "vid_drip", sizes = {video = 1024 * 1024, thumbnail = 100, spritesheet = 100}}
+    s:fault{path = [[vid_drip/content\?variant=video$]], kind = "slow", rate = 0.2, count = -1}   -- a byte every 5 s
+    local d = daemon.start{pipeline = [[
+return {storage = {root = "{DIR}/root"}, sora = {poll = {interval = 0.2, max = 0.5}}, alerts = {stall_after = 1}}
+]], env = {OPENAI_API_KEY = "sk-s", OPENAI_BASE_URL = s.openai}}
+    finally(function() d:stop(); s:stop() end)
+    enqueue(d, "p-drip", "vid_drip")
+    daemon.eventually(function() return d:log():find('msg="download stalled"', 1, true) end, 10, "stalled")
+    assert.are.equal("downloading", job(d, "p-drip").status)
+    local _, st = d:json("GET", "/api/downloads/status")
+    assert.are.equal(1, st.summary.stalled)
+    assert.are.equal("p-drip", st.concerns[1].notionPageId)
+  end)
+
+  it("at_risk fires when the daemon's own bandwidth cap cannot finish before the deadline", function()
+    local s = sim.start("--openai-key sk-s")
+    s:video{id = "vid_cap", expires_in = 12, sizes = {video = 8 * 1024 * 1024, thumbnail = 100, spritesheet = 100}}
+    local d = daemon.start{pipeline = [[
+return {storage = {root = "{DIR}/root"}, sora = {poll = {interval = 0.2, max = 0.5}},
+        limits = {max_bytes_per_sec = 200000}}
+]], env = {OPENAI_API_KEY = "sk-s", OPENAI_BASE_URL = s.openai}}
+    finally(function() d:stop(); s:stop() end)
+    local t0 = assetd.monotonic()
+    enqueue(d, "p-cap", "vid_cap")
+    daemon.eventually(function() return d:log():find('msg="download at risk of missing its deadline"', 1, true) end, 11, "at risk")
+    assert.is_true(assetd.monotonic() - t0 < 11, "before the deadline")
+    local _, st = d:json("GET", "/api/downloads/status")
+    assert.are.equal(1, st.summary.atRisk)
+  end)
+end)
+
 describe("transfer retries", function()
   it("are each a warn line naming the host, the cause and the next try, and counted in retryCount and attempts", function()
     local s = sim.start("--openai-key sk-s")
