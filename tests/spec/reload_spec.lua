@@ -62,3 +62,49 @@ describe("SIGHUP", function()
 
   it("stops cleanly afterwards", function() d:stop_clean() end)
 end)
+
+describe("SIGHUP with Notion and alert hooks", function()
+  it("swaps in a changed notion.properties mapping and alerts.completed hook", function()
+    local s = sim.start("--openai-key sk-r --notion-token secret_r")
+    local sizes = {video = 3000, thumbnail = 100, spritesheet = 100}
+    s:video{{id = "vid_m1", sizes = sizes}, {id = "vid_m2", sizes = sizes}}
+    local function script(tag)
+      return [[
+return {
+  storage = {root = "{DIR}/root"},
+  sora = {poll = {interval = 0.2, max = 0.5}, retry = {base = 0.2, cap = 0.5}},
+  notion = {properties = function(job) return {Tag = {rich_text = {{text = {content = "]] .. tag .. [["}}}}} end},
+  alerts = {completed = function(job)
+    local f = assert(io.open("{DIR}/alerts.txt", "a")); f:write("]] .. tag .. [[ ", job.notionPageId, "\n"); f:close()
+  end},
+}
+]]
+    end
+    local d = daemon.start{pipeline = script("one"), env = {OPENAI_API_KEY = "sk-r", OPENAI_BASE_URL = s.openai,
+                                                            NOTION_TOKEN = "secret_r", NOTION_BASE_URL = s.notion}}
+    finally(function() d:stop(); s:stop() end)
+    local function download(page, video)
+      assert.are.equal(202, (d:json("POST", "/api/downloads", {body = {notionPageId = page, soraVideoId = video, batchId = "bm"}})))
+      daemon.eventually(function()
+        local _, j = d:json("POST", "/api/downloads/status", {body = {notionPageId = page}})
+        return type(j) == "table" and j.notion == "synced"
+      end, 15, page .. " synced")
+    end
+    local function tag(page)
+      local p = s:call("GET", "/_control/notion").pages[page]
+      return p and p.Tag and p.Tag.rich_text[1].text.content
+    end
+    download("p-m1", "vid_m1")
+    assert.are.equal("one", tag("p-m1"))
+    local f = assert(io.open(d.dir .. "/pipeline.lua", "w"))
+    f:write((script("two"):gsub("{DIR}", d.dir)))
+    f:close()
+    os.execute("kill -HUP " .. d.pid)
+    daemon.eventually(function() return d:log():find('msg="pipeline reloaded"', 1, true) end, 5, "reloaded")
+    download("p-m2", "vid_m2")
+    assert.are.equal("two", tag("p-m2"))
+    daemon.eventually(function() return (sim.read(d.dir .. "/alerts.txt") or ""):find("two p-m2", 1, true) end, 5, "the new alert")
+    assert.truthy(sim.read(d.dir .. "/alerts.txt"):find("one p-m1", 1, true))
+    d:stop_clean()
+  end)
+end)
