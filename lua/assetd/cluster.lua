@@ -37,8 +37,17 @@ function Cluster:count(name, labels)
   if self.metrics then self.metrics:inc(name, labels) end
 end
 
--- Take job ID now (enqueued or retried here): the claimed job, or nil if another daemon has it.
+function Cluster:held()
+  local n = 0
+  for _ in pairs(self.store.held) do n = n + 1 end
+  return n
+end
+
+-- Take job ID now (enqueued or retried here): the claimed job, or nil if another daemon has it
+-- or this one is full. A full daemon leaves it free: one with room takes it (woken by NOTIFY),
+-- so a daemon that dies holds no more than its capacity, all of it rescued within a lease.
 function Cluster:claim(id)
+  if self:held() >= self.capacity then return nil end
   local job = self.store:claim_one(id)
   if job then self:count("assetd_cluster_claims_total", {how = "direct"}) end
   return job
@@ -81,8 +90,7 @@ function Cluster:round(runner)
   end
   self:count("assetd_cluster_renewals_total")
   self:drop(runner, lost)
-  local held = 0
-  for _ in pairs(self.store.held) do held = held + 1 end
+  local held = self:held()
   if held >= self.capacity then return end
   local jobs, cerr = self.store:claim(self.capacity - held)
   if not jobs then

@@ -392,9 +392,11 @@ end
 local CLAIMABLE = "((state IN ('waiting', 'pending', 'downloading') AND (lease_until IS NULL OR lease_until < now()))" ..
                   " OR (state = 'completed' AND owner IS NOT NULL AND lease_until < now()))"
 
+-- Earliest deadline first; of equal deadlines a rescue (its lease lapsed) before a fresh job,
+-- since it was started first.
 local function claim_sql(where, limit)
   return "WITH c AS (SELECT id, owner AS prev FROM jobs WHERE " .. CLAIMABLE .. where ..
-    " ORDER BY (expires_at = 0), expires_at, id LIMIT " .. limit .. " FOR UPDATE SKIP LOCKED)," ..
+    " ORDER BY (expires_at = 0), expires_at, (lease_until IS NULL), id LIMIT " .. limit .. " FOR UPDATE SKIP LOCKED)," ..
     " u AS (UPDATE jobs j SET owner = $1, lease_until = now() + $2 * interval '1 second', epoch = j.epoch + 1," ..
     " state = CASE WHEN j.state = 'downloading' THEN 'pending' ELSE j.state END, updated_at = $3" ..
     " FROM c WHERE j.id = c.id RETURNING " .. JOB_COLS:gsub("([%w_]+)", "j.%1") .. ", j.epoch, c.prev)," ..

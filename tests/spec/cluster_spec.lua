@@ -78,7 +78,7 @@ end)
 -- as daemons on different machines would; the database says who held what and when.
 describe("three daemons on one PostgreSQL", function()
   local s, pg, ds = nil, nil, {}
-  local N, LEASE = 60, 3
+  local N, LEASE = 200, 3
   setup(function()
     pg = pglib.start()
     s = sim.start("--openai-key sk-pg --notion-token secret_pg")
