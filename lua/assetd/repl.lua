@@ -35,6 +35,7 @@ local help = {
   {"jobs([filter])", "a page of jobs; filter: a state, a batchId or {status=, batchId=, limit=, cursor=}"},
   {"job(id)", "one job (id or notionPageId) with its assets and event history"},
   {"expiring([secs])", "unfinished jobs due within secs (default: alerts.warn_before)"},
+  {"instances()", "the daemons sharing the job store: heartbeat, jobs held (one, on SQLite)"},
   {"retry(id)", "start a failed job again"},
   {"redownload(id)", "download a completed job's video again, as the next version (while its window is open)"},
   {"cancel(id)", "stop a job: it fails with \"canceled by operator\"; retry(id) starts it again"},
@@ -103,6 +104,18 @@ function H.jobs(filter)
         q.status and ', status = "' .. q.status .. '"' or q.batchId and ', batchId = "' .. q.batchId .. '"' or "")
     end
     return text
+  end)
+end
+
+function H.instances()
+  local list, err = runner():instances()
+  if not list then return nil, err end
+  return view(list, function(t)
+    local rows = {}
+    for _, d in ipairs(t) do
+      rows[#rows + 1] = {d.id .. (d.self and " (this one)" or ""), rel(d.startedAt), rel(d.heartbeatAt), tostring(d.jobsHeld)}
+    end
+    return pretty.columns({"instance", "started", "heartbeat", "jobs held"}, rows)
   end)
 end
 

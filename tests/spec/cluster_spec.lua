@@ -177,6 +177,15 @@ return {
     assert.is_false(by.d3.self)
     assert.is_not_nil(by.d2)
     assert.are.equal(0, by.d2.jobsHeld)
+    -- and so does the REPL of any of them
+    local repl_in = ds[3].dir .. "/repl.in"
+    local f = assert(io.open(repl_in, "w"))
+    f:write("instances()\n")
+    f:close()
+    local out = sim.run(string.format("%s attach --data %s/data < %s", daemon.bin, ds[3].dir, repl_in))
+    assert.matches("d3 %(this one%)", out)
+    assert.matches("\nd1%s", out)
+    assert.matches("\nd2%s+.-%s0%s*\n", out)
     for _, i in ipairs{1, 3} do ds[i]:stop_clean(); ds[i] = nil end
   end)
 end)

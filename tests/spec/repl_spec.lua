@@ -263,6 +263,8 @@ return {
     assert.matches("pending %-> downloading", shown)
     t:line("expiring(3600)")
     t:wait("minutesRemaining")
+    t:line("instances()")
+    t:wait("%(this one%)%s+%S.-%s+2\n", true)     -- one daemon on SQLite, holding its two runs
     -- the downloads went on while we typed
     wait_for(function()
       t:line("jobs('completed')")
