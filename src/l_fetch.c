@@ -137,9 +137,8 @@ static void read_check(lua_State *L, formats_sig *sig) {
     if (!lua_istable(L, t))
         luaL_error(L, "fetch: option 'check' must be a signature table {name =, head =, tail =, structure =}, "
                    "not a %s; formats.check(variant) gives a variant's", luaL_typename(L, t));
-    size_t len = 0;
     const char *name = l_optstrfield(L, t, "name", "");
-    len = strlen(name);                 /* only for messages: a long one is cut, not refused */
+    size_t len = strlen(name);          /* only for messages: a long one is cut, not refused */
     memcpy(sig->name, name, len < FORMATS_NAME_MAX ? len : FORMATS_NAME_MAX - 1);  /* came zeroed */
     sig_head(L, t, sig);
     const char *tail = sig_bytes(L, t, "tail", FORMATS_BYTES_MAX, &len);
