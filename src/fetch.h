@@ -53,7 +53,7 @@ typedef struct fetch_request {
     long low_speed_bytes, low_speed_secs;
     int to_memory;
     int check;                  /* file sink: validate the file before the rename, */
-    formats_format format;      /* as this format (FORMATS_ANY: only that it is not empty), */
+    formats_sig sig;            /* by this signature (all zero: only that it is not empty), */
     int64_t expect_size;        /* and its size (-1 when unknown) */
     int exists_skip;            /* file sink: a file already under the name is the result */
     int deny_private;           /* never connect to (or send on a connection to) a private address */

@@ -361,11 +361,14 @@ void fetch_body_end(fetch_xfer *x, CURLcode rc) {
 
 /* ---- the commit ------------------------------------------------------------------------ */
 
-/* The format the file must prove itself whole in: CHECK's, and for a body that came without
- * a length whatever its first bytes announce; ANY with nothing to check. */
-static formats_format format_to_check(const fetch_xfer *x) {
-    formats_format f = x->req.check ? x->req.format : FORMATS_ANY;
-    return f == FORMATS_ANY && x->sniff ? FORMATS_SNIFF : f;
+/* The signature the file must prove itself whole by: CHECK's, and for a body that came
+ * without a length and a check that names no structure, whichever structure its first bytes
+ * announce (a connection that closed early looks like a finished body). */
+static formats_sig sig_to_check(const fetch_xfer *x) {
+    formats_sig s = x->req.sig;
+    if (!x->req.check) memset(&s, 0, sizeof s);
+    if (x->sniff && s.structure == FORMATS_NONE) s.structure = FORMATS_SNIFF;
+    return s;
 }
 
 /* Write the last block, validate, fsync, rename and fsync the directory: on the thread pool,
@@ -376,9 +379,10 @@ void fetch_body_commit_work(uv_work_t *w) {
     /* a write that failed (ENOSPC) keeps what reached the disk, to be resumed */
     if ((x->sys_errno = partfile_finish(&x->pf)) != 0) return;
     sha256_hex(x->sha, x->res.sha256);
-    formats_format f = format_to_check(x);
-    int bad = (x->req.check || f != FORMATS_ANY) &&
-              formats_check_fd(x->pf.fd, f, x->req.check ? x->req.expect_size : -1, &x->invalid) != 0;
+    formats_sig s = sig_to_check(x);
+    int bad = (x->req.check || !formats_sig_empty(&s)) &&
+              formats_check_fd(x->pf.fd, &s, x->req.check ? x->req.expect_size : -1, x->invalid,
+                               sizeof x->invalid) != 0;
     if (!bad) bad = !digest_matches(x);     /* after: "truncated" says more than "differs" */
     if (bad) {
         partfile_discard(&x->pf);          /* bad content must not be resumed from */
@@ -416,7 +420,7 @@ void fetch_body_committed(fetch_xfer *x, int status) {
         digest_hex(x->want_sha, want);
         fetch_fail(x, "integrity", "%s: the body's SHA-256 is %s but the server's %s says %s; the .part "
                    "was discarded", x->req.path, x->res.sha256, x->digest_from, want);
-    } else if (x->invalid) fetch_fail(x, "validation", "%s: %s", x->req.path, x->invalid);
+    } else if (x->invalid[0]) fetch_fail(x, "validation", "%s: %s", x->req.path, x->invalid);
     else if (x->sys_errno == EEXIST)
         fetch_fail(x, "disk", "commit %s: a file with that name exists; not replaced (the .part was removed)",
                    x->req.path);

@@ -36,7 +36,7 @@ struct fetch_xfer {
     int settle_pending;         /* finished, waiting for that block (or abandoned: freed then) */
     int sys_errno;
     const char *failed_step;    /* "write" or "commit": which part of the commit sys_errno is from */
-    const char *invalid;        /* why validation refused the file (static text) */
+    char invalid[320];          /* why validation refused the file ("": it did not) */
     int sniff;                  /* no length: the file's own structure must prove it whole */
     char validator[256];        /* of the answer the .part's bytes came from ("": none) */
     int64_t range_from;         /* the byte this request asks from (a resume's or a held one's) */

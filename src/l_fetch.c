@@ -72,17 +72,78 @@ static void read_low_speed(lua_State *L, fetch_xfer *x) {
     lua_pop(L, 3);
 }
 
-/* `check` names a format, never a variant: which variant is which format is formats.lua's. */
-static void check_error(lua_State *L, const char *name) {
+/* ---- check = {name =, head = {{offset, bytes}, ...}, tail =, structure =} ------------------
+ * A signature as data (formats.lua's, by variant): the engine knows no formats, only bytes at
+ * offsets and its named structural mechanisms. */
+
+/* A string field of the table at T: NULL when absent, else 1..MAX bytes into *LEN. */
+static const char *sig_bytes(lua_State *L, int t, const char *k, size_t max, size_t *len) {
+    if (lua_getfield(L, t, k) == LUA_TNIL) { lua_pop(L, 1); return NULL; }
+    const char *b = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, len) : NULL;
+    if (!b || *len == 0 || *len > max)
+        luaL_error(L, "fetch: option 'check.%s' must be a string of 1..%d bytes", k, (int)max);
+    lua_pop(L, 1);                      /* still referenced by the check table */
+    return b;
+}
+
+/* head[I] (on the stack top) = {offset, bytes} into H. */
+static void sig_head_entry(lua_State *L, lua_Integer i, formats_bytes *h) {
+    if (!lua_istable(L, -1)) luaL_error(L, "fetch: option 'check.head[%d]' must be {offset, bytes}", (int)i);
+    lua_rawgeti(L, -1, 1);
+    lua_rawgeti(L, -2, 2);
+    size_t len = 0;
+    const char *b = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+    if (!lua_isinteger(L, -2) || lua_tointeger(L, -2) < 0)
+        luaL_error(L, "fetch: option 'check.head[%d]': the offset must be a non-negative integer", (int)i);
+    if (!b || len == 0 || len > FORMATS_BYTES_MAX)
+        luaL_error(L, "fetch: option 'check.head[%d]': the bytes must be a string of 1..%d bytes", (int)i,
+                   FORMATS_BYTES_MAX);
+    h->offset = (int64_t)lua_tointeger(L, -2);
+    h->len = len;
+    memcpy(h->bytes, b, len);
+    lua_pop(L, 2);
+}
+
+static void sig_head(lua_State *L, int t, formats_sig *sig) {
+    if (lua_getfield(L, t, "head") == LUA_TNIL) { lua_pop(L, 1); return; }
+    if (!lua_istable(L, -1)) luaL_error(L, "fetch: option 'check.head' must be a list of {offset, bytes}");
+    lua_Integer n = luaL_len(L, -1);
+    if (n > FORMATS_HEAD_MAX)
+        luaL_error(L, "fetch: option 'check.head' has %d entries, at most %d", (int)n, FORMATS_HEAD_MAX);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        sig_head_entry(L, i, &sig->head[sig->nhead++]);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+static void sig_structure(lua_State *L, int t, formats_sig *sig) {
+    const char *s = l_optstrfield(L, t, "structure", NULL);
+    if (!s || formats_structure_by_name(s, &sig->structure) == 0) return;
     luaL_Buffer b;
     luaL_buffinit(L, &b);
-    for (int i = 0; formats_names[i]; i++) {
-        if (i) luaL_addstring(&b, ", ");
-        luaL_addstring(&b, formats_names[i]);
+    for (int i = 1; formats_structures[i]; i++) {
+        if (i > 1) luaL_addstring(&b, ", ");
+        luaL_addstring(&b, formats_structures[i]);
     }
     luaL_pushresult(&b);
-    luaL_error(L, "fetch: option 'check' must name a format (%s), not \"%s\"; formats.check(variant) "
-               "gives a variant's", lua_tostring(L, -1), name);
+    luaL_error(L, "fetch: option 'check.structure' must be one of %s, not \"%s\"", lua_tostring(L, -1), s);
+}
+
+/* check = the signature table (formats.check(variant) gives a variant's) into SIG. */
+static void read_check(lua_State *L, formats_sig *sig) {
+    int t = lua_gettop(L);
+    if (!lua_istable(L, t))
+        luaL_error(L, "fetch: option 'check' must be a signature table {name =, head =, tail =, structure =}, "
+                   "not a %s; formats.check(variant) gives a variant's", luaL_typename(L, t));
+    const char *name = l_optstrfield(L, t, "name", "");
+    size_t len = strlen(name);          /* only for messages: a long one is cut, not refused */
+    memcpy(sig->name, name, len < FORMATS_NAME_MAX ? len : FORMATS_NAME_MAX - 1);  /* came zeroed */
+    sig_head(L, t, sig);
+    const char *tail = sig_bytes(L, t, "tail", FORMATS_BYTES_MAX, &len);
+    if (tail) { memcpy(sig->tail, tail, len); sig->tail_len = len; }
+    sig_structure(L, t, sig);
 }
 
 /* upload = {path =, offset = 0, length = the rest}: the request body is that range of the file. */
@@ -163,10 +224,12 @@ static void read_request(lua_State *L, fetch_xfer *x) {
     r->to_memory = to == NULL;
     if (to) r->path = dup_field(L, to, strlen(to));
     r->max_bytes = (int64_t)l_optintfield(L, 1, "max_bytes", 0);
-    const char *check = l_optstrfield(L, 1, "check", NULL);
-    if (check && !to) luaL_error(L, "fetch: option 'check' needs 'to'");
-    if (check && formats_by_name(check, &r->format) != 0) check_error(L, check);
-    r->check = check != NULL;
+    if (lua_getfield(L, 1, "check") != LUA_TNIL) {
+        if (!to) luaL_error(L, "fetch: option 'check' needs 'to'");
+        read_check(L, &r->sig);
+        r->check = 1;
+    }
+    lua_pop(L, 1);
     r->expect_size = (int64_t)l_optintfield(L, 1, "expect_size", -1);
     const char *exists = l_optstrfield(L, 1, "exists", NULL);
     if (exists && strcmp(exists, "skip") != 0 && strcmp(exists, "error") != 0)

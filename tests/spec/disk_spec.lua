@@ -1,5 +1,6 @@
 -- A full disk: a 256 KiB tmpfs (mounted by the test; CI runs as root) as the target directory.
 local sim = require "sim"
+local formats = require "assetd.formats"
 
 describe("assetd.fetch on a full disk", function()
   local s, dir
@@ -60,7 +61,7 @@ describe("assetd.fetch after ENOSPC", function()
     local total = 1024 * 1024
     s:video{id = "vid_full", sizes = {video = total}}
     local url, path = s.openai .. "/videos/vid_full/content", dir .. "/full.mp4"
-    local res, err = assetd.fetch{url = url, to = path, resume = true, check = "mp4"}
+    local res, err = assetd.fetch{url = url, to = path, resume = true, check = formats.check("video")}
     assert.is_nil(res)
     assert.are.equal("disk", err.category)
     assert.matches("ENOSPC", err.message)
@@ -70,14 +71,14 @@ describe("assetd.fetch after ENOSPC", function()
     assert.is_true(kept > 0)
     -- still full: at once, without a request
     s:call("DELETE", "/_control/log")
-    res, err = assetd.fetch{url = url, to = path, resume = true, check = "mp4"}
+    res, err = assetd.fetch{url = url, to = path, resume = true, check = formats.check("video")}
     assert.is_nil(res)
     assert.are.equal("disk", err.category)
     assert.matches("ENOSPC", err.message)
     assert.are.equal(0, (content_requests()))
     -- room again: only the rest comes over the wire
     assert(os.execute("mount -o remount,size=4m " .. dir))
-    res = assert(assetd.fetch{url = url, to = path, resume = true, check = "mp4"})
+    res = assert(assetd.fetch{url = url, to = path, resume = true, check = formats.check("video")})
     assert.are.equal(206, res.status)
     assert.are.equal(kept, res.resumed_from)
     local n, bytes = content_requests()

@@ -186,20 +186,65 @@ describe("assetd.fetch", function()
     assert.has_error(function() assetd.fetch{url = "http://x/", sink = "disk"} end)
   end)
 
-  it("checks by format name, which formats.lua gives per variant (\"any\" for one it has none for)", function()
+  it("checks by the signature formats.lua gives per variant (only the name for one it has none for)", function()
     local formats = require "assetd.formats"
-    assert.are.same({"mp4", "webp", "jpeg", "any"},
-                    {formats.check("video"), formats.check("thumbnail"), formats.check("spritesheet"), formats.check("new")})
+    assert.are.same({name = "video", head = {{4, "ftyp"}}, structure = "isobmff"}, formats.check("video"))
+    assert.are.same({name = "new"}, formats.check("new"))
     assert.has_error(function() assetd.fetch{url = "http://x/", to = dir .. "/f", check = "video"} end,
-                     'fetch: option \'check\' must name a format (any, mp4, webp, jpeg), not "video"; '
-                     .. "formats.check(variant) gives a variant's")
+                     "fetch: option 'check' must be a signature table {name =, head =, tail =, structure =}, "
+                     .. "not a string; formats.check(variant) gives a variant's")
     s:video{id = "vid_any", sizes = {video = 1000}}
-    local res = assert(assetd.fetch{url = content("vid_any"), headers = auth, to = dir .. "/any", check = "any",
-                                    expect_size = 1000})
+    local res = assert(assetd.fetch{url = content("vid_any"), headers = auth, to = dir .. "/any",
+                                    check = formats.check("new"), expect_size = 1000})
     assert.are.equal(1000, res.bytes)
-    local _, err = assetd.fetch{url = content("vid_any"), headers = auth, to = dir .. "/any2", check = "any",
-                                expect_size = 999}
+    local _, err = assetd.fetch{url = content("vid_any"), headers = auth, to = dir .. "/any2",
+                                check = formats.check("new"), expect_size = 999}
     assert.are.equal("validation", err.category)
+    assert.matches("new: the file's size (1000 bytes) differs from the expected size (999)", err.message, 1, true)
+  end)
+
+  it("refuses a malformed signature with errors naming the field", function()
+    local function refused(check, msg)
+      assert.has_error(function() assetd.fetch{url = "http://x/", to = dir .. "/f", check = check} end, msg)
+    end
+    refused({head = {{-1, "x"}}}, "fetch: option 'check.head[1]': the offset must be a non-negative integer")
+    refused({head = {{0, "x"}, {1.5, "y"}}}, "fetch: option 'check.head[2]': the offset must be a non-negative integer")
+    refused({head = {{0, ""}}}, "fetch: option 'check.head[1]': the bytes must be a string of 1..64 bytes")
+    refused({head = {{0, string.rep("x", 65)}}}, "fetch: option 'check.head[1]': the bytes must be a string of 1..64 bytes")
+    refused({head = {{0, 7}}}, "fetch: option 'check.head[1]': the bytes must be a string of 1..64 bytes")
+    refused({head = {"ID3"}}, "fetch: option 'check.head[1]' must be {offset, bytes}")
+    refused({head = "ID3"}, "fetch: option 'check.head' must be a list of {offset, bytes}")
+    local nine = {}
+    for i = 1, 9 do nine[i] = {i, "x"} end
+    refused({head = nine}, "fetch: option 'check.head' has 9 entries, at most 8")
+    refused({tail = ""}, "fetch: option 'check.tail' must be a string of 1..64 bytes")
+    refused({structure = "mp4"}, 'fetch: option \'check.structure\' must be one of isobmff, riff, not "mp4"')
+    assert.has_error(function() assetd.fetch{url = "http://x/", sink = "memory", check = {}} end,
+                     "fetch: option 'check' needs 'to'")
+  end)
+
+  it("gives a variant no C knows a real check from Lua alone: a wrong file is refused, a right one stored", function()
+    local formats = require "assetd.formats"
+    formats.variants.audio = {ext = "mp3", content_type = "audio/mpeg", head = {{0, "ID3"}}, tail = "\0\255"}
+    finally(function() formats.variants.audio = nil end)
+    local function serve(name, bytes)
+      s:fault{path = "^/files/" .. name, kind = "status", status = 200, count = -1,
+              body_base64 = assetd.base64_encode(bytes)}
+    end
+    local good = "ID3\4\0\0" .. string.rep("a", 1000) .. "\0\255"
+    local files = {good = good, wav = "RIFF" .. good:sub(5), cut = good:sub(1, 600)}
+    for name, bytes in pairs(files) do serve(name, bytes) end
+    local url = s.url .. "/files/"
+    local _, err = assetd.fetch{url = url .. "wav", to = dir .. "/wav.mp3", check = formats.check("audio")}
+    assert.are.equal("validation", err.category)
+    assert.matches('audio: bytes at 0 are not "ID3"', err.message, 1, true)
+    _, err = assetd.fetch{url = url .. "cut", to = dir .. "/cut.mp3", check = formats.check("audio")}
+    assert.are.equal("validation", err.category)
+    assert.matches("audio: the file does not end 00 FF", err.message, 1, true)
+    assert.is_nil(io.open(dir .. "/cut.mp3"))
+    local res = assert(assetd.fetch{url = url .. "good", to = dir .. "/good.mp3", check = formats.check("audio")})
+    assert.are.equal(#good, res.bytes)
+    assert.are.equal(good, sim.read(dir .. "/good.mp3"))
   end)
 
   it("reports a missing target directory as a disk error", function()

@@ -62,7 +62,7 @@ describe("assetd.fetch integrity", function()
       s:video{id = "vid_same", sizes = {video = 2 * MIB}}
       local path = dir .. "/same.mp4"
       cut_first_try(content("vid_same"), path, 700000)
-      local res = assert(assetd.fetch{url = content("vid_same"), to = path, resume = true, check = "mp4"})
+      local res = assert(assetd.fetch{url = content("vid_same"), to = path, resume = true, check = formats.check("video")})
       assert.are.equal(206, res.status)
       assert.are.equal(700000, res.resumed_from)
       local req = last_request()
@@ -76,7 +76,7 @@ describe("assetd.fetch integrity", function()
       local path = dir .. "/regen.mp4"
       cut_first_try(content("vid_regen"), path, 700000)
       s:video{id = "vid_regen", sizes = {video = 2 * MIB}, seed = "second"}     -- regenerated
-      local res = assert(assetd.fetch{url = content("vid_regen"), to = path, resume = true, check = "mp4"})
+      local res = assert(assetd.fetch{url = content("vid_regen"), to = path, resume = true, check = formats.check("video")})
       assert.are.equal(200, res.status)
       assert.are.equal(0, res.resumed_from)
       assert.is_truthy(last_request().headers["if-range"])
@@ -147,7 +147,7 @@ describe("assetd.fetch integrity", function()
   describe("item 6: a body without Content-Length", function()
     it("is refused when an MP4 is cut short, with or without check", function()
       s:video{id = "vid_nl", sizes = {video = 4 * MIB}, length = false, digest = "none"}
-      for _, check in ipairs{"mp4", false} do
+      for _, check in ipairs{formats.check("video"), false} do
         s:fault{path = "/content", kind = "truncate", after = 1 * MIB}
         local path = dir .. "/nl.mp4"
         local res, err = assetd.fetch{url = content("vid_nl"), to = path, check = check or nil}
@@ -159,15 +159,19 @@ describe("assetd.fetch integrity", function()
       end
     end)
 
-    it("is refused when a WebP or a JPEG is cut short", function()
+    it("is refused when a WebP or a JPEG is cut short (a RIFF without check too)", function()
       s:video{id = "vid_nl2", sizes = {thumbnail = 200000, spritesheet = 200000}, length = false, digest = "none"}
-      for variant, why in pairs{thumbnail = "RIFF size", spritesheet = "end FF D9"} do
+      local cases = {{"thumbnail", "RIFF size", false}, {"thumbnail", "thumbnail: RIFF: the RIFF size", true},
+                     {"spritesheet", "spritesheet: the file does not end FF D9", true}}
+      for _, c in ipairs(cases) do
+        local variant, why, checked = c[1], c[2], c[3]
         s:fault{path = "/content", kind = "truncate", after = 100000}
         local path = dir .. "/nl2." .. variant
-        local res, err = assetd.fetch{url = content("vid_nl2", variant), to = path}
+        local res, err = assetd.fetch{url = content("vid_nl2", variant), to = path,
+                                      check = checked and formats.check(variant) or nil}
         assert.is_nil(res)
         assert.are.equal("validation", err.category)
-        assert.matches(why, err.message)
+        assert.matches(why, err.message, 1, true)
         assert.is_false(exists(path))
       end
     end)
@@ -195,7 +199,7 @@ describe("assetd.fetch integrity", function()
       local port = sim.eventually(function() return (sim.read(dir .. "/http.out") or ""):match("port (%d+)") end,
                                   10, "python's http.server")
       local path = dir .. "/cut.mp4"
-      local res, err = assetd.fetch{url = "http://127.0.0.1:" .. port .. "/cut_src", to = path, check = "mp4"}
+      local res, err = assetd.fetch{url = "http://127.0.0.1:" .. port .. "/cut_src", to = path, check = formats.check("video")}
       os.execute("kill " .. pid)
       assert.is_nil(res)
       assert.are.equal("validation", err.category)
@@ -209,13 +213,13 @@ describe("assetd.fetch integrity", function()
       s:video{id = "vid_cor", sizes = {video = 2 * MIB}}
       s:fault{path = "/content", kind = "corrupt", after = {12345, 1500000}}
       local path = dir .. "/cor.mp4"
-      local res, err = assetd.fetch{url = content("vid_cor"), to = path, resume = true, check = "mp4"}
+      local res, err = assetd.fetch{url = content("vid_cor"), to = path, resume = true, check = formats.check("video")}
       assert.is_nil(res)
       assert.are.equal("integrity", err.category)
       assert.matches("Repr%-Digest", err.message)
       assert.is_false(exists(path))
       assert.is_false(exists(sim.part_of(path)))       -- so the retry starts from 0
-      res = assert(assetd.fetch{url = content("vid_cor"), to = path, resume = true, check = "mp4"})
+      res = assert(assetd.fetch{url = content("vid_cor"), to = path, resume = true, check = formats.check("video")})
       assert.are.equal(200, res.status)
       assert.are.equal(0, res.resumed_from)
       assert.are.equal(s:info("vid_cor").sha256.video, sim.sha256_file(path))
@@ -252,12 +256,12 @@ describe("assetd.fetch integrity", function()
     it("in a box header are caught by the structure alone; inside a box only a digest sees them", function()
       s:video{id = "vid_nod", sizes = {video = 1 * MIB}, digest = "none"}
       s:fault{path = "/content", kind = "corrupt", after = 26}        -- the mdat's size field
-      local res, err = assetd.fetch{url = content("vid_nod"), to = dir .. "/nod.mp4", check = "mp4"}
+      local res, err = assetd.fetch{url = content("vid_nod"), to = dir .. "/nod.mp4", check = formats.check("video")}
       assert.is_nil(res)
       assert.are.equal("validation", err.category)
       -- the limit, stated: without a digest a flipped byte inside mdat is stored
       s:fault{path = "/content", kind = "corrupt", after = 500000}
-      res = assert(assetd.fetch{url = content("vid_nod"), to = dir .. "/nod.mp4", check = "mp4"})
+      res = assert(assetd.fetch{url = content("vid_nod"), to = dir .. "/nod.mp4", check = formats.check("video")})
       assert.are_not.equal(s:info("vid_nod").sha256.video, res.sha256)
     end)
   end)
@@ -283,7 +287,7 @@ describe("assetd.fetch integrity", function()
       local first = assert(assetd.fetch{url = content("vid_sk", "spritesheet"), to = path})
       s:call("DELETE", "/_control/log")
       local res = assert(assetd.fetch{url = content("vid_sk", "spritesheet"), to = path, exists = "skip",
-                                      check = "jpeg"})
+                                      check = formats.check("spritesheet")})
       assert.is_true(res.skipped)
       assert.are.equal(40000, res.bytes)
       assert.are.equal(first.sha256, res.sha256)

@@ -243,6 +243,27 @@ describe("job runner", function()
     assert.are.equal("expired", fired[#fired].name)
   end)
 
+  it("checks a new provider's variant by the signature formats.lua gives it, no C: a wrong file is retried, the right one stored", function()
+    local formats = require "assetd.formats"
+    formats.variants.audio = {ext = "mp3", content_type = "audio/mpeg", head = {{0, "ID3"}}}
+    finally(function() formats.variants.audio = nil end)
+    local good = "ID3\4\0\0" .. string.rep("a", 5000)
+    s:fault{{path = "^/files/song", kind = "status", status = 200, count = 1,
+             body_base64 = assetd.base64_encode("RIFF" .. good:sub(5))},
+            {path = "^/files/song", kind = "status", status = 200, count = -1, body_base64 = assetd.base64_encode(good)}}
+    r:enqueue{notionPageId = "page-au", soraVideoId = "video_au", batchId = "b", provider = "urls",
+              expiresAt = assetd.now() + 60, assets = {{variant = "audio", url = s.url .. "/files/song.mp3"}}}
+    wait_for(function() return status("page-au") == "completed" end, 15)
+    local refused
+    for _, e in ipairs(jobs:events(jobs:get("page-au"))) do
+      if e.kind == "retry" and e.detail:find('audio: bytes at 0 are not "ID3"', 1, true) then refused = true end
+    end
+    assert.is_true(refused, "the wrong file was not refused")
+    local a = jobs:assets(jobs:get("page-au"))
+    assert.are.equal(1, #a)
+    assert.are.equal(good, sim.read(a[1].filePath))
+  end)
+
   it("a server failing instantly near the deadline gets a few dozen tries, not a tight loop", function()
     -- the default policy, whose 5 s margin holds the whole 4 s left: every wait there used to
     -- be 0 (thousands of requests and retry events); a 429 saying Retry-After: 0 did the same

@@ -1,5 +1,6 @@
 -- The versioned file store: reservations, names, hostile input, validation at commit.
 local sim = require "sim"
+local formats = require "assetd.formats"
 local versions = require "assetd.versions"
 
 describe("versioned file store", function()
@@ -200,16 +201,16 @@ describe("versioned file store", function()
       s:video{id = "vid_ok", sizes = {thumbnail = 5000}}
       local path = assert(v:path{batchId = "b", videoId = "vid_ok", version = 1, variant = "thumbnail"})
       local url = s.openai .. "/videos/vid_ok/content?variant=thumbnail"
-      local res = assert(assetd.fetch{url = url, to = path, check = "webp", expect_size = 5000})
+      local res = assert(assetd.fetch{url = url, to = path, check = formats.check("thumbnail"), expect_size = 5000})
       assert.are.equal(5000, res.bytes)
       local bad = dir .. "/root/b/wrong.mp4"
-      local r2, err = assetd.fetch{url = url, to = bad, check = "mp4"}
+      local r2, err = assetd.fetch{url = url, to = bad, check = formats.check("video")}
       assert.is_nil(r2)
       assert.are.equal("validation", err.category)
-      assert.matches("not an MP4", err.message)
+      assert.matches('video: bytes at 4 are not "ftyp"', err.message, 1, true)
       assert.is_nil(io.open(bad))
       assert.is_nil(io.open(dir .. "/root/b/.wrong.mp4.part"))
-      local _, err2 = assetd.fetch{url = url, to = bad, check = "webp", expect_size = 4999}
+      local _, err2 = assetd.fetch{url = url, to = bad, check = formats.check("thumbnail"), expect_size = 4999}
       assert.matches("expected size", err2.message)
     end)
   end)
