@@ -3,6 +3,7 @@
  * libcurl and libuv require (multi handle first, then handles, then the Lua state). */
 #include "fetch.h"
 #include "lineio.h"
+#include "lmodules.h"
 #include "log.h"
 #include "repl.h"
 #include "runtime.h"
@@ -183,6 +184,7 @@ static int run(char **argv, struct rt_options *opts, int script_index, char **ar
         fprintf(stderr, "assetd: cannot create the Lua state\n");
         return 1;
     }
+    l_openlibs(rt->L, luadir);
     rt->opts = *opts;
     rt->on_stop = wind_down;
     int repl = opts->interactive && !opts->check;

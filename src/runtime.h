@@ -52,6 +52,8 @@ typedef struct rt_runtime {
     } opts;
 } rt_runtime;
 
+/* A new state on LOOP holding RT as its context (rt_get), with the task class and no library:
+ * the embedder opens them next (l_openlibs in lmodules.h). LUADIR is only remembered. */
 int rt_init(rt_runtime *rt, uv_loop_t *loop, const char *luadir);
 void rt_close(rt_runtime *rt);
 rt_runtime *rt_get(lua_State *L);
