@@ -1,6 +1,9 @@
-/* runtime.c: the Lua state on the libuv loop. Every piece of Lua that can wait runs as a task
- * (a coroutine owned here); waiting bindings yield the task and their completion callbacks
- * resume it. C never calls Lua unprotected: rt_pcall and task resumption catch every error. */
+/* runtime.c: the Lua state on the libuv loop, the layer every binding stands on: the daemon's
+ * context in the registry (rt_get), tasks, deferred calls, error values, time budgets and the
+ * orderly stop. Every piece of Lua that can wait runs as a task (a coroutine owned here);
+ * waiting bindings yield the task and their completion callbacks resume it. C never calls Lua
+ * unprotected: rt_pcall and task resumption catch every error. It calls no binding and opens
+ * no library (linit.c does, for the embedder), so nothing it calls calls back. */
 #include "runtime.h"
 #include "log.h"
 

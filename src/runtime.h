@@ -1,6 +1,7 @@
-/* runtime.h: the Lua state on the libuv loop. Tasks (coroutines the runtime owns), the
- * wait/resume protocol every waiting binding follows, deferred calls, error values and the
- * one protected-call wrapper through which C calls Lua. */
+/* runtime.h: the Lua state on the libuv loop, under the bindings. The daemon's context (one
+ * rt_runtime, found by rt_get), tasks (coroutines the runtime owns), the wait/resume protocol
+ * every waiting binding follows, deferred calls, error values and the one protected-call
+ * wrapper through which C calls Lua. */
 #ifndef ASSETD_RUNTIME_H
 #define ASSETD_RUNTIME_H
 
