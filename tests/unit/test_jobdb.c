@@ -147,8 +147,11 @@ static void test_recover_and_reopen(void **state) {
     jobdb_job in;
     memset(&in, 0, sizeof in);
     assert_int_equal(0, jobdb_transition(db, id, JOB_DOWNLOADING, &in, 0, NULL));
-    assert_int_equal(0, jobdb_note_version(db, "b9", "v9", 4));
-    assert_int_equal(0, jobdb_note_version(db, "b9", "v9", 2));   /* never goes down */
+    int64_t claimed = 0;
+    assert_int_equal(0, jobdb_claim_version(db, "b9", "v9", 4, &claimed));
+    assert_int_equal(4, claimed);                                  /* at least the floor */
+    assert_int_equal(0, jobdb_claim_version(db, "b9", "v9", 2, &claimed));
+    assert_int_equal(5, claimed);                                  /* never goes down */
     jobdb_close(db);
     char err[256];
     assert_int_equal(0, jobdb_open(dir, &db, err, sizeof err));
@@ -160,7 +163,7 @@ static void test_recover_and_reopen(void **state) {
     assert_int_equal(JOB_PENDING, j.state);
     jobdb_job_clear(&j);
     assert_int_equal(0, jobdb_max_version(db, "b9", "v9", &v));
-    assert_int_equal(4, v);
+    assert_int_equal(5, v);
     assert_int_equal(0, jobdb_max_version(db, "b9", "other", &v));
     assert_int_equal(0, v);
 }
