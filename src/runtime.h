@@ -47,7 +47,8 @@ typedef struct rt_runtime {
     struct rt_task *running;                 /* the task being resumed now, NULL on the loop */
     struct rt_budget budget;                 /* bounded code run outside any task */
     struct fetch_engine *fetch;              /* the download engine, owned by main */
-    struct repl *repl;                       /* the REPL's sessions and socket, owned by main */
+    struct repl *repl;                       /* the REPL's sessions and socket, owned by main:
+                                                made before the main script runs (l_repl.c) */
     struct rt_options {                      /* daemon options from the command line */
         const char *listen, *data, *database, *log_level, *log_format;
         int interactive, check;
