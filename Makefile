@@ -22,7 +22,7 @@ LDLIBS  += $(shell $(PKG_CONFIG) --libs $(PKGS)) -lm
 BUILD   ?= build
 
 CORE    := runtime log clock partfile curluv admit fetch fetch_easy fetch_body fetch_result fetch_upload ratecap formats store jobdb httphdr deadline path httpd lineio repl attach bytebuf digest sha256 filehash datadir sdnotify luamods luamods_data pgconn
-BINDS   := lbind l_assetd l_timer l_task l_log l_fetch l_jobdb l_store l_httpd l_crypto l_repl l_deadline l_filehash l_pg
+BINDS   := lbind linit l_assetd l_timer l_task l_log l_fetch l_jobdb l_store l_httpd l_crypto l_repl l_deadline l_filehash l_pg
 OBJS    := $(patsubst %,$(BUILD)/%.o,$(CORE) $(BINDS) main)
 UNITS   := httphdr deadline path store jobdb bytebuf partfile admit
 

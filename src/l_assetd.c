@@ -1,6 +1,6 @@
-/* l_assetd.c: opens `assetd.core` (the role of Lua's linit.c): each l_<module>.c adds its
- * functions to the one module table, and this file adds the daemon's own facts (options,
- * version, the Lua directory), error values and the data directory's lock. */
+/* l_assetd.c: the daemon's own facts in `assetd.core` (its options, version and Lua directory,
+ * the host and pid that name it), error values made from Lua, the data directory's lock and
+ * sd_notify. linit.c opens it with the other modules. */
 #include "datadir.h"
 #include "lbind.h"
 #include "sdnotify.h"
@@ -69,26 +69,14 @@ static void push_options(lua_State *L, const struct rt_options *o) {
     lua_setfield(L, -2, "check");
 }
 
-int luaopen_assetd_core(lua_State *L) {
+void l_assetd_open(lua_State *L) {
     static const luaL_Reg fns[] = {{"lock_data", l_lock_data}, {"error", l_error}, {"process", l_process}, {"sd_notify", l_sd_notify}, {NULL, NULL}};
-    luaL_newlib(L, fns);
-    push_options(L, &rt_get(L)->opts);
+    rt_runtime *rt = rt_get(L);
+    luaL_setfuncs(L, fns, 0);
+    push_options(L, &rt->opts);
     lua_setfield(L, -2, "options");
-    lua_pushstring(L, rt_get(L)->luadir);     /* nil: the built-in modules only */
+    lua_pushstring(L, rt->luadir);            /* nil: the built-in modules only */
     lua_setfield(L, -2, "luadir");
     lua_pushliteral(L, ASSETD_VERSION);
     lua_setfield(L, -2, "version");
-    l_timer_open(L);
-    l_task_open(L);
-    l_log_open(L);
-    l_fetch_open(L);
-    l_jobdb_open(L);
-    l_store_open(L);
-    l_httpd_open(L);
-    l_crypto_open(L);
-    l_repl_open(L);
-    l_deadline_open(L);
-    l_filehash_open(L);
-    l_pg_open(L);
-    return 1;
 }

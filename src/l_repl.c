@@ -67,8 +67,9 @@ static void chunk_hook(lua_State *L, lua_Debug *ar) {
     if (h && h->s && h->chunk == L && repl_session_take_interrupt(h->s)) luaL_error(L, "interrupted");
     /* Measured from the resume of the task running now (a coroutine runs inside one): the
      * loop's time (uv_now) is no base, since bindings may update it (assetd.timer does). */
-    unsigned budget = repl_budget(0);
-    rt_task *t = rt_get(L)->running;
+    rt_runtime *rt = rt_get(L);
+    unsigned budget = repl_budget(rt->repl, 0);
+    rt_task *t = rt->running;
     if (t && uv_hrtime() - rt_task_resumed(t) > (uint64_t)budget * 1000000)
         luaL_error(L, "interrupted: held the event loop for over %f s without yielding",
                    (double)budget / 1000);
@@ -172,7 +173,7 @@ static int l_listen(lua_State *L) {
     /* a listener opened now would outlive the stop's close of the loop's handles */
     if (rt->stopping) return rt_fail(L, "canceled", "repl.listen: the daemon is stopping");
     char err[512];
-    if (repl_listen(rt, path, err, sizeof err) != 0) return rt_fail(L, "io", "%s", err);
+    if (repl_listen(rt->repl, path, err, sizeof err) != 0) return rt_fail(L, "io", "%s", err);
     lua_pushstring(L, path);
     return 1;
 }
@@ -181,13 +182,13 @@ static int l_listen(lua_State *L) {
 static int l_budget(lua_State *L) {
     double secs = luaL_optnumber(L, 1, 0);
     luaL_argcheck(L, secs >= 0 && secs <= 86400, 1, "budget must be 0..86400 seconds");
-    unsigned ms = repl_budget(secs > 0 ? (unsigned)(secs * 1000 + 0.5) : 0);
+    unsigned ms = repl_budget(rt_get(L)->repl, secs > 0 ? (unsigned)(secs * 1000 + 0.5) : 0);
     lua_pushnumber(L, ms / 1000.0);
     return 1;
 }
 
 static int l_sessions(lua_State *L) {
-    lua_pushinteger(L, repl_session_count());
+    lua_pushinteger(L, repl_session_count(rt_get(L)->repl));
     return 1;
 }
 
@@ -205,7 +206,8 @@ void l_repl_open(lua_State *L) {
     lua_setfield(L, -2, "__mode");
     lua_setmetatable(L, -2);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &CHUNKS);
-    repl_set_handler(&handler, rt_get(L)->L);
+    rt_runtime *rt = rt_get(L);
+    repl_set_handler(rt->repl, &handler, rt->L);
     luaL_newlib(L, fns);
     lua_pushliteral(L, REPL_SOCKET_NAME);     /* where `assetd attach --data DIR` looks */
     lua_setfield(L, -2, "socket_name");

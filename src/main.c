@@ -3,6 +3,7 @@
  * libcurl and libuv require (multi handle first, then handles, then the Lua state). */
 #include "fetch.h"
 #include "lineio.h"
+#include "lmodules.h"
 #include "log.h"
 #include "repl.h"
 #include "runtime.h"
@@ -114,7 +115,7 @@ static void wind_down(rt_runtime *rt) {
     sdnotify_send("STOPPING=1");
     fetch_engine_close(rt->fetch);
     rt->fetch = NULL;
-    repl_shutdown();
+    repl_shutdown(rt->repl);
     uv_walk(rt->loop, close_any, NULL);
 }
 
@@ -183,11 +184,12 @@ static int run(char **argv, struct rt_options *opts, int script_index, char **ar
         fprintf(stderr, "assetd: cannot create the Lua state\n");
         return 1;
     }
+    l_openlibs(rt->L, luadir);
     rt->opts = *opts;
     rt->on_stop = wind_down;
-    int repl = opts->interactive && !opts->check;
-    if (fetch_engine_new(loop, &rt->fetch) != 0 ||
-        start_signals(loop, rt, !(repl && lineio_stdin_is_terminal())) != 0) {
+    int with_repl = opts->interactive && !opts->check;
+    if (fetch_engine_new(loop, &rt->fetch) != 0 || repl_new(rt, &rt->repl) != 0 ||
+        start_signals(loop, rt, !(with_repl && lineio_stdin_is_terminal())) != 0) {
         fprintf(stderr, "assetd: cannot start the event loop\n");
         return 1;
     }
@@ -199,7 +201,7 @@ static int run(char **argv, struct rt_options *opts, int script_index, char **ar
     for (int i = 0; i < nargs; i++) sargv[i + 2] = args[i];
     if (rt_run_main(rt, argv[script_index], nargs + 2, sargv, 1) != 0) rt_stop(rt, 1);
     free(sargv);
-    if (repl && !rt->stopping && repl_start_terminal(rt) != 0) {
+    if (with_repl && !rt->stopping && repl_start_terminal(rt->repl) != 0) {
         fprintf(stderr, "assetd: cannot start the REPL\n");
         rt_stop(rt, 1);
     }
@@ -208,6 +210,7 @@ static int run(char **argv, struct rt_options *opts, int script_index, char **ar
     while (uv_loop_close(loop) == UV_EBUSY) uv_run(loop, UV_RUN_DEFAULT);
     int code = rt->exit_code;
     rt_close(rt);
+    repl_free(rt->repl);
     return code;
 }
 

@@ -37,21 +37,24 @@ struct repl_session {
     size_t scanned;
     size_t watched;            /* unread output at the last watch, plus what was queued since */
     unsigned uid;
+    repl *r;                   /* the REPL it belongs to */
     struct repl_session *next;
 };
 
-static struct {
+/* One daemon's REPL, owned by the embedder (repl_new): every callback finds it through the
+ * session or the handle it is given, as libuv handles carry their data. */
+struct repl {
     rt_runtime *rt;
     const repl_handler *handler;
     void *handler_ud;
     repl_session *sessions;
     repl_session term;
-    uv_pipe_t server;
-    uv_timer_t watch;          /* drops attach clients that do not read their output */
+    uv_pipe_t server;          /* data: this repl */
+    uv_timer_t watch;          /* drops attach clients that do not read their output; data: this repl */
     int listening, pump_scheduled;
     unsigned budget_ms;        /* 0: REPL_BUDGET_MS */
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-} R;
+};
 
 static void session_close(repl_session *s, const char *why);
 static void on_pipe_closed(uv_handle_t *h);
@@ -59,38 +62,51 @@ static void on_pipe_closed(uv_handle_t *h);
 const char *repl_session_kind(const repl_session *s) { return s->is_term ? "terminal" : "attach"; }
 
 /* Closing sessions count until they are freed: a session that never finishes closing shows. */
-int repl_session_count(void) {
+int repl_session_count(const repl *r) {
     int n = 0;
-    for (repl_session *s = R.sessions; s; s = s->next) n++;
+    for (repl_session *s = r->sessions; s; s = s->next) n++;
     return n;
 }
 
+int repl_new(rt_runtime *rt, repl **out) {
+    repl *r = calloc(1, sizeof *r);
+    if (!r) return UV_ENOMEM;
+    r->rt = rt;
+    r->server.data = r->watch.data = r;
+    *out = r;
+    return 0;
+}
+
+void repl_free(repl *r) { free(r); }
+
 /* ---- to the handler ------------------------------------------------------------------- */
 
-void repl_set_handler(const repl_handler *h, void *ud) {
-    R.handler = h;
-    R.handler_ud = ud;
+void repl_set_handler(repl *r, const repl_handler *h, void *ud) {
+    r->handler = h;
+    r->handler_ud = ud;
 }
 
 void **repl_session_user(repl_session *s) { return &s->user; }
 
 static void call_input(repl_session *s, const char *what, const char *line, size_t n) {
-    if (!s->user || R.rt->stopping) return;
-    R.handler->input(R.handler_ud, s, what, line, n);
+    repl *r = s->r;
+    if (!s->user || r->rt->stopping) return;
+    r->handler->input(r->handler_ud, s, what, line, n);
 }
 
 static int call_open(repl_session *s) {
-    return R.handler && R.handler->open(R.handler_ud, s) == 0 ? 0 : -1;
+    repl *r = s->r;
+    return r->handler && r->handler->open(r->handler_ud, s) == 0 ? 0 : -1;
 }
 
 static void call_close(repl_session *s) {
-    if (s->user) R.handler->close(R.handler_ud, s);
+    if (s->user) s->r->handler->close(s->r->handler_ud, s);
     s->user = NULL;
 }
 
-unsigned repl_budget(unsigned ms) {
-    if (ms) R.budget_ms = ms;
-    return R.budget_ms ? R.budget_ms : REPL_BUDGET_MS;
+unsigned repl_budget(repl *r, unsigned ms) {
+    if (ms) r->budget_ms = ms;
+    return r->budget_ms ? r->budget_ms : REPL_BUDGET_MS;
 }
 
 int repl_session_take_interrupt(repl_session *s) {
@@ -103,7 +119,7 @@ int repl_session_take_interrupt(repl_session *s) {
  * canceled (the Lua session, told "interrupt"). */
 static void session_interrupt(repl_session *s) {
     s->interrupt = 1;
-    if (s->user) R.handler->interrupt(R.handler_ud, s);
+    if (s->user) s->r->handler->interrupt(s->r->handler_ud, s);
     call_input(s, "interrupt", NULL, 0);
 }
 
@@ -131,20 +147,20 @@ static void session_pump(repl_session *s) {
 }
 
 static void pump_all(void *arg) {
-    (void)arg;
-    R.pump_scheduled = 0;
-    if (!R.rt || R.rt->stopping) return;
+    repl *r = arg;
+    r->pump_scheduled = 0;
+    if (r->rt->stopping) return;
     repl_session *next;
-    for (repl_session *s = R.sessions; s; s = next) {
+    for (repl_session *s = r->sessions; s; s = next) {
         next = s->next;                   /* a closed session is freed only by its close callback */
         if (s->doomed) session_close(s, NULL);
         else session_pump(s);
     }
 }
 
-static void schedule_pump(void) {
-    if (R.pump_scheduled || R.rt->stopping) return;
-    if (rt_defer(R.rt, pump_all, NULL) == 0) R.pump_scheduled = 1;
+static void schedule_pump(repl *r) {
+    if (r->pump_scheduled || r->rt->stopping) return;
+    if (rt_defer(r->rt, pump_all, r) == 0) r->pump_scheduled = 1;
 }
 
 /* ---- output ------------------------------------------------------------------------------ */
@@ -158,7 +174,7 @@ typedef struct frame_req {
 static void session_doom(repl_session *s, const char *why) {
     if (why) log_event(LOG_WARN, why, NULL);
     s->doomed = 1;
-    schedule_pump();
+    schedule_pump(s->r);
 }
 
 static void on_written(uv_write_t *req, int status) {
@@ -224,8 +240,8 @@ static void send_frame(repl_session *s, char kind, const char *p, size_t n) {
  * closing session waits in its shutdown for its output to be taken: one that took none of it
  * since the last watch is closed, its output dropped (a client that half-closed and left). */
 static void on_watch(uv_timer_t *t) {
-    (void)t;
-    for (repl_session *s = R.sessions; s; s = s->next) {
+    repl *r = t->data;
+    for (repl_session *s = r->sessions; s; s = s->next) {
         if (s->is_term || s->doomed || uv_is_closing((uv_handle_t *)&s->pipe)) continue;
         size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&s->pipe);
         int stalled = queued > 0 && queued >= s->watched;
@@ -255,13 +271,13 @@ void repl_session_prompt(repl_session *s, const char *prompt) {
         return;
     }
     send_frame(s, 'p', prompt, strlen(prompt));
-    schedule_pump();
+    schedule_pump(s->r);
 }
 
 /* ---- closing ----------------------------------------------------------------------------- */
 
 static void unlink_session(repl_session *s) {
-    for (repl_session **p = &R.sessions; *p; p = &(*p)->next)
+    for (repl_session **p = &s->r->sessions; *p; p = &(*p)->next)
         if (*p == s) { *p = s->next; return; }
 }
 
@@ -287,9 +303,9 @@ static void session_close(repl_session *s, const char *why) {
     call_close(s);
     if (s->is_term) {
         unlink_session(s);
-        if (!R.rt->stopping) {
+        if (!s->r->rt->stopping) {
             log_event(LOG_INFO, "stopping", "reason", "the REPL's input ended", NULL);
-            rt_stop(R.rt, 0);
+            rt_stop(s->r->rt, 0);
         }
         return;
     }
@@ -319,20 +335,20 @@ static void term_interrupt(void *ud) { session_interrupt(ud); }
 
 static void term_log(const char *line, size_t n) { lineio_write(stderr, line, n); }
 
-int repl_start_terminal(rt_runtime *rt) {
+int repl_start_terminal(repl *r) {
     static const lineio_callbacks cb = {term_line, term_eof, term_interrupt};
     char history[4096];
     const char *home = getenv("HOME");
-    R.rt = rt;
-    repl_session *s = &R.term;
+    repl_session *s = &r->term;
     memset(s, 0, sizeof *s);
     s->is_term = 1;
+    s->r = r;
     if (home && *home) snprintf(history, sizeof history, "%s/.assetd_history", home);
-    int err = lineio_start(rt->loop, home && *home ? history : NULL, &cb, s);
+    int err = lineio_start(r->rt->loop, home && *home ? history : NULL, &cb, s);
     if (err) return err;
     if (lineio_is_tty()) log_set_sink(term_log);
-    s->next = R.sessions;
-    R.sessions = s;
+    s->next = r->sessions;
+    r->sessions = s;
     if (call_open(s) != 0) {
         unlink_session(s);                /* the caller stops the daemon with status 1 */
         log_set_sink(NULL);
@@ -406,17 +422,19 @@ static int peer_uid(uv_pipe_t *p, unsigned *uid) {
 }
 
 static void on_connection(uv_stream_t *server, int status) {
+    repl *r = server->data;
     if (status < 0) return;
     repl_session *s = calloc(1, sizeof *s);
     if (!s) return;
+    s->r = r;
     s->pipe.data = s;
     if (uv_pipe_init(server->loop, &s->pipe, 0) != 0) { free(s); return; }
     if (uv_accept(server, (uv_stream_t *)&s->pipe) != 0) {
         uv_close((uv_handle_t *)&s->pipe, on_pipe_closed);
         return;
     }
-    s->next = R.sessions;
-    R.sessions = s;
+    s->next = r->sessions;
+    r->sessions = s;
     char uid[16];
     if (peer_uid(&s->pipe, &s->uid) != 0 || s->uid != (unsigned)geteuid()) {
         snprintf(uid, sizeof uid, "%u", s->uid);
@@ -446,70 +464,69 @@ static int socket_answers(const char *path) {
 }
 
 /* Bind and listen at PATH and start the watch on the clients; on failure nothing stays open. */
-static int open_socket(uv_loop_t *loop, const char *path) {
-    int rc = uv_pipe_init(loop, &R.server, 0);
+static int open_socket(repl *r, uv_loop_t *loop, const char *path) {
+    int rc = uv_pipe_init(loop, &r->server, 0);
     if (rc != 0) return rc;
     mode_t old = umask(0177);             /* the socket is born 0600, never open to others */
-    rc = uv_pipe_bind(&R.server, path);
+    rc = uv_pipe_bind(&r->server, path);
     umask(old);
-    if (rc == 0) rc = uv_listen((uv_stream_t *)&R.server, 16, on_connection);
-    if (rc == 0 && (rc = uv_timer_init(loop, &R.watch)) == 0 &&
-        (rc = uv_timer_start(&R.watch, on_watch, REPL_STALL_MS, REPL_STALL_MS)) != 0)
-        uv_close((uv_handle_t *)&R.watch, NULL);
+    if (rc == 0) rc = uv_listen((uv_stream_t *)&r->server, 16, on_connection);
+    if (rc == 0 && (rc = uv_timer_init(loop, &r->watch)) == 0 &&
+        (rc = uv_timer_start(&r->watch, on_watch, REPL_STALL_MS, REPL_STALL_MS)) != 0)
+        uv_close((uv_handle_t *)&r->watch, NULL);
     if (rc != 0) {
-        uv_close((uv_handle_t *)&R.server, NULL);
+        uv_close((uv_handle_t *)&r->server, NULL);
         unlink(path);
         return rc;
     }
-    uv_unref((uv_handle_t *)&R.server);   /* attach alone does not keep the daemon running */
-    uv_unref((uv_handle_t *)&R.watch);
+    uv_unref((uv_handle_t *)&r->server);   /* attach alone does not keep the daemon running */
+    uv_unref((uv_handle_t *)&r->watch);
     return 0;
 }
 
-int repl_listen(rt_runtime *rt, const char *path, char *err, size_t cap) {
+int repl_listen(repl *r, const char *path, char *err, size_t cap) {
     struct stat st;
     int rc;
-    R.rt = rt;
-    if (R.listening) return snprintf(err, cap, "the attach socket is already open at %s", R.path), -1;
-    if (strlen(path) >= sizeof R.path)
+    if (r->listening) return snprintf(err, cap, "the attach socket is already open at %s", r->path), -1;
+    if (strlen(path) >= sizeof r->path)
         return snprintf(err, cap, "attach socket path too long (%zu bytes, %zu at most): %s",
-                        strlen(path), sizeof R.path - 1, path), -1;
+                        strlen(path), sizeof r->path - 1, path), -1;
     if (lstat(path, &st) == 0) {
         if (!S_ISSOCK(st.st_mode)) return snprintf(err, cap, "%s exists and is not a socket", path), -1;
         if (socket_answers(path))
             return snprintf(err, cap, "another daemon answers on %s", path), -1;
         unlink(path);                     /* left by a daemon that did not stop cleanly */
     }
-    if ((rc = open_socket(rt->loop, path)) != 0)
+    if ((rc = open_socket(r, r->rt->loop, path)) != 0)
         return snprintf(err, cap, "attach socket %s: %s", path, uv_strerror(rc)), -1;
-    snprintf(R.path, sizeof R.path, "%s", path);
-    R.listening = 1;
+    snprintf(r->path, sizeof r->path, "%s", path);
+    r->listening = 1;
     return 0;
 }
 
-void repl_shutdown(void) {
+void repl_shutdown(repl *r) {
     static const char msg[] = "assetd: the daemon is stopping\n";
     char bye[64];
-    if (!R.rt) return;
+    if (!r) return;
     log_set_sink(NULL);
     uv_buf_t b = uv_buf_init(bye, (unsigned)snprintf(bye, sizeof bye, "x %zu\n%s", sizeof msg - 1, msg));
-    for (repl_session *s = R.sessions; s; s = s->next) {
+    for (repl_session *s = r->sessions; s; s = s->next) {
         if (s->is_term || uv_is_closing((uv_handle_t *)&s->pipe)) continue;
         if (!s->closing) uv_try_write((uv_stream_t *)&s->pipe, &b, 1);
         s->closing = 1;
         call_close(s);
         uv_close((uv_handle_t *)&s->pipe, on_pipe_closed);
     }
-    if (R.term.is_term) {
-        R.term.closing = 1;
-        call_close(&R.term);
-        unlink_session(&R.term);
+    if (r->term.is_term) {
+        r->term.closing = 1;
+        call_close(&r->term);
+        unlink_session(&r->term);
     }
     lineio_stop();
-    if (R.listening) {
-        uv_close((uv_handle_t *)&R.server, NULL);
-        uv_close((uv_handle_t *)&R.watch, NULL);
-        unlink(R.path);
-        R.listening = 0;
+    if (r->listening) {
+        uv_close((uv_handle_t *)&r->server, NULL);
+        uv_close((uv_handle_t *)&r->watch, NULL);
+        unlink(r->path);
+        r->listening = 0;
     }
 }

@@ -33,14 +33,20 @@
 #define REPL_SOCKET_NAME "assetd.sock"
 #define REPL_MAX_FRAME (64u << 20)   /* payload bytes in one frame, on both ends */
 
+typedef struct repl repl;
 typedef struct repl_session repl_session;
 
+/* One daemon's REPL: its sessions, the attach socket, the handler. The embedder owns it
+ * (main.c keeps it in rt->repl, where l_repl.c finds it): made once RT is initialised, shut
+ * down at the stop, freed after the loop is closed (its handles live in it). */
+int repl_new(rt_runtime *rt, repl **out);
+void repl_free(repl *r);
 /* -i: a session on the terminal (or on piped stdin); its end (Ctrl-D) stops the daemon. */
-int repl_start_terminal(rt_runtime *rt);
+int repl_start_terminal(repl *r);
 /* The attach socket at PATH; an existing socket nobody answers on is replaced. */
-int repl_listen(rt_runtime *rt, const char *path, char *err, size_t cap);
+int repl_listen(repl *r, const char *path, char *err, size_t cap);
 /* At the daemon's stop: close the sessions and the socket, restore the terminal. */
-void repl_shutdown(void);
+void repl_shutdown(repl *r);
 
 /* What runs the sessions' lines (l_repl.c, with its Lua session), each called with the UD
  * given to repl_set_handler. OPEN a new session (0, or -1 to refuse it; it may keep its
@@ -52,7 +58,7 @@ typedef struct repl_handler {
     void (*interrupt)(void *ud, repl_session *s);
     void (*close)(void *ud, repl_session *s);
 } repl_handler;
-void repl_set_handler(const repl_handler *h, void *ud);
+void repl_set_handler(repl *r, const repl_handler *h, void *ud);
 void **repl_session_user(repl_session *s);
 
 /* For the handler. */
@@ -64,8 +70,8 @@ const char *repl_session_kind(const repl_session *s);
  * call; it is taken. */
 int repl_session_take_interrupt(repl_session *s);
 /* How long REPL code may hold the loop before it is interrupted; MS (if not 0) sets it. */
-unsigned repl_budget(unsigned ms);
-int repl_session_count(void);
+unsigned repl_budget(repl *r, unsigned ms);
+int repl_session_count(const repl *r);
 
 /* attach.c: `assetd attach [SOCKET | --data DIR]`; returns the exit status. */
 int attach_main(int argc, char **argv);

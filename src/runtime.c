@@ -1,13 +1,13 @@
-/* runtime.c: the Lua state on the libuv loop. Every piece of Lua that can wait runs as a task
- * (a coroutine owned here); waiting bindings yield the task and their completion callbacks
- * resume it. C never calls Lua unprotected: rt_pcall and task resumption catch every error. */
+/* runtime.c: the Lua state on the libuv loop, the layer every binding stands on: the daemon's
+ * context in the registry (rt_get), tasks, deferred calls, error values, time budgets and the
+ * orderly stop. Every piece of Lua that can wait runs as a task (a coroutine owned here);
+ * waiting bindings yield the task and their completion callbacks resume it. C never calls Lua
+ * unprotected: rt_pcall and task resumption catch every error. It calls no binding and opens
+ * no library (linit.c does, for the embedder), so nothing it calls calls back. */
 #include "runtime.h"
-#include "lmodules.h"
-#include "luamods.h"
 #include "log.h"
 
 #include <lauxlib.h>
-#include <lualib.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -351,26 +351,8 @@ static void create_task_mt(lua_State *L) {
 
 /* ---- the state ------------------------------------------------------------------------- */
 
-extern int luaopen_cjson(lua_State *L);
-
-/* A development tree (LUADIR) is also on package.path, for modules a script adds beside the
- * project's own (examples, tests); the project's own come through luamods.c either way. */
-static void set_paths(lua_State *L, const char *luadir) {
-    if (!luadir) return;
-    lua_getglobal(L, "package");
-    lua_getfield(L, -1, "path");
-    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", luadir, luadir, lua_tostring(L, -1));
-    lua_setfield(L, -3, "path");
-    lua_pop(L, 2);
-}
-
-static void preload(lua_State *L, const char *name, lua_CFunction open) {
-    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-    lua_pushcfunction(L, open);
-    lua_setfield(L, -2, name);
-    lua_pop(L, 1);
-}
-
+/* A state with the context and the task class, and no library: the embedder opens those
+ * (l_openlibs), so nothing here calls up into the modules. */
 int rt_init(rt_runtime *rt, uv_loop_t *loop, const char *luadir) {
     memset(rt, 0, sizeof *rt);
     rt->loop = loop;
@@ -385,12 +367,7 @@ int rt_init(rt_runtime *rt, uv_loop_t *loop, const char *luadir) {
     lua_State *L = rt->L;
     lua_pushlightuserdata(L, rt);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &RT_KEY);
-    luaL_openlibs(L);
-    set_paths(L, luadir);
-    luamods_open(L, luadir);
     create_task_mt(L);
-    preload(L, "cjson", luaopen_cjson);
-    preload(L, "assetd.core", luaopen_assetd_core);
     return 0;
 }
 

@@ -1,6 +1,7 @@
-/* runtime.h: the Lua state on the libuv loop. Tasks (coroutines the runtime owns), the
- * wait/resume protocol every waiting binding follows, deferred calls, error values and the
- * one protected-call wrapper through which C calls Lua. */
+/* runtime.h: the Lua state on the libuv loop, under the bindings. The daemon's context (one
+ * rt_runtime, found by rt_get), tasks (coroutines the runtime owns), the wait/resume protocol
+ * every waiting binding follows, deferred calls, error values and the one protected-call
+ * wrapper through which C calls Lua. */
 #ifndef ASSETD_RUNTIME_H
 #define ASSETD_RUNTIME_H
 
@@ -46,12 +47,16 @@ typedef struct rt_runtime {
     struct rt_task *running;                 /* the task being resumed now, NULL on the loop */
     struct rt_budget budget;                 /* bounded code run outside any task */
     struct fetch_engine *fetch;              /* the download engine, owned by main */
+    struct repl *repl;                       /* the REPL's sessions and socket, owned by main:
+                                                made before the main script runs (l_repl.c) */
     struct rt_options {                      /* daemon options from the command line */
         const char *listen, *data, *database, *log_level, *log_format;
         int interactive, check;
     } opts;
 } rt_runtime;
 
+/* A new state on LOOP holding RT as its context (rt_get), with the task class and no library:
+ * the embedder opens them next (l_openlibs in lmodules.h). LUADIR is only remembered. */
 int rt_init(rt_runtime *rt, uv_loop_t *loop, const char *luadir);
 void rt_close(rt_runtime *rt);
 rt_runtime *rt_get(lua_State *L);

@@ -2,7 +2,9 @@
  * signals, which no fuzz target reaches), with logs below error kept quiet. */
 #include "lua_harness.h"
 #include "harness.h"
+#include "lmodules.h"
 #include "log.h"
+#include "repl.h"
 #include "runtime.h"
 
 #include <lauxlib.h>
@@ -30,7 +32,8 @@ lua_State *fuzz_lua_state(void) {
     if (!ready) {
         log_configure(LOG_ERROR, LOG_LOGFMT, stderr);
         FUZZ_CHECK(rt_init(&runtime, uv_default_loop(), ASSETD_LUADIR) == 0, "cannot create the runtime");
-        uv_default_loop()->data = &runtime;
+        l_openlibs(runtime.L, ASSETD_LUADIR);
+        FUZZ_CHECK(repl_new(&runtime, &runtime.repl) == 0, "cannot create the REPL");
         lua_sethook(runtime.L, on_line, LUA_MASKLINE, 0);     /* threads made later inherit it */
         ready = 1;
     }
