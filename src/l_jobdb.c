@@ -62,7 +62,6 @@ static void push_job(lua_State *L, const jobdb_job *j) {
     set_str(L, "data", j->data);
 }
 
-/* An id string field of the table at T, checked like every id assetd stores. */
 /* An id field of the table at T, checked like every id assetd stores (NUL included). */
 static void id_field(lua_State *L, int t, const char *k, char *dst, size_t cap, int required) {
     size_t len = 0;
