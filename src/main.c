@@ -105,7 +105,6 @@ static void on_hangup(uv_signal_t *h, int signum) {
  * closes them before this walk: the engine and the REPL here in wind_down, the others (HTTP
  * servers) through an rt_closer, which rt_stop runs. */
 static void close_any(uv_handle_t *h, void *arg) {
-    (void)arg;
     if (!uv_is_closing(h)) uv_close(h, NULL);
 }
 
