@@ -147,12 +147,14 @@ static void test_recover_and_reopen(void **state) {
     jobdb_job in;
     memset(&in, 0, sizeof in);
     assert_int_equal(0, jobdb_transition(db, id, JOB_DOWNLOADING, &in, 0, NULL));
-    assert_int_equal(0, jobdb_note_version(db, "b9", "v9", 4));
-    assert_int_equal(0, jobdb_note_version(db, "b9", "v9", 2));   /* never goes down */
+    int64_t moved = 0, v = 0;
+    assert_int_equal(0, jobdb_claim_version(db, "b9", "v9", 4, &v));
+    assert_int_equal(4, v);
+    assert_int_equal(0, jobdb_claim_version(db, "b9", "v9", 2, &v));   /* the next, not the floor */
+    assert_int_equal(5, v);
     jobdb_close(db);
     char err[256];
     assert_int_equal(0, jobdb_open(dir, &db, err, sizeof err));
-    int64_t moved = 0, v = 0;
     assert_int_equal(0, jobdb_recover(db, &moved));
     assert_int_equal(1, moved);
     jobdb_job j;
@@ -160,7 +162,7 @@ static void test_recover_and_reopen(void **state) {
     assert_int_equal(JOB_PENDING, j.state);
     jobdb_job_clear(&j);
     assert_int_equal(0, jobdb_max_version(db, "b9", "v9", &v));
-    assert_int_equal(4, v);
+    assert_int_equal(5, v);
     assert_int_equal(0, jobdb_max_version(db, "b9", "other", &v));
     assert_int_equal(0, v);
 }
