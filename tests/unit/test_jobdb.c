@@ -39,6 +39,7 @@ static int64_t make_job(const char *page, const char *video, const char *batch, 
     snprintf(in.page_id, sizeof in.page_id, "%s", page);
     snprintf(in.video_id, sizeof in.video_id, "%s", video);
     snprintf(in.batch_id, sizeof in.batch_id, "%s", batch);
+    snprintf(in.provider, sizeof in.provider, "%s", "urls");
     in.state = st;
     in.expires_at = expires;
     assert_int_equal(0, jobdb_create(db, &in, &out, created));
@@ -58,7 +59,7 @@ static void test_create_idempotent(void **state) {
     jobdb_job j;
     assert_int_equal(0, jobdb_get_by_page(db, "p1", &j));
     assert_string_equal("v1", j.video_id);
-    assert_string_equal("openai", j.provider);
+    assert_string_equal("urls", j.provider);        /* as given: the default is Lua's */
     jobdb_job_clear(&j);
     assert_int_equal(JOBDB_ENOTFOUND, jobdb_get_by_page(db, "nope", &j));
 }
