@@ -487,7 +487,7 @@ static int parse_listen(const char *listen, struct sockaddr_storage *ss, char *e
     const char *h = listen;
     size_t hl = colon ? (size_t)(colon - listen) : 0;
     if (!colon || hl == 0 || hl >= sizeof host) {
-        snprintf(err, errlen, "listen address '%s' is not HOST:PORT (e.g. 127.0.0.1:8787)", listen);
+        snprintf(err, errlen, "listen address '%s' is not HOST:PORT (an IP address, [IPv6] or localhost, ':', a port)", listen);
         return -1;
     }
     if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') { h++; hl -= 2; }

@@ -18,6 +18,8 @@
 #include <unistd.h>
 
 
+/* --listen's default is lua/assetd/defaults.lua's http.listen, shown here for the user:
+ * cli_spec checks the two agree. */
 static const char usage_text[] =
     "usage: assetd SCRIPT.lua [options] [script args...]\n"
     "       assetd attach [SOCKET | --data DIR]\n"
