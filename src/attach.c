@@ -73,7 +73,6 @@ static void send_bytes(const char *p, size_t n) {
 }
 
 static void on_line(void *ud, const char *line, size_t n) {
-    (void)ud;
     char *l = malloc(n + 1);
     if (!l) { finish(1); return; }
     memcpy(l, line, n);
@@ -82,20 +81,17 @@ static void on_line(void *ud, const char *line, size_t n) {
     free(l);
 }
 
+/* Nothing to do once the half-close is sent: the daemon answers by closing, which on_read sees. */
 static void on_shutdown(uv_shutdown_t *req, int status) {
-    (void)req;
-    (void)status;
 }
 
 static void on_eof(void *ud) {
-    (void)ud;
     if (C.sent_eof || C.finished) return;
     C.sent_eof = 1;                       /* the daemon runs what it has, then closes */
     if (uv_shutdown(&C.shutdown, (uv_stream_t *)&C.pipe, on_shutdown) != 0) finish(0);
 }
 
 static void on_interrupt(void *ud) {
-    (void)ud;
     send_bytes("\003\n", 2);
 }
 
@@ -145,7 +141,6 @@ static int parse_frames(void) {
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-    (void)h;
     if (C.cap - C.len < 65536) {
         size_t cap = C.cap ? C.cap * 2 : 131072;
         char *b = realloc(C.buf, cap);
@@ -153,13 +148,10 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
         C.buf = b;
         C.cap = cap;
     }
-    (void)suggested;
     *buf = uv_buf_init(C.buf + C.len, (unsigned)(C.cap - C.len));
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-    (void)s;
-    (void)buf;
     if (nread > 0) {
         C.len += (size_t)nread;
         if (parse_frames() != 0) {
@@ -180,7 +172,6 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 
 static void on_connect(uv_connect_t *req, int status) {
     static const lineio_callbacks cb = {on_line, on_eof, on_interrupt};
-    (void)req;
     if (status < 0) {
         fprintf(stderr, "assetd: cannot attach to %s: %s (is a daemon running with this data "
                         "directory?)\n", C.path, uv_strerror(status));
@@ -199,8 +190,6 @@ static void on_connect(uv_connect_t *req, int status) {
 }
 
 static void on_signal(uv_signal_t *h, int signum) {
-    (void)h;
-    (void)signum;
     finish(1);                            /* leaves the terminal as it was found */
 }
 

@@ -86,8 +86,6 @@ static void on_timer(uv_timer_t *t) {
 }
 
 static void on_poll(uv_poll_t *p, int status, int events) {
-    (void)status;
-    (void)events;
     httpd_pump(p->data);
 }
 
@@ -247,7 +245,6 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
                                  size_t *upload_size, void **con_cls) {
     httpd *h = cls;
     httpd_req *r = *con_cls;
-    (void)version;
     if (!r) {
         r = calloc(1, sizeof *r);
         if (!r) return MHD_NO;
@@ -285,7 +282,6 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
     httpd *h = cls;
     httpd_req *r = *con_cls;
-    (void)toe;
     conn_set_deadline(h, conn_of(conn), h->cfg.header_timeout_s);   /* a kept-alive connection's next head */
     if (!r) return;
     if (r->defer_data && r->defer_gone) r->defer_gone(r->defer_data);
@@ -336,7 +332,6 @@ struct pair_iter {
 
 static enum MHD_Result pair_iter(void *cls, enum MHD_ValueKind kind, const char *k, const char *v) {
     struct pair_iter *it = cls;
-    (void)kind;
     it->cb(k, v ? v : "", it->ud);
     return MHD_YES;
 }
@@ -437,7 +432,6 @@ void httpd_stream_release(httpd_stream *st) {
  * is suspended until a write, so MHD neither spins on it nor times it out meanwhile. */
 static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max) {
     httpd_stream *st = cls;
-    (void)pos;
     if (st->overflow) return MHD_CONTENT_READER_END_WITH_ERROR;
     size_t avail = st->buf.len - st->off;
     if (avail) {
@@ -493,7 +487,7 @@ static int parse_listen(const char *listen, struct sockaddr_storage *ss, char *e
     const char *h = listen;
     size_t hl = colon ? (size_t)(colon - listen) : 0;
     if (!colon || hl == 0 || hl >= sizeof host) {
-        snprintf(err, errlen, "listen address '%s' is not HOST:PORT (e.g. 127.0.0.1:8787)", listen);
+        snprintf(err, errlen, "listen address '%s' is not HOST:PORT (an IP address, [IPv6] or localhost, ':', a port)", listen);
         return -1;
     }
     if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') { h++; hl -= 2; }
@@ -515,7 +509,6 @@ static int parse_listen(const char *listen, struct sockaddr_storage *ss, char *e
 
 static void mhd_log(void *cls, const char *fmt, va_list ap) {
     char msg[512];
-    (void)cls;
     vsnprintf(msg, sizeof msg, fmt, ap);
     msg[strcspn(msg, "\n")] = '\0';
     log_event(LOG_DEBUG, "http server", "detail", msg, NULL);

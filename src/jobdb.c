@@ -15,6 +15,9 @@
 
 #define SCHEMA_VERSION 2
 
+/* Migrations are never edited once released. v1's DEFAULT 'openai' for provider is never used:
+ * every insert names the caller's provider (the default is lua/assetd/defaults.lua's). */
+
 static const char schema_v1[] =
     "CREATE TABLE jobs(id INTEGER PRIMARY KEY, page_id TEXT NOT NULL, video_id TEXT NOT NULL,"
     " batch_id TEXT NOT NULL, provider TEXT NOT NULL DEFAULT 'openai', state INTEGER NOT NULL,"
@@ -323,7 +326,7 @@ int jobdb_create(jobdb *db, const jobdb_job *in, jobdb_job *out, int *created) {
     sqlite3_bind_text(s, 1, in->page_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, in->video_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 3, in->batch_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 4, in->provider[0] ? in->provider : "openai", -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 4, in->provider, -1, SQLITE_STATIC);
     sqlite3_bind_int(s, 5, in->state);
     sqlite3_bind_double(s, 6, in->completed_at);
     sqlite3_bind_double(s, 7, in->expires_at);

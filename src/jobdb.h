@@ -46,7 +46,8 @@ const char *jobdb_errmsg(const jobdb *db);
 /* Jobs left downloading go back to pending (their .part files stay for a resume). */
 int jobdb_recover(jobdb *db, int64_t *moved);
 
-/* Idempotent on (page_id, video_id): *CREATED says whether a new job was made. OUT is the job. */
+/* Idempotent on (page_id, video_id): *CREATED says whether a new job was made. OUT is the job.
+ * IN's provider is stored as given: the store has no default (Lua's defaults.lua holds it). */
 int jobdb_create(jobdb *db, const jobdb_job *in, jobdb_job *out, int *created);
 int jobdb_get(jobdb *db, int64_t id, jobdb_job *out);
 int jobdb_get_by_page(jobdb *db, const char *page_id, jobdb_job *out);     /* the newest */

@@ -62,7 +62,6 @@ static void push_job(lua_State *L, const jobdb_job *j) {
     set_str(L, "data", j->data);
 }
 
-/* An id string field of the table at T, checked like every id assetd stores. */
 /* An id field of the table at T, checked like every id assetd stores (NUL included). */
 static void id_field(lua_State *L, int t, const char *k, char *dst, size_t cap, int required) {
     size_t len = 0;
@@ -75,6 +74,18 @@ static void id_field(lua_State *L, int t, const char *k, char *dst, size_t cap, 
     lua_pop(L, 1);
 }
 
+/* The provider of a job that names none is defaults.lua's (pgstore.lua reads the same field):
+ * the policy is written once, in Lua, and the C store stores what it is given. */
+static const char *default_provider(lua_State *L) {
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "assetd.defaults");
+    lua_call(L, 1, 1);
+    if (lua_getfield(L, -1, "provider") != LUA_TSTRING) luaL_error(L, "jobs: assetd.defaults has no provider");
+    const char *p = lua_tostring(L, -1);
+    lua_pop(L, 2);            /* the string stays alive in the loaded defaults table */
+    return p;
+}
+
 static int l_create(lua_State *L) {
     ljobs *s = check_store(L);
     luaL_checktype(L, 2, LUA_TTABLE);
@@ -83,7 +94,8 @@ static int l_create(lua_State *L) {
     id_field(L, 2, "notionPageId", in.page_id, sizeof in.page_id, 1);
     id_field(L, 2, "soraVideoId", in.video_id, sizeof in.video_id, 1);
     id_field(L, 2, "batchId", in.batch_id, sizeof in.batch_id, 1);
-    const char *provider = l_optstrfield(L, 2, "provider", "");   /* "": the store's default */
+    const char *provider = l_optstrfield(L, 2, "provider", NULL);
+    if (!provider) provider = default_provider(L);
     luaL_argcheck(L, strlen(provider) < sizeof in.provider, 2, "provider name too long");
     strcpy(in.provider, provider);
     in.completed_at = l_optnumfield(L, 2, "completedAt", 0);

@@ -1,6 +1,7 @@
 /* l_store.c: `assetd.store`, the file side of the versioned store for Lua: the root, batch
  * directories made and opened without following links, versions found on disk, and the
- * checks every id and name passes. Reservation and naming policy live in lua/assetd/store.lua. */
+ * checks every id and name passes. Reservation and naming policy live in lua/assetd/versions.lua;
+ * lua/assetd/files.lua uses the id and name checks to serve stored files. */
 #include "lbind.h"
 #include "lmodules.h"
 #include "path.h"
@@ -126,7 +127,6 @@ static int l_list(lua_State *L) {
     return n;
 }
 
-/* store:remove(batchId, name): unlink one file of a batch (never a directory or a link target). */
 /* For store:f(batchId, name): the checked name, and the batch directory opened in *FD (0) or
  * the errno of opening it. */
 static const char *batch_file(lua_State *L, int *fd, int *err) {
@@ -139,7 +139,8 @@ static const char *batch_file(lua_State *L, int *fd, int *err) {
     return name;
 }
 
-/* store:remove(batchId, name) -> true, or nil, err */
+/* store:remove(batchId, name) -> true, or nil, err: unlinks one file of a batch (never a
+ * directory; a link itself, not its target). */
 static int l_remove(lua_State *L) {
     int fd, err;
     const char *name = batch_file(L, &fd, &err);

@@ -96,8 +96,6 @@ static void on_tty_line(char *line) {
 }
 
 static void on_tty_readable(uv_poll_t *h, int status, int events) {
-    (void)h;
-    (void)events;
     if (!io.editing) return;
     if (status >= 0) rl_callback_read_char();
     if (io.eof_key || status < 0) {
@@ -112,13 +110,11 @@ static void on_tty_readable(uv_poll_t *h, int status, int events) {
 }
 
 static void on_sigint(int sig) {
-    (void)sig;
     pending_interrupt = 1;
     uv_async_send(&io.sigint);          /* async-signal-safe */
 }
 
 static void on_interrupt(uv_async_t *h) {
-    (void)h;
     if (!lineio_take_interrupt()) return;   /* a Lua hook took it first */
     if (io.editing) {
         rl_replace_line("", 0);
@@ -190,8 +186,6 @@ static int deliver_plain(void) {
 }
 
 static void on_plain_readable(uv_poll_t *h, int status, int events) {
-    (void)h;
-    (void)events;
     if (status < 0) io.eof_seen = 1;
     else if (read_more() != 0) io.eof_seen = 1;
     if (io.eof_seen || (io.len && memchr(io.buf, '\n', io.len))) {
@@ -202,7 +196,6 @@ static void on_plain_readable(uv_poll_t *h, int status, int events) {
 }
 
 static void on_pump(uv_idle_t *h) {
-    (void)h;
     if (!io.want) { uv_idle_stop(&io.pump); return; }
     if (deliver_plain()) return;
     if (io.pollable) {                      /* wait for the fd; the poll callback delivers */

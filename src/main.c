@@ -19,6 +19,8 @@
 #include <unistd.h>
 
 
+/* --listen's default is lua/assetd/defaults.lua's http.listen, shown here for the user:
+ * cli_spec checks the two agree. */
 static const char usage_text[] =
     "usage: assetd SCRIPT.lua [options] [script args...]\n"
     "       assetd attach [SOCKET | --data DIR]\n"
@@ -106,7 +108,6 @@ static void on_hangup(uv_signal_t *h, int signum) {
  * closes them before this walk: the engine and the REPL here in wind_down, the others (HTTP
  * servers) through an rt_closer, which rt_stop runs. */
 static void close_any(uv_handle_t *h, void *arg) {
-    (void)arg;
     if (!uv_is_closing(h)) uv_close(h, NULL);
 }
 

@@ -334,7 +334,6 @@ static void on_connect_timeout(uv_timer_t *t) {
 /* The server's notices (NOTICE: relation exists, skipping) are for a person at psql; libpq
  * would print them on stderr, between our log lines. */
 static void on_notice(void *arg, const char *message) {
-    (void)arg;
     char msg[300];
     set_err(msg, sizeof msg, message);
     log_event(LOG_DEBUG, "database notice", "notice", msg, NULL);

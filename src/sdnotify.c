@@ -11,7 +11,6 @@ int sdnotify_send(const char *state) {
 }
 #else
 int sdnotify_send(const char *state) {
-    (void)state;
     return 0;
 }
 #endif

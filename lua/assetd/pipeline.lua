@@ -214,6 +214,8 @@ function M.warnings(c)
   if unset("OPENAI_API_KEY") then
     out[#out + 1] = "OPENAI_API_KEY is not set: the openai provider's requests will be refused (401)"
   end
+  local secret_ok, secret_err = require("assetd.webhooks").check_secret(os.getenv("OPENAI_WEBHOOK_SECRET"))
+  if not secret_ok then out[#out + 1] = secret_err.message end
   if c.notion.enabled ~= false and not c.notion.base_url and unset("NOTION_TOKEN") then
     out[#out + 1] = "NOTION_TOKEN is not set: Notion pages will not be updated (jobs show notion: skipped)"
   end

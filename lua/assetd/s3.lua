@@ -74,6 +74,14 @@ local function raw_to_hex(r) return (r:gsub(".", function(c) return string.forma
 local function b64(hex) return assetd.base64_encode(hex_to_raw(hex)) end
 M.b64 = b64
 
+-- The NAME digest ("sha256" or "md5") of the parts' own (each part's hex field NAME): what a
+-- multipart object's composite checksum or ETag is made of. Raw bytes, or nil and an error.
+local function digest_of_parts(parts, name)
+  local cat = {}
+  for i, p in ipairs(parts) do cat[i] = hex_to_raw(p[name]) end
+  return assetd.digest(name, table.concat(cat))
+end
+
 -- Which credential an S3 error code blames.
 local CREDENTIAL = {
   InvalidAccessKeyId = "AWS_ACCESS_KEY_ID", AccessDenied = "AWS_ACCESS_KEY_ID (its permissions on the bucket)",
@@ -108,8 +116,13 @@ end
 -- of the payload}. The answer ({status, headers, body}) or nil and an error value.
 function Client:call(method, key, o)
   o = o or {}
-  local headers = {["x-amz-content-sha256"] = o.sha256 or
-                   (o.body and raw_to_hex(assetd.digest("sha256", o.body))) or M.EMPTY_SHA256}
+  local sum = o.sha256
+  if not sum and o.body then
+    local raw, derr = assetd.digest("sha256", o.body)
+    if not raw then return nil, derr end
+    sum = raw_to_hex(raw)
+  end
+  local headers = {["x-amz-content-sha256"] = sum or M.EMPTY_SHA256}
   for k, v in pairs(o.headers or {}) do headers[k] = v end
   local res, err = assetd.fetch{url = self:url(key, o.query), method = method, sink = "memory", body = o.body,
                                 upload = o.upload, headers = headers, aws_sigv4 = self.sigv4,
@@ -142,9 +155,9 @@ function Client:verify(key, info, multipart)
   if sum then
     local want = b64(info.sha256)
     if multipart then
-      local cat = {}
-      for i, p in ipairs(info.parts) do cat[i] = hex_to_raw(p.sha256) end
-      want = assetd.base64_encode(assetd.digest("sha256", table.concat(cat))) .. "-" .. n
+      local raw, derr = digest_of_parts(info.parts, "sha256")
+      if not raw then return nil, derr end
+      want = assetd.base64_encode(raw) .. "-" .. n
     end
     if sum ~= want and sum ~= b64(info.sha256) then return bad("x-amz-checksum-sha256 " .. sum .. ", not " .. want) end
     return "sha256", etag
@@ -155,9 +168,9 @@ function Client:verify(key, info, multipart)
   if etag and (etag:match("^%x+$") or etag:match("^%x+%-%d+$")) and #etag:match("^%x+") == 32 then
     local ok = etag == info.md5
     if multipart and not ok then
-      local cat = {}
-      for i, p in ipairs(info.parts) do cat[i] = hex_to_raw(p.md5) end
-      ok = etag == raw_to_hex(assetd.digest("md5", table.concat(cat))) .. "-" .. n
+      local raw, derr = digest_of_parts(info.parts, "md5")
+      if not raw then return nil, derr end
+      ok = etag == raw_to_hex(raw) .. "-" .. n
     end
     if not ok then return bad("ETag " .. etag .. " is not the MD5 of what was sent (" .. info.md5 .. ")") end
     return "etag", etag

@@ -18,6 +18,9 @@ describe("assetd command line", function()
     local out, rc = run(bin .. " --help")
     assert.are.equal(0, rc)
     assert.matches("usage: assetd SCRIPT.lua", out)
+    -- main.c's help text shows the listen default for the user; defaults.lua is where it lives
+    local listen = require("assetd.defaults").pipeline.http.listen
+    assert.truthy(out:find("(default " .. listen .. ")", 1, true), out)
     out, rc = run(bin .. " --version")
     assert.are.equal(0, rc)
     assert.matches("^assetd %d+%.%d+%.%d+", out)

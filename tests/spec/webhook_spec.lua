@@ -200,3 +200,54 @@ describe("webhook replay table", function()
     assert.is_false(deliver("b1"))
   end)
 end)
+
+-- A secret that is not base64 is told as such, with the reason, wherever it is read: the
+-- decoder returns nil and an error value (never nothing), the verifier refuses with that
+-- reason instead of "not set", and --check warns.
+describe("a webhook secret that is not base64", function()
+  local webhooks = require "assetd.webhooks"
+
+  it("base64_decode gives nil and an invalid error saying what is wrong", function()
+    assert.are.equal("hello", assetd.base64_decode("aGVsbG8="))
+    assert.are.equal("", assetd.base64_decode(""))
+    for input, why in pairs{["abc"] = "not a multiple of 4", ["ab!c"] = "a character outside",
+                            ["ab=c"] = "'=' before the end", ["a==="] = "'=' before the end"} do
+      local v, err = assetd.base64_decode(input)
+      assert.is_nil(v, input)
+      assert.are.equal("invalid", err.category, input)
+      assert.truthy(tostring(err):find(why, 1, true), input .. ": " .. tostring(err))
+    end
+  end)
+
+  it("the verifier refuses every delivery naming the bad key, and sign says why it cannot", function()
+    local v = webhooks.new{secret = "whsec_not*base64"}
+    assert.is_false(v:configured())
+    local ok, why = v:verify({["webhook-id"] = "msg_1", ["webhook-timestamp"] = tostring(math.floor(assetd.now())),
+                              ["webhook-signature"] = "v1,AAAA"}, "{}")
+    assert.is_nil(ok)
+    assert.are.equal(401, why.status)
+    assert.are.equal("webhook_not_configured", why.code)
+    assert.truthy(why.message:find("not base64", 1, true), why.message)
+    local sig, err = webhooks.sign("whsec_not*base64", "msg_1", "1", "{}")
+    assert.is_nil(sig)
+    assert.are.equal("config", err.category)
+    local good = "whsec_" .. assetd.base64_encode(KEY1)
+    assert.is_true(webhooks.check_secret(good))
+    local cok, cerr = webhooks.check_secret(good .. " whsec_abc")
+    assert.is_nil(cok)
+    assert.truthy(cerr.message:find("that key is ignored", 1, true), cerr.message)
+  end)
+
+  it("--check warns about it, without showing the secret", function()
+    local dir = sim.tmpdir()
+    local path = sim.script('return {storage = {root = "' .. dir .. '/root"}}\n')
+    local out, rc = sim.run("OPENAI_WEBHOOK_SECRET='whsec_c2Vj!mV0' " .. (os.getenv("ASSETD_BIN") or "./assetd") ..
+                            " --check " .. path)
+    os.remove(path)
+    os.execute("rm -rf " .. dir)
+    assert.are.equal(0, rc, out)
+    assert.truthy(out:find("warning: OPENAI_WEBHOOK_SECRET: a whsec_ key that is not base64 (base64: a character " ..
+                           "outside A-Z a-z 0-9 + / =): every webhook is refused (401)", 1, true), out)
+    assert.is_nil(out:find("c2Vj!mV0", 1, true), out)
+  end)
+end)

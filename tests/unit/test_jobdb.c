@@ -39,6 +39,7 @@ static int64_t make_job(const char *page, const char *video, const char *batch, 
     snprintf(in.page_id, sizeof in.page_id, "%s", page);
     snprintf(in.video_id, sizeof in.video_id, "%s", video);
     snprintf(in.batch_id, sizeof in.batch_id, "%s", batch);
+    snprintf(in.provider, sizeof in.provider, "%s", "urls");
     in.state = st;
     in.expires_at = expires;
     assert_int_equal(0, jobdb_create(db, &in, &out, created));
@@ -58,7 +59,7 @@ static void test_create_idempotent(void **state) {
     jobdb_job j;
     assert_int_equal(0, jobdb_get_by_page(db, "p1", &j));
     assert_string_equal("v1", j.video_id);
-    assert_string_equal("openai", j.provider);
+    assert_string_equal("urls", j.provider);        /* as given: the default is Lua's */
     jobdb_job_clear(&j);
     assert_int_equal(JOBDB_ENOTFOUND, jobdb_get_by_page(db, "nope", &j));
 }
@@ -147,15 +148,14 @@ static void test_recover_and_reopen(void **state) {
     jobdb_job in;
     memset(&in, 0, sizeof in);
     assert_int_equal(0, jobdb_transition(db, id, JOB_DOWNLOADING, &in, 0, NULL));
-    int64_t got = 0;
-    assert_int_equal(0, jobdb_claim_version(db, "b9", "v9", 4, &got));
-    assert_int_equal(4, got);                                      /* the floor */
-    assert_int_equal(0, jobdb_claim_version(db, "b9", "v9", 2, &got));
-    assert_int_equal(5, got);                                      /* never goes down or repeats */
+    int64_t moved = 0, v = 0;
+    assert_int_equal(0, jobdb_claim_version(db, "b9", "v9", 4, &v));
+    assert_int_equal(4, v);
+    assert_int_equal(0, jobdb_claim_version(db, "b9", "v9", 2, &v));   /* the next, not the floor */
+    assert_int_equal(5, v);
     jobdb_close(db);
     char err[256];
     assert_int_equal(0, jobdb_open(dir, &db, err, sizeof err));
-    int64_t moved = 0, v = 0;
     assert_int_equal(0, jobdb_recover(db, &moved));
     assert_int_equal(1, moved);
     jobdb_job j;
