@@ -27,7 +27,7 @@ local function retrying(runner, job, err, attempt, wait)
   assetd.log.warn("Notion update failed; trying again", {job = job.notionPageId, error = message,
                   host = runner.notion.base_url:match("^%a+://([^/]+)"), cause = retry.describe(err),
                   attempt = attempt, retry_in = string.format("%.1f s", wait)})
-  return runner:set_data(job, {notionError = message})
+  return runner:set_data(job, {notionError = message}, {retryCount = job.retryCount + 1})
 end
 
 -- The step gave up: the files stay stored (the job is completed), people are told, and

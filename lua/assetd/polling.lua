@@ -34,7 +34,9 @@ local function note_failure(runner, job, p, err, wait)
   assetd.log.warn("status poll failed; polling again", {job = job.notionPageId, video = job.soraVideoId,
                   host = host, cause = retry.describe(err), error = tostring(err), retry_in = string.format("%.1f s", wait)})
   local now = runner.jobs:get(job.id)
-  if now and now.status == "waiting" then runner.jobs:transition(now, "waiting", {error = msg}) end
+  if now and now.status == "waiting" then
+    runner.jobs:transition(now, "waiting", {error = msg, retryCount = now.retryCount + 1})
+  end
 end
 
 local function poll_until_ready(runner, job, alarm)
