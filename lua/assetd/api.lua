@@ -495,7 +495,7 @@ function Api:queue(req)
   end
   local engine_wait = lim.active >= lim.max_active and "transfers" or "per_host"
   local function entry(job)
-    return {notionPageId = job.notionPageId, soraVideoId = job.soraVideoId, batchId = job.batchId,
+    return {id = job.id, notionPageId = job.notionPageId, soraVideoId = job.soraVideoId, batchId = job.batchId,
             status = job.status, expiresAt = opt(timefmt.iso(job.expiresAt))}
   end
   local running, held = {}, {}
@@ -518,12 +518,14 @@ function Api:queue(req)
       if wait then e.heldBy = wait; held[#held + 1] = e else running[#running + 1] = e end
     end
   end
-  table.sort(held, function(a, b)
-    if a.expiresAt == b.expiresAt then return a.notionPageId < b.notionPageId end
+  local function by_deadline_then_id(a, b)
+    if a.expiresAt == b.expiresAt then return a.id < b.id end
     if a.expiresAt == cjson.null then return false end
     if b.expiresAt == cjson.null then return true end
     return a.expiresAt < b.expiresAt                 -- ISO times in UTC sort as text
-  end)
+  end
+  table.sort(running, by_deadline_then_id)
+  table.sort(held, by_deadline_then_id)
   local queued = {}
   for _, e in ipairs(held) do
     if #queued < limit then queued[#queued + 1] = e end
