@@ -158,6 +158,16 @@ end
 
 -- ---- routes ------------------------------------------------------------------------------
 
+-- The unfinished jobs whose deadline has passed at NOW (a transfer already streaming goes on):
+-- how many, and the first 1,000, the longest past first. The store's expiring query over
+-- (0, now] (no deadline is stored as 0), counted exactly when there are more than a page.
+function Api:deadline_passed(now)
+  local list = assert(self.runner:expiring(0, 1000, now))
+  local n = #list
+  if n == 1000 then n = assert(self.jobs:summary(0, now)).approachingExpiration end
+  return n, list
+end
+
 function Api:status_get()
   local now = assetd.now()
   local s = assert(self.runner:summary(now))
@@ -167,11 +177,7 @@ function Api:status_get()
                                expiresAt = timefmt.iso(j.expiresAt), status = j.status,
                                minutesRemaining = math.floor((j.expiresAt - now) / 60)}
   end
-  -- unfinished jobs whose deadline has passed (a transfer already streaming goes on): the
-  -- store's expiring query over (0, now], counted exactly when there are more than a page
-  local passed_list = assert(self.runner:expiring(0, 1000, now))
-  local passed_n = #passed_list
-  if passed_n == 1000 then passed_n = assert(self.jobs:summary(0, now)).approachingExpiration end
+  local passed_n, passed_list = self:deadline_passed(now)
   local passed = {}
   for i = 1, math.min(100, #passed_list) do
     local j = passed_list[i]
@@ -466,6 +472,8 @@ function Api:metrics_text()
      series = {{value = stalled}}},
     {name = "assetd_jobs_at_risk", help = "Unfinished jobs whose projected finish passes their deadline",
      series = {{value = at_risk}}},
+    {name = "assetd_jobs_deadline_passed", help = "Unfinished jobs whose deadline has passed (a streaming transfer goes on)",
+     series = {{value = (self:deadline_passed(assetd.now()))}}},
     {name = "assetd_transfers", help = "Transfers in the engine, running or queued behind the limits",
      series = {{labels = {state = "running"}, value = t.active}, {labels = {state = "queued"}, value = t.queued}}},
   }
