@@ -166,7 +166,7 @@ describe("dashboard for operators in headless Chromium", function()
     assert.are.equal("rgb(196, 38, 46)", p.color)                   -- --bad
     assert.is_true(p.banner.visible)
     assert.are.equal(1, p.banner.count)
-    assert.matches("^1 unfinished download past the deadline: video_passed %(downloading, ", p.banner.text)
+    assert.matches("^1 unfinished download is past its deadline: video_passed %(downloading, passed ", p.banner.text)
     assert.are.equal("rgb(196, 38, 46)", p.banner.color)
     -- its row: still downloading, flagged in words, drawn late; not in the expiring banner
     local row = w.rows[PAGES.passed]
