@@ -325,3 +325,44 @@ describe("operator API: the queue and a deadline passed mid-download", function(
     assert.matches("^deadlinePassed: ", body.error.message)
   end)
 end)
+
+-- A job holding a download slot whose transfer waits in the engine (limits.max_active = 1) is
+-- queued too, held by `transfers`, ahead of the jobs waiting for a slot.
+describe("operator API: the queue behind the engine's transfer limit", function()
+  local s, d
+  setup(function()
+    s = sim.start("--openai-key sk-op")
+    s:fault{{kind = "slow", path = "/files/slow", rate = 20000, count = -1}}
+    d = daemon.start{pipeline = daemon.SIM_PIPELINE:gsub("providers =", "limits = {max_jobs = 2, max_active = 1}, providers ="),
+                     env = env(s)}
+    local now = assetd.now()
+    local function enqueue(page, expires)
+      assert(d:json("POST", "/api/downloads", {body = {notionPageId = page, soraVideoId = "video_" .. page, batchId = "T",
+        provider = "urls", expiresAt = iso(expires), assets = {{variant = "video", url = s.url .. "/files/slow-" .. page .. ".mp4?size=4000000"}}}}) == 202)
+    end
+    enqueue("first", now + 1000)                  -- runs
+    daemon.eventually(function() return d:job_status("first") == "downloading" end, 10, "first downloading")
+    enqueue("second", now + 2000)                 -- a slot, but its transfer waits for the engine
+    daemon.eventually(function() return d:job_status("second") == "downloading" end, 10, "second downloading")
+    enqueue("third", now + 1500)                  -- no slot: waits for one
+    daemon.eventually(function() return d:job_status("third") == "pending" end, 10, "third pending")
+  end)
+  teardown(function()
+    s:stop()
+    d:stop_clean()
+  end)
+
+  it("lists the transfer held by the engine first, then the job waiting for a slot", function()
+    local q = daemon.eventually(function()
+      local status, v = d:json("GET", "/api/queue")
+      return status == 200 and #v.queued == 2 and v
+    end, 5, "two queued")
+    assert.are.same({running = 1, queued = 1}, q.transfers)
+    assert.are.equal(1, #q.running)
+    assert.are.equal("first", q.running[1].notionPageId)
+    local got = {}
+    for i, e in ipairs(q.queued) do got[i] = {e.notionPageId, e.status, e.heldBy, e.position} end
+    assert.are.same({{"second", "downloading", "transfers", 1}, {"third", "pending", "max_jobs", 2}}, got)
+    assert.are.equal(2, q.queuedTotal)
+  end)
+end)
