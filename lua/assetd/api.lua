@@ -485,8 +485,9 @@ end
 -- `transfers` (limits.max_active) or `per_host`, or by `preempted` (held back for an earlier
 -- deadline, limits.order = "edf"); after those, in slot order (earliest deadline first, then
 -- arrival: slots.lua), the pending jobs waiting for a slot, held by `max_jobs`. The engine's
--- transfers are told apart by deadline, so of jobs that share one, those whose bytes do not
--- move count as waiting when some of that deadline's transfers wait. This daemon's jobs only.
+-- transfers name no job, so they are matched by deadline: of jobs that share one where some
+-- transfers run and some wait, those without a measured rate (live.lua) count as waiting.
+-- This daemon's jobs only.
 M.QUEUE_MAX = 200
 function Api:queue(req)
   local limit = tonumber(req.query.limit or tostring(M.QUEUE_MAX))
@@ -516,8 +517,7 @@ function Api:queue(req)
       local p, rate = self.runner.progress[id], self.live:rate(id)
       local g = by_deadline[job.expiresAt or math.huge]
       local wait
-      if g and g.active == 0 and (g.queued > 0 or g.held > 0) then wait = g.queued > 0 and engine_wait or "preempted"
-      elseif g and g.active > 0 and (g.queued > 0 or g.held > 0) and not (rate and rate > 0) then
+      if g and (g.queued > 0 or g.held > 0) and (g.active == 0 or not (rate and rate > 0)) then
         wait = g.queued > 0 and engine_wait or "preempted"
       end
       local e = entry(job)
