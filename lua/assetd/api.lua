@@ -158,6 +158,16 @@ end
 
 -- ---- routes ------------------------------------------------------------------------------
 
+-- The unfinished jobs whose deadline has passed at NOW (a transfer already streaming goes on):
+-- how many, and the first 1,000, the longest past first. The store's expiring query over
+-- (0, now] (no deadline is stored as 0), counted exactly when there are more than a page.
+function Api:deadline_passed(now)
+  local list = assert(self.runner:expiring(0, 1000, now))
+  local n = #list
+  if n == 1000 then n = assert(self.jobs:summary(0, now)).approachingExpiration end
+  return n, list
+end
+
 function Api:status_get()
   local now = assetd.now()
   local s = assert(self.runner:summary(now))
@@ -167,7 +177,15 @@ function Api:status_get()
                                expiresAt = timefmt.iso(j.expiresAt), status = j.status,
                                minutesRemaining = math.floor((j.expiresAt - now) / 60)}
   end
-  local summary = {approachingExpiration = s.approachingExpiration, stalled = 0, atRisk = 0}
+  local passed_n, passed_list = self:deadline_passed(now)
+  local passed = {}
+  for i = 1, math.min(100, #passed_list) do
+    local j = passed_list[i]
+    passed[i] = {notionPageId = j.notionPageId, soraVideoId = j.soraVideoId, batchId = j.batchId,
+                 expiresAt = timefmt.iso(j.expiresAt), status = j.status,
+                 minutesPast = math.floor((now - j.expiresAt) / 60)}
+  end
+  local summary = {approachingExpiration = s.approachingExpiration, stalled = 0, atRisk = 0, deadlinePassed = passed_n}
   for _, st in ipairs(states.names) do summary[st] = s[st] end
   local concerns = {}
   for _, c in ipairs(self.runner:concerns()) do
@@ -193,6 +211,7 @@ function Api:status_get()
     warnBefore = self.runner.alerts.warn_before,
     pending = s.pending, expiring = s.approachingExpiration,
     expiringDownloads = array(expiring), concerns = array(concerns),
+    deadlinePassed = passed_n, deadlinePassedDownloads = array(passed),
   })
 end
 
@@ -304,8 +323,9 @@ end
 local function bare(id) return (id:lower():gsub("-", "")) end
 
 -- The list's filters the store has no index for (additions): provider, q (a part of the Notion
--- page or video id) and atRisk (unfinished, and flagged by the watch or due within
--- alerts.warn_before, or past its deadline). A test of a job, or nil when none is asked; or
+-- page or video id), atRisk (unfinished, and flagged by the watch or due within
+-- alerts.warn_before, or past its deadline) and deadlinePassed (unfinished and past its
+-- deadline). A test of a job, or nil when none is asked; or
 -- nil and an error answer.
 function Api:list_filter(q)
   local tests = {}
@@ -328,6 +348,11 @@ function Api:list_filter(q)
       local c = self.runner.flagged[j.id]
       return (c and (c.stalled or c.at_risk)) ~= nil or (j.expiresAt ~= nil and j.expiresAt - now < window)
     end
+  end
+  if q.deadlinePassed then
+    if q.deadlinePassed ~= "1" and q.deadlinePassed ~= "true" then return nil, bad("deadlinePassed", "must be 1 or true") end
+    local now = assetd.now()
+    tests[#tests + 1] = function(j) return states.live[j.status] and j.expiresAt ~= nil and j.expiresAt <= now end
   end
   if #tests == 0 then return nil end
   return function(j)
@@ -447,10 +472,90 @@ function Api:metrics_text()
      series = {{value = stalled}}},
     {name = "assetd_jobs_at_risk", help = "Unfinished jobs whose projected finish passes their deadline",
      series = {{value = at_risk}}},
+    {name = "assetd_jobs_deadline_passed", help = "Unfinished jobs whose deadline has passed (a streaming transfer goes on)",
+     series = {{value = (self:deadline_passed(assetd.now()))}}},
     {name = "assetd_transfers", help = "Transfers in the engine, running or queued behind the limits",
      series = {{labels = {state = "running"}, value = t.active}, {labels = {state = "queued"}, value = t.queued}}},
   }
   return {status = 200, headers = {["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"}, body = body}
+end
+
+-- GET /api/queue (an addition): what waits behind the concurrency limits, in the order it will
+-- start, and what runs. A downloading job whose transfers all wait in the engine is held by
+-- `transfers` (limits.max_active) or `per_host`, or by `preempted` (held back for an earlier
+-- deadline, limits.order = "edf"); after those, in slot order (earliest deadline first, then
+-- arrival: slots.lua), the pending jobs waiting for a slot, held by `max_jobs`. The engine's
+-- transfers name no job, so they are matched by deadline: of jobs that share one where some
+-- transfers run and some wait, those without a measured rate (live.lua) count as waiting.
+-- This daemon's jobs only.
+M.QUEUE_MAX = 200
+function Api:queue(req)
+  local limit = tonumber(req.query.limit or tostring(M.QUEUE_MAX))
+  if not limit or limit ~= math.floor(limit) or limit < 1 or limit > M.QUEUE_MAX then
+    return err(400, "validation_error", "limit: must be an integer 1.." .. M.QUEUE_MAX)
+  end
+  local lim = assetd.fetch_limits() or {active = 0, queued = 0, max_active = 0, per_host = 0, order = "edf"}
+  -- the engine's downloads by deadline: how many of each state
+  local by_deadline = {}
+  for _, d in ipairs(assetd.downloads()) do
+    local g = by_deadline[d.deadline] or {active = 0, queued = 0, held = 0}
+    by_deadline[d.deadline] = g
+    g[d.state] = (g[d.state] or 0) + 1
+  end
+  local engine_wait = lim.active >= lim.max_active and "transfers" or "per_host"
+  local function entry(job)
+    return {id = job.id, notionPageId = job.notionPageId, soraVideoId = job.soraVideoId, batchId = job.batchId,
+            status = job.status, expiresAt = opt(timefmt.iso(job.expiresAt))}
+  end
+  local running, held = {}, {}
+  local ids = {}
+  for id in pairs(self.runner.progress) do ids[#ids + 1] = id end
+  table.sort(ids)
+  for _, id in ipairs(ids) do
+    local job = self.jobs:get(id)
+    if job and job.status == "downloading" then
+      local p, rate = self.runner.progress[id], self.live:rate(id)
+      local g = by_deadline[job.expiresAt or math.huge]
+      local wait
+      if g and (g.queued > 0 or g.held > 0) and (g.active == 0 or not (rate and rate > 0)) then
+        wait = g.queued > 0 and engine_wait or "preempted"
+      end
+      local e = entry(job)
+      e.bytes, e.total = p and p.bytes or 0, p and p.total or 0
+      e.bytesPerSecond = rate and math.floor(rate + 0.5) or cjson.null
+      if wait then e.heldBy = wait; held[#held + 1] = e else running[#running + 1] = e end
+    end
+  end
+  local function by_deadline_then_id(a, b)
+    if a.expiresAt == b.expiresAt then return a.id < b.id end
+    if a.expiresAt == cjson.null then return false end
+    if b.expiresAt == cjson.null then return true end
+    return a.expiresAt < b.expiresAt                 -- ISO times in UTC sort as text
+  end
+  table.sort(running, by_deadline_then_id)
+  table.sort(held, by_deadline_then_id)
+  local queued = {}
+  for _, e in ipairs(held) do
+    if #queued < limit then queued[#queued + 1] = e end
+  end
+  local order = self.runner.slots:order()
+  for _, w in ipairs(order) do
+    if #queued >= limit then break end
+    local job = w.who and self.jobs:get(w.who)
+    if job then
+      local e = entry(job)
+      e.heldBy = "max_jobs"
+      queued[#queued + 1] = e
+    end
+  end
+  for i, e in ipairs(queued) do e.position = i end
+  local total = #held + #order
+  return json(200, {
+    limits = {maxJobs = self.runner.slots.size, maxActive = lim.max_active, perHost = lim.per_host, order = lim.order},
+    slots = {used = self.runner.slots.size - self.runner.slots.free, free = self.runner.slots.free},
+    transfers = {running = lim.active, queued = lim.queued},
+    running = array(running), queued = array(queued), queuedTotal = total, truncated = total > #queued,
+  })
 end
 
 -- GET /api/instances: the daemons sharing the job store (one, on SQLite), each with its last
@@ -483,6 +588,7 @@ M.routes = {
   ["/api/downloads/cancel"] = {POST = Api.cancel},
   ["/api/events"] = {GET = function(self) return self.live:open() end},
   ["/api/instances"] = {GET = Api.instances},
+  ["/api/queue"] = {GET = Api.queue},
   -- signed: its signature authenticates it, from any origin and under any Host (a proxy's)
   ["/webhooks/openai"] = {POST = Api.webhook, public = true, signed = true},
 }

@@ -147,7 +147,7 @@ end
 
 -- pending -> completed, failed or expired; the job as it is then.
 function M.run(runner, job)
-  if not runner.slots:acquire(job.expiresAt) then return runner.jobs:get(job.id) end     -- canceled
+  if not runner.slots:acquire(job.expiresAt, job.id) then return runner.jobs:get(job.id) end     -- canceled
   local ok, res = pcall(in_slot, runner, runner.jobs:get(job.id))
   runner.slots:release()
   if not ok then error(res, 0) end

@@ -4,14 +4,18 @@ daemon, and prints what it saw as one JSON object for tests/spec/dashboard_ops_s
 
     python3 tests/browser/operator.py URL OUTDIR --token T --pages JSON
 
-PAGES names the jobs the spec made by role: {"waiting", "pending", "late", "slow", "done",
-"failedA", "failedB", "failedC", "expired"} -> Notion page id. Every step uses the page as a
+PAGES names the jobs the spec made by role: {"waiting", "pending", "queued", "late", "slow",
+"passed", "done", "failedA", "failedB", "failedC", "expired"} -> Notion page id. Every step uses the page as a
 person does (clicks, typing, keys; the confirmation dialog), with the token in the page:
-  narrow     at 360 px: the widths (scrollWidth against innerWidth) of the list and of a job's
-             panel; OUTDIR/dashboard-narrow.png (the whole page) and dashboard-narrow-job.png
+  narrow     at 360 px: the widths (scrollWidth against innerWidth, and the table's box) of the
+             list and of a job's panel; OUTDIR/dashboard-narrow.png (the whole page) and
+             dashboard-narrow-job.png
   wide       at 1280 px with jobs in every state: counters, rows, live mode, the charts, each
-             row's speed and ETA; OUTDIR/dashboard-wide.png (the whole page)
-  filters    the rows shown after each filter and search typed or picked, and the #fragment
+             row's speed and ETA, the deadline-passed counter and banner, the queue (and the
+             API's answers beside them); the widths at 1280 and 1400 px;
+             OUTDIR/dashboard-wide.png (the whole page)
+  filters    the rows shown after each filter and search typed or picked (and the
+             deadline-passed counter clicked), and the #fragment
   shared     the rows of a fresh load of a #fragment (a shared view)
   paging     ?page=3: the rows of every page through Older, then Newest
   sse        with polling off: the ms from an API call (cancel of the pending job) to its row's
@@ -59,7 +63,30 @@ return {status: r.dataset.status, state: r.querySelector('.state').textContent,
         error: r.querySelector('.err').textContent, late: r.classList.contains('late')};
 """
 
-WIDTHS = "return {scrollWidth: document.documentElement.scrollWidth, innerWidth: innerWidth, bodyScroll: document.body.scrollWidth};"
+WIDTHS = """
+const t = document.querySelector('.tablewrap'), q = document.getElementById('queue');
+return {scrollWidth: document.documentElement.scrollWidth, innerWidth: innerWidth, bodyScroll: document.body.scrollWidth,
+        table: {scrollWidth: t.scrollWidth, clientWidth: t.clientWidth}, queue: {scrollWidth: q.scrollWidth, clientWidth: q.clientWidth}};
+"""
+
+QUEUE = """
+const item = li => ({page: li.dataset.page, held: li.dataset.held || null, pos: li.querySelector('.pos') ? li.querySelector('.pos').textContent : null,
+  speed: li.querySelector('.speed') ? li.querySelector('.speed').textContent : null,
+  heldText: li.querySelector('.held') ? li.querySelector('.held').textContent : null,
+  due: li.querySelector('.due').textContent});
+const q = document.getElementById('queue');
+return {sum: document.getElementById('queue-sum').textContent, visible: q.offsetParent !== null,
+        running: [...q.querySelectorAll('#queue-running li[data-page]')].map(item),
+        waiting: [...q.querySelectorAll('#queue-waiting li[data-page]')].map(item)};
+"""
+
+PASSED = """
+const c = document.getElementById('count-passed'), b = document.getElementById('passed');
+return {count: Number(c.querySelector('b').textContent), label: c.querySelector('span').textContent, bad: c.classList.contains('bad'),
+        color: getComputedStyle(c.querySelector('b')).color,
+        banner: {visible: getComputedStyle(b).display !== 'none', text: b.textContent, count: Number(b.dataset.count),
+                 color: getComputedStyle(b).color}};
+"""
 
 PANEL = """
 const p = document.getElementById('panel');
@@ -180,11 +207,15 @@ def main():
             # ---- wide, every state ------------------------------------------------------------
             load(b)
             b.wait("return Number(document.querySelector('#chart-throughput svg').dataset.samples || 0) >= 3 && "
-                   "document.querySelector('#job-%s .rate').dataset.late !== undefined" % pages["late"],
-                   timeout=15, what="throughput samples and the late job's ETA")
+                   "document.querySelector('#job-%s .rate').dataset.late !== undefined && "
+                   "document.querySelectorAll('#queue-running .speed').length === 3 && "
+                   "[...document.querySelectorAll('#queue-running .speed')].every(s => /\\/s$/.test(s.textContent))" % pages["late"],
+                   timeout=15, what="throughput samples, the late job's ETA and the queue's speeds")
             out["wide"] = {
                 "rows": {p: b.run(ROW, p) for p in rows(b)},
-                "counters": b.run("const o = {}; for (const c of document.querySelectorAll('.counter')) o[c.dataset.state] = Number(c.querySelector('b').textContent); return o;"),
+                "counters": b.run("const o = {}; for (const c of document.querySelectorAll('.counter[data-state]')) o[c.dataset.state] = Number(c.querySelector('b').textContent); return o;"),
+                "passed": b.run(PASSED),
+                "queue": b.run(QUEUE),
                 "live": b.run("return document.getElementById('live').textContent"),
                 "throughput": b.run("const s = document.querySelector('#chart-throughput svg'); return {samples: Number(s.dataset.samples), "
                                     "text: document.getElementById('throughput-now').textContent, line: !!s.querySelector('polyline')}"),
@@ -192,7 +223,16 @@ def main():
                                    "bars: s.querySelectorAll('rect').length, text: document.getElementById('deadlines-total').textContent}"),
                 "widths": b.run(WIDTHS),
             }
-            out["wide"]["apiDeadlines"] = call("GET", "/api/downloads/status")[1]["deadlines"]
+            st = call("GET", "/api/downloads/status")[1]
+            out["wide"]["apiDeadlines"] = st["deadlines"]
+            out["wide"]["apiPassed"] = {"summary": st["summary"]["deadlinePassed"], "count": st["deadlinePassed"],
+                                        "pages": [j["notionPageId"] for j in st["deadlinePassedDownloads"]]}
+            out["wide"]["apiQueue"] = call("GET", "/api/queue")[1]
+            b.viewport(1400, 900)
+            time.sleep(0.3)
+            out["wide"]["widths1400"] = b.run(WIDTHS)
+            b.viewport(1280, 900)
+            time.sleep(0.3)
             b.run("window.scrollTo(0, 0)")
             b.full_screenshot(os.path.join(a.outdir, "dashboard-wide.png"), 1280)
 
@@ -224,6 +264,14 @@ def main():
             b.click("#count-expired")                  # a counter is a filter too
             f["counter"] = settle(b)
             f["counterPressed"] = b.run("return document.getElementById('count-expired').getAttribute('aria-pressed')")
+            b.click("#f-clear")
+            settle(b)
+            b.click("#count-passed")                   # the deadline-passed counter too
+            f["passed"] = settle(b)
+            f["passedPressed"] = b.run("return document.getElementById('count-passed').getAttribute('aria-pressed')")
+            f["passedChecked"] = b.run("return document.getElementById('f-passed').checked")
+            f["passedHash"] = b.run("return location.hash")
+            f["passedRow"] = b.run(ROW, pages["passed"])
             b.click("#f-clear")
             settle(b)
             out["filters"] = f

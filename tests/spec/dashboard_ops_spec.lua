@@ -8,8 +8,9 @@ local sim = require "sim"
 local daemon = require "daemon"
 local cjson = require "cjson"
 
--- two download slots: two slow transfers hold them, so a third job stays pending
-local PIPELINE = daemon.SIM_PIPELINE:gsub("providers =", "limits = {max_jobs = 2}, providers =")
+-- three download slots: three slow transfers hold them, so two more jobs stay pending (the
+-- queue shows them in the order they will start: the one due first first)
+local PIPELINE = daemon.SIM_PIPELINE:gsub("providers =", "limits = {max_jobs = 3}, providers =")
 local TOKEN = "ops-token-0123456789"
 local AUTH = {Authorization = "Bearer " .. TOKEN}
 
@@ -17,6 +18,7 @@ local PAGES = {
   waiting = "8f1c2d3e-4b5a-6c7d-8e9f-0a1b2c3d4e5f", done = "page-done", expired = "page-expired",
   failedA = "page-fail-a", failedB = "page-fail-b", failedC = "page-fail-c",
   late = "page-late", slow = "page-slow", pending = "page-pending",
+  passed = "page-passed", queued = "page-queued",
 }
 
 local function iso(t) return os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(t)) end
@@ -67,16 +69,29 @@ describe("dashboard for operators in headless Chromium", function()
     for _, k in ipairs{"failedA", "failedB", "failedC"} do reach(PAGES[k], "failed") end
     reach(PAGES.done, "completed")
     reach(PAGES.expired, "expired")
-    -- two slow transfers: one whose deadline (2.5 min) comes before its finish (5 min)
+    -- three slow transfers: one whose deadline (2.5 min) comes before its finish (5 min), and
+    -- one whose deadline, seconds away, passes while it streams (it goes on)
     urls(PAGES.late, "video_late", "B2", "slow-late.mp4?size=9000000", now + 150)
     urls(PAGES.slow, "video_slow", "B2", "slow-b.mp4?size=6000000", now + 3000)
+    local passed_at = math.floor(assetd.now()) + 6
+    urls(PAGES.passed, "video_passed", "B3", "slow-passed.mp4?size=9000000", passed_at)
     reach(PAGES.late, "downloading")
     reach(PAGES.slow, "downloading")
+    reach(PAGES.passed, "downloading")
+    -- two behind the slots; the later one is due first
     urls(PAGES.pending, "video_pending", "B3", "pending.mp4?size=1000", now + 3000)
+    urls(PAGES.queued, "video_queued", "B3", "queued.mp4?size=1000", now + 2400)
     enqueue{notionPageId = PAGES.waiting, soraVideoId = "video_wait", batchId = "B3"}
     assetd.sleep(0.5)
     assert(d:job_status(PAGES.pending, AUTH) == "pending", "page-pending is not held behind the slots")
+    assert(d:job_status(PAGES.queued, AUTH) == "pending", "page-queued is not held behind the slots")
     assert(d:job_status(PAGES.waiting, AUTH) == "waiting", "the waiting job is not waiting")
+    while assetd.now() < passed_at + 0.5 do assetd.sleep(0.1) end
+    assert(d:job_status(PAGES.passed, AUTH) == "downloading", "page-passed stopped at its deadline")
+    local _, st = d:json("GET", "/api/downloads/status", {headers = AUTH})
+    run.statusBefore = st
+    local _, q = d:json("GET", "/api/queue", {headers = AUTH})
+    run.queueBefore = q
 
     local p = io.popen(string.format("timeout 150 python3 tests/browser/operator.py %s %s --token %s --pages %s 2>%s/stderr",
       sim.shq(d.url), sim.shq(outdir), sim.shq(TOKEN), sim.shq(cjson.encode(PAGES)), outdir))
@@ -101,11 +116,11 @@ describe("dashboard for operators in headless Chromium", function()
     local w = seen().wide
     local n = 0
     for _ in pairs(w.rows) do n = n + 1 end
-    assert.are.equal(9, n)
+    assert.are.equal(11, n)
     for _, st in ipairs{"waiting", "pending", "downloading", "completed", "failed", "expired"} do
       assert.is_true(w.counters[st] >= 1, st)
     end
-    assert.are.same({waiting = 1, pending = 1, downloading = 2, completed = 1, failed = 3, expired = 1}, w.counters)
+    assert.are.same({waiting = 1, pending = 2, downloading = 3, completed = 1, failed = 3, expired = 1}, w.counters)
     assert.are.equal("live", w.live)
     assert.are.equal("pending", w.rows[PAGES.pending].state)
     assert.are.equal("waiting", w.rows[PAGES.waiting].state)
@@ -132,7 +147,72 @@ describe("dashboard for operators in headless Chromium", function()
     assert.are.same(w.apiDeadlines.counts, w.deadlines.counts)
     assert.are.equal(1, w.deadlines.counts[1])                      -- page-late, due in 2.5 min
     assert.are.equal(12, w.deadlines.bars)
-    assert.matches("^3 due within the hour", w.deadlines.text)
+    assert.matches("^4 due within the hour", w.deadlines.text)    -- page-passed is past, not ahead
+  end)
+
+  it("counts and flags a download whose deadline passed while it streamed, as the status API does", function()
+    -- the API, before the browser ran: counted, listed, still downloading
+    assert.are.equal(1, run.statusBefore.summary.deadlinePassed)
+    assert.are.equal(PAGES.passed, run.statusBefore.deadlinePassedDownloads[1].notionPageId)
+    assert.are.equal("downloading", run.statusBefore.deadlinePassedDownloads[1].status)
+    for _, e in ipairs(run.statusBefore.expiringDownloads) do assert.are_not.equal(PAGES.passed, e.notionPageId) end
+    local w = seen().wide
+    assert.are.same({summary = 1, count = 1, pages = {PAGES.passed}}, w.apiPassed)
+    -- the page: a counter of its own, in words and in red, and a red banner naming it
+    local p = w.passed
+    assert.are.equal(1, p.count)
+    assert.are.equal("deadline passed", p.label)
+    assert.is_true(p.bad)
+    assert.are.equal("rgb(196, 38, 46)", p.color)                   -- --bad
+    assert.is_true(p.banner.visible)
+    assert.are.equal(1, p.banner.count)
+    assert.matches("^1 unfinished download is past its deadline: video_passed %(downloading, passed ", p.banner.text)
+    assert.are.equal("rgb(196, 38, 46)", p.banner.color)
+    -- its row: still downloading, flagged in words, drawn late; not in the expiring banner
+    local row = w.rows[PAGES.passed]
+    assert.are.equal("downloading", row.state)
+    assert.is_true(row.late)
+    assert.are.equal("passed", row.left)
+    local has = {}
+    for _, b in ipairs(row.flags) do has[b] = true end
+    assert.is_true(has["deadline passed"], table.concat(row.flags, ", "))
+    -- the counter is a filter: only that job, the checkbox and the address say so
+    local f = seen().filters
+    assert.are.same({PAGES.passed}, f.passed)
+    assert.are.equal("true", f.passedPressed)
+    assert.is_true(f.passedChecked)
+    assert.matches("passed=1", f.passedHash, 1, true)
+  end)
+
+  it("shows the queue: what downloads with its speed, and what waits in the order it will start", function()
+    local w = seen().wide
+    local q, api = w.queue, w.apiQueue
+    assert.is_true(q.visible)
+    assert.matches("^3 downloading, 2 waiting · 3 of 3 download slots in use", q.sum)
+    -- waiting: the one due first first, though it came second; as the API orders them
+    local waiting = {}
+    for i, e in ipairs(q.waiting) do
+      waiting[i] = e.page
+      assert.are.equal("#" .. i, e.pos)
+      assert.are.equal("max_jobs", e.held)
+      assert.matches("limits.max_jobs", e.heldText, 1, true)
+      assert.matches("^due in %d+m%d+s$", e.due)
+    end
+    assert.are.same({PAGES.queued, PAGES.pending}, waiting)
+    assert.are.same({PAGES.queued, PAGES.pending}, {api.queued[1].notionPageId, api.queued[2].notionPageId})
+    assert.are.same({1, 2}, {api.queued[1].position, api.queued[2].position})
+    assert.are.equal(PAGES.queued, run.queueBefore.queued[1].notionPageId)
+    -- running: soonest deadline first, each with a speed; the passed one says so
+    local running = {}
+    for i, e in ipairs(q.running) do
+      running[i] = e.page
+      assert.matches("^%d+%.%d KiB/s$", e.speed)
+    end
+    assert.are.same({PAGES.passed, PAGES.late, PAGES.slow}, running)
+    assert.are.equal("deadline passed", q.running[1].due)
+    local api_running = {}
+    for i, e in ipairs(api.running) do api_running[i] = e.notionPageId end
+    assert.are.same(running, api_running)
   end)
 
   it("filters by state, batch, provider, at risk and a counter, and searches page and video ids", function()
@@ -141,12 +221,12 @@ describe("dashboard for operators in headless Chromium", function()
     assert.are.same(sorted{PAGES.failedA, PAGES.failedC}, f.failedB1)
     assert.matches("status=failed", f.hash, 1, true)
     assert.matches("batch=B1", f.hash, 1, true)
-    assert.are.equal(9, #f.cleared)
+    assert.are.equal(11, #f.cleared)
     assert.are.same(sorted{PAGES.waiting, PAGES.done}, f.openai)
     assert.are.same({PAGES.waiting}, f.search)                       -- typed without dashes, in capitals
     assert.are.same({PAGES.slow}, f.searchVideo)
-    assert.are.same({PAGES.late}, f.atRisk)
-    assert.are.equal(9, #f.all)
+    assert.are.same(sorted{PAGES.late, PAGES.passed}, f.atRisk)      -- at risk includes a passed deadline
+    assert.are.equal(11, #f.all)
     assert.are.same({PAGES.expired}, f.counter)
     assert.are.equal("true", f.counterPressed)
   end)
@@ -160,13 +240,13 @@ describe("dashboard for operators in headless Chromium", function()
 
   it("pages through the jobs with the list's cursor, newest first, each once", function()
     local pg = seen().paging
-    assert.are.equal(3, #pg.pages)
+    assert.are.equal(4, #pg.pages)
     local all, ids = {}, {}
     for _, page in ipairs(pg.pages) do
       assert.is_true(#page <= 3)
       for _, id in ipairs(page) do all[#all + 1] = id; ids[id] = (ids[id] or 0) + 1 end
     end
-    assert.are.equal(9, #all)
+    assert.are.equal(11, #all)
     for id, n in pairs(ids) do assert.are.equal(1, n, id) end
     assert.are.equal(PAGES.waiting, pg.pages[1][1])                  -- the newest first
     assert.are.equal(3, #pg.newest)
@@ -272,13 +352,20 @@ describe("dashboard for operators in headless Chromium", function()
     assert.are.equal("f-q", k.slashFocus)
   end)
 
-  it("has no horizontal scroll at 360 px, list or job panel, and logs no browser errors", function()
+  it("has no horizontal scroll at 360, 1280 or 1400 px, list, table or job panel, and logs no browser errors", function()
     local o = seen()
     local n = o.narrow
     assert.are.equal(360, n.list.innerWidth)
     assert.is_true(n.list.scrollWidth <= n.list.innerWidth, "list: " .. cjson.encode(n.list))
     assert.is_true(n.panel.scrollWidth <= n.panel.innerWidth, "panel: " .. cjson.encode(n.panel))
-    assert.is_true(o.wide.widths.scrollWidth <= o.wide.widths.innerWidth, "wide: " .. cjson.encode(o.wide.widths))
+    -- wide: neither the page nor the table scrolls sideways, at 1280 and at 1400 px
+    for name, wd in pairs{["1280"] = o.wide.widths, ["1400"] = o.wide.widths1400} do
+      assert.are.equal(tonumber(name), wd.innerWidth)
+      assert.is_true(wd.scrollWidth <= wd.innerWidth, name .. ": " .. cjson.encode(wd))
+      assert.is_true(wd.table.scrollWidth <= wd.table.clientWidth, name .. " table: " .. cjson.encode(wd))
+      assert.is_true(wd.queue.scrollWidth <= wd.queue.clientWidth, name .. " queue: " .. cjson.encode(wd))
+    end
+    assert.is_true(n.list.table.scrollWidth <= n.list.table.clientWidth, "narrow table: " .. cjson.encode(n.list))
     assert.are.same({}, n.console, cjson.encode(n.console))
     assert.are.same({}, o.console, cjson.encode(o.console))
     for _, name in ipairs{"dashboard-narrow.png", "dashboard-narrow-job.png", "dashboard-wide.png", "dashboard-job.png"} do

@@ -45,6 +45,8 @@ describe("/metrics", function()
     assert.are.same({running = 0, queued = 0}, transfers)
     assert.are.equal("gauge", fams.assetd_jobs_stalled.type)
     assert.are.equal("gauge", fams.assetd_jobs_at_risk.type)
+    assert.are.equal("gauge", fams.assetd_jobs_deadline_passed.type)
+    assert.are.equal(0, samples(fams.assetd_jobs_deadline_passed, "assetd_jobs_deadline_passed")[1][3])
 
     local polls = samples(fams.assetd_provider_request_duration_seconds, "assetd_provider_request_duration_seconds_count")
     assert.are.equal("histogram", fams.assetd_provider_request_duration_seconds.type)

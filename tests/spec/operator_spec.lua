@@ -226,3 +226,143 @@ describe("operator API with ASSETD_API_TOKEN", function()
     sse.stop()
   end)
 end)
+
+-- What waits behind the limits (GET /api/queue) and a deadline passed mid-download (counted in
+-- the status summary, listed, and a list filter), with the token: one download slot, a slow
+-- job in it whose deadline passes while it streams, and two jobs waiting for the slot.
+describe("operator API: the queue and a deadline passed mid-download", function()
+  local s, d
+  local TOKEN = "queue-token-0123456789"
+  local AUTH = {Authorization = "Bearer " .. TOKEN}
+  local t0, due
+  local function get(path)
+    local status, body = d:json("GET", path, {headers = AUTH})
+    assert(status == 200, path .. ": " .. tostring(status) .. " " .. cjson.encode(body))
+    return body
+  end
+  local function enqueue(page, video, file, expires)
+    local status, j = d:json("POST", "/api/downloads", {headers = AUTH, body = {notionPageId = page, soraVideoId = video,
+      batchId = "Q", provider = "urls", expiresAt = iso(expires), assets = {{variant = "video", url = s.url .. "/files/" .. file}}}})
+    assert(status == 202, page .. ": " .. tostring(status) .. " " .. cjson.encode(j))
+  end
+
+  setup(function()
+    s = sim.start("--openai-key sk-op")
+    s:fault{{kind = "slow", path = "/files/slow", rate = 20000, count = -1}}
+    d = daemon.start{pipeline = daemon.SIM_PIPELINE:gsub("providers =", "limits = {max_jobs = 1}, providers ="),
+                     env = env(s, {ASSETD_API_TOKEN = TOKEN})}
+    t0 = assetd.now()
+    due = math.floor(t0) + 4                        -- whole seconds, as iso() sends it
+    enqueue("page-run", "video_run", "slow-run.mp4?size=4000000", due)
+    daemon.eventually(function() return d:job_status("page-run", AUTH) == "downloading" end, 10, "page-run downloading")
+    -- the later one is due first: the slot goes by deadline, not by arrival
+    enqueue("page-second", "video_second", "q2.mp4?size=1000", t0 + 3000)
+    enqueue("page-first", "video_first", "q1.mp4?size=1000", t0 + 2000)
+    daemon.eventually(function() return d:job_status("page-first", AUTH) == "pending" end, 5, "page-first pending")
+  end)
+  teardown(function()
+    s:stop()
+    d:stop_clean()
+  end)
+
+  it("GET /api/queue lists the jobs waiting for a slot in the order they will start, and the running one", function()
+    assert.are.equal(401, (d:request("GET", "/api/queue")))
+    local q = daemon.eventually(function()
+      local v = get("/api/queue")
+      return #v.queued == 2 and #v.running == 1 and v.running[1].bytes > 0 and v
+    end, 5, "two queued and one running")
+    assert.are.equal(1, q.limits.maxJobs)
+    assert.are.same({used = 1, free = 0}, q.slots)
+    assert.are.equal(2, q.queuedTotal)
+    assert.is_false(q.truncated)
+    local first, second = q.queued[1], q.queued[2]
+    assert.are.same({"page-first", 1, "max_jobs", "pending", "video_first", "Q"},
+                    {first.notionPageId, first.position, first.heldBy, first.status, first.soraVideoId, first.batchId})
+    assert.are.same({"page-second", 2, "max_jobs"}, {second.notionPageId, second.position, second.heldBy})
+    assert.matches("^%d%d%d%d%-%d%d%-%d%dT.*Z$", first.expiresAt)
+    local run = q.running[1]
+    assert.are.equal("page-run", run.notionPageId)
+    assert.are.equal("downloading", run.status)
+    assert.are.equal(4000000, run.total)
+    assert.is_true(run.bytes > 0 and run.bytes < run.total, tostring(run.bytes))
+    -- capped by limit
+    local one = get("/api/queue?limit=1")
+    assert.are.equal(1, #one.queued)
+    assert.are.equal("page-first", one.queued[1].notionPageId)
+    assert.is_true(one.truncated)
+    assert.are.equal(2, one.queuedTotal)
+    assert.are.equal(400, (d:json("GET", "/api/queue?limit=0", {headers = AUTH})))
+  end)
+
+  it("counts, lists and filters a job whose deadline passed while it downloads", function()
+    local before = get("/api/downloads/status")
+    if assetd.now() < due then
+      assert.are.equal(0, before.summary.deadlinePassed)
+      assert.are.equal(0, before.deadlinePassed)
+    end
+    while assetd.now() < due + 0.5 do assetd.sleep(0.1) end
+    assert.are.equal("downloading", d:job_status("page-run", AUTH))  -- a streaming transfer goes on
+    local st = get("/api/downloads/status")
+    assert.are.equal(1, st.summary.deadlinePassed)
+    assert.are.equal(1, st.deadlinePassed)
+    assert.are.equal(1, #st.deadlinePassedDownloads)
+    local p = st.deadlinePassedDownloads[1]
+    assert.are.same({"page-run", "video_run", "downloading", iso(due)},
+                    {p.notionPageId, p.soraVideoId, p.status, (p.expiresAt:gsub("%.000Z$", "Z"))})
+    assert.are.equal(0, p.minutesPast)
+    -- not among the expiring (those are still due), and still at risk
+    for _, e in ipairs(st.expiringDownloads) do assert.are_not.equal("page-run", e.notionPageId) end
+    local function pages(query)
+      local out = {}
+      for _, j in ipairs(get("/api/downloads?" .. query).jobs) do out[#out + 1] = j.notionPageId end
+      table.sort(out)
+      return out
+    end
+    assert.are.same({"page-run"}, pages("deadlinePassed=1"))
+    assert.are.same({"page-run"}, pages("atRisk=1"))                -- at risk includes a passed deadline
+    local status, body = d:json("GET", "/api/downloads?deadlinePassed=maybe", {headers = AUTH})
+    assert.are.equal(400, status)
+    assert.matches("^deadlinePassed: ", body.error.message)
+  end)
+end)
+
+-- A job holding a download slot whose transfer waits in the engine (limits.max_active = 1) is
+-- queued too, held by `transfers`, ahead of the jobs waiting for a slot.
+describe("operator API: the queue behind the engine's transfer limit", function()
+  local s, d
+  setup(function()
+    s = sim.start("--openai-key sk-op")
+    s:fault{{kind = "slow", path = "/files/slow", rate = 20000, count = -1}}
+    d = daemon.start{pipeline = daemon.SIM_PIPELINE:gsub("providers =", "limits = {max_jobs = 2, max_active = 1}, providers ="),
+                     env = env(s)}
+    local now = assetd.now()
+    local function enqueue(page, expires)
+      assert(d:json("POST", "/api/downloads", {body = {notionPageId = page, soraVideoId = "video_" .. page, batchId = "T",
+        provider = "urls", expiresAt = iso(expires), assets = {{variant = "video", url = s.url .. "/files/slow-" .. page .. ".mp4?size=4000000"}}}}) == 202)
+    end
+    enqueue("first", now + 1000)                  -- runs
+    daemon.eventually(function() return d:job_status("first") == "downloading" end, 10, "first downloading")
+    enqueue("second", now + 2000)                 -- a slot, but its transfer waits for the engine
+    daemon.eventually(function() return d:job_status("second") == "downloading" end, 10, "second downloading")
+    enqueue("third", now + 1500)                  -- no slot: waits for one
+    daemon.eventually(function() return d:job_status("third") == "pending" end, 10, "third pending")
+  end)
+  teardown(function()
+    s:stop()
+    d:stop_clean()
+  end)
+
+  it("lists the transfer held by the engine first, then the job waiting for a slot", function()
+    local q = daemon.eventually(function()
+      local status, v = d:json("GET", "/api/queue")
+      return status == 200 and #v.queued == 2 and v
+    end, 5, "two queued")
+    assert.are.same({running = 1, queued = 1}, q.transfers)
+    assert.are.equal(1, #q.running)
+    assert.are.equal("first", q.running[1].notionPageId)
+    local got = {}
+    for i, e in ipairs(q.queued) do got[i] = {e.notionPageId, e.status, e.heldBy, e.position} end
+    assert.are.same({{"second", "downloading", "transfers", 1}, {"third", "pending", "max_jobs", 2}}, got)
+    assert.are.equal(2, q.queuedTotal)
+  end)
+end)

@@ -45,4 +45,28 @@ describe("download slots", function()
     assert.is_false(got.c)
     assert.are.equal(1, s.free)                        -- the slot was given back
   end)
+
+  it("tells its waiters in the order it will serve them, without the canceled or the served", function()
+    local s = slots.new(1)
+    assert.is_true(s:acquire(100, "holder"))
+    local tasks = {}
+    for i, d in ipairs{50, 10, 30, false, 10} do
+      tasks[i] = assetd.spawn(function() if s:acquire(d or nil, "job" .. i) then s.got = "job" .. i end end)
+    end
+    assetd.sleep(0.01)
+    local function names()
+      local out = {}
+      for _, w in ipairs(s:order()) do out[#out + 1] = w.who .. "@" .. (w.deadline == math.huge and "none" or w.deadline) end
+      return out
+    end
+    assert.are.same({"job2@10", "job5@10", "job3@30", "job1@50", "job4@none"}, names())
+    tasks[3]:cancel()
+    assetd.sleep(0.01)
+    assert.are.same({"job2@10", "job5@10", "job1@50", "job4@none"}, names())
+    s:release()                                      -- to job2, which keeps it
+    assetd.sleep(0.01)
+    assert.are.equal("job2", s.got)
+    assert.are.same({"job5@10", "job1@50", "job4@none"}, names())
+    for _, t in ipairs(tasks) do t:cancel() end
+  end)
 end)
