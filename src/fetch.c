@@ -361,7 +361,7 @@ typedef struct each_ctx {
 
 static void report(const fetch_xfer *x, const each_ctx *c) {
     static const char *names[] = {[FETCH_QUEUED] = "queued", [FETCH_ACTIVE] = "active", [FETCH_HELD] = "held"};
-    fetch_info i = {x->id, names[x->state], x->req.deadline, x->res.bytes, x->res.total, holdable(x)};
+    fetch_info i = {x->id, names[x->state], x->req.deadline, x->res.bytes, x->res.total, holdable(x), x->req.tag};
     c->fn(&i, c->ud);
 }
 

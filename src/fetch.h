@@ -36,6 +36,7 @@ typedef struct fetch_info {
     double deadline;            /* INFINITY when none */
     int64_t bytes, total;       /* total -1 while unknown */
     int holdable;               /* fetch_hold can stop it without losing its bytes */
+    int64_t tag;                /* the request's tag */
 } fetch_info;
 
 /* What the caller asks for. Its strings and header list are malloc'd by the caller and freed
@@ -57,6 +58,7 @@ typedef struct fetch_request {
     int64_t expect_size;        /* and its size (-1 when unknown) */
     int exists_skip;            /* file sink: a file already under the name is the result */
     int deny_private;           /* never connect to (or send on a connection to) a private address */
+    int64_t tag;                /* the caller's, reported in fetch_info (a job id, say); 0: none */
     /* An upload: the body is upload_length bytes of the file upload_path from upload_offset,
      * read as libcurl sends them (never whole); the answer goes to memory. */
     char *upload_path;

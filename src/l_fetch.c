@@ -224,6 +224,7 @@ static void read_request(lua_State *L, fetch_xfer *x) {
     r->to_memory = to == NULL;
     if (to) r->path = dup_field(L, to, strlen(to));
     r->max_bytes = (int64_t)l_optintfield(L, 1, "max_bytes", 0);
+    r->tag = (int64_t)l_optintfield(L, 1, "tag", 0);
     if (lua_getfield(L, 1, "check") != LUA_TNIL) {
         if (!to) luaL_error(L, "fetch: option 'check' needs 'to'");
         read_check(L, &r->sig);
@@ -453,10 +454,11 @@ static void push_download(const fetch_info *i, void *ud) {
     set_int(L, "total", i->total);
     lua_pushboolean(L, i->holdable);
     lua_setfield(L, -2, "holdable");
+    if (i->tag) set_int(L, "tag", i->tag);
     lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
 }
 
-/* downloads() -> {{id, state, deadline, bytes, total, holdable}, ...}: the file downloads the
+/* downloads() -> {{id, state, deadline, bytes, total, holdable, tag}, ...}: the file downloads the
  * engine runs, queues or holds, for the scheduling policy; {} once the daemon stops. */
 static int l_downloads(lua_State *L) {
     rt_runtime *rt = rt_get(L);

@@ -495,12 +495,14 @@ function Api:queue(req)
     return err(400, "validation_error", "limit: must be an integer 1.." .. M.QUEUE_MAX)
   end
   local lim = assetd.fetch_limits() or {active = 0, queued = 0, max_active = 0, per_host = 0, order = "edf"}
-  -- the engine's downloads by deadline: how many of each state
-  local by_deadline = {}
+  -- the engine's downloads by the job whose they are (the tag download.lua gives)
+  local by_job = {}
   for _, d in ipairs(assetd.downloads()) do
-    local g = by_deadline[d.deadline] or {active = 0, queued = 0, held = 0}
-    by_deadline[d.deadline] = g
-    g[d.state] = (g[d.state] or 0) + 1
+    local g = d.tag and (by_job[d.tag] or {active = 0, queued = 0, held = 0})
+    if g then
+      by_job[d.tag] = g
+      g[d.state] = (g[d.state] or 0) + 1
+    end
   end
   local engine_wait = lim.active >= lim.max_active and "transfers" or "per_host"
   local function entry(job)
@@ -515,9 +517,9 @@ function Api:queue(req)
     local job = self.jobs:get(id)
     if job and job.status == "downloading" then
       local p, rate = self.runner.progress[id], self.live:rate(id)
-      local g = by_deadline[job.expiresAt or math.huge]
-      local wait
-      if g and (g.queued > 0 or g.held > 0) and (g.active == 0 or not (rate and rate > 0)) then
+      local g = by_job[id]
+      local wait                                     -- none of its transfers running: it waits
+      if g and g.active == 0 and (g.queued > 0 or g.held > 0) then
         wait = g.queued > 0 and engine_wait or "preempted"
       end
       local e = entry(job)

@@ -69,7 +69,7 @@ function M.variant(runner, job, asset)
     -- commit (whose .part this run resumed). Reservation skipped every version whose files
     -- existed, so the file is this job's; and the commit never renames over it.
     local res, err = assetd.fetch{url = asset.url, headers = asset.headers, to = path, resume = true,
-                                  exists = "skip", deny_private = asset.deny_private,
+                                  exists = "skip", deny_private = asset.deny_private, tag = job.id,
                                   direct = runner.direct_io, check = formats.check(asset.variant), deadline = job.expiresAt, low_speed = {1024, 60},
                                   on_progress = on_progress}
     if res and res.skipped then

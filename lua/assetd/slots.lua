@@ -10,7 +10,7 @@ local Slots = {}
 Slots.__index = Slots
 
 function M.new(n)
-  return setmetatable({size = n, free = n, queue = assetd.deadline_queue(), waiters = {}, seq = 0}, Slots)
+  return setmetatable({size = n, free = n, queue = assetd.deadline_queue(), waiters = {}, by_who = {}, seq = 0}, Slots)
 end
 
 -- Wait for a slot (the calling task sleeps); false if the task was canceled meanwhile. WHO
@@ -24,8 +24,10 @@ function Slots:acquire(deadline, who)
   local w = {alarm = assetd.alarm(), deadline = deadline or math.huge, seq = self.seq, who = who}
   self.queue:push(deadline, w)
   self.waiters[w] = true
+  if who then self.by_who[who] = w end
   local granted = w.alarm:sleep(1e9)
   self.waiters[w] = nil
+  if who and self.by_who[who] == w then self.by_who[who] = nil end
   if granted then return true end                     -- handed over by release()
   w.gone = true
   if w.granted then self:release() end               -- granted, then canceled before waking
@@ -47,6 +49,9 @@ function Slots:release()
 end
 
 function Slots:waiting() return #self.queue end
+
+-- Whether WHO waits for a slot now.
+function Slots:queued(who) return self.by_who[who] ~= nil end
 
 -- The waiters in the order release() will serve them (deadline, then arrival, as the heap
 -- orders): {{who =, deadline =}}, deadline math.huge for none.

@@ -31,6 +31,32 @@ local function projected(state, job, progress, stalled, now)
   return rate > 0 and now + left / rate or math.huge
 end
 
+-- The engine's downloads by the job whose they are (their tag): {[id] = {active =, waiting =}},
+-- read at most twice a second however many jobs are watched.
+local turns, turns_at = {}, -math.huge
+local function downloads_by_job()
+  local now = assetd.monotonic()
+  if now - turns_at < 0.5 then return turns end
+  turns, turns_at = {}, now
+  for _, d in ipairs(assetd.downloads()) do
+    if d.tag then
+      local e = turns[d.tag] or {}
+      if d.state == "active" then e.active = true else e.waiting = true end
+      turns[d.tag] = e
+    end
+  end
+  return turns
+end
+
+-- Whether job ID waits its turn rather than failing to move: for a download slot, or with its
+-- transfers queued behind the engine's limits or held for an earlier deadline. Its stall clock
+-- stands still meanwhile: a long batch's queue is no stall (a slot's holders are watched).
+local function waiting_turn(runner, id)
+  if runner.slots:queued(id) then return true end
+  local e = downloads_by_job()[id]
+  return e ~= nil and e.waiting and not e.active
+end
+
 -- Watch job ID while RUNNING() says its run goes on. While it is stalled or at risk, so says
 -- runner.flagged[ID] ({stalled = reason, at_risk = projected finish}), for the API's summary.
 function M.start(runner, id, running)
@@ -45,6 +71,7 @@ function M.start(runner, id, running)
       local job = runner.jobs:get(id)
       if not job or not live[job.status] then return end
       status = job.status
+      if waiting_turn(runner, id) then runner:mark(id) end
       local now = assetd.now()
       local idle = now - (runner.marks[id] or now)
       local stalled = idle >= stall_after

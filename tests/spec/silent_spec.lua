@@ -134,6 +134,26 @@ return {storage = {root = "{DIR}/root"}, sora = {poll = {interval = 0.2, max = 0
     assert.are.equal("p-drip", st.concerns[1].notionPageId)
   end)
 
+  it("waiting its turn is no stall: jobs queued for a slot or behind the engine's limits are not flagged", function()
+    local s = sim.start("--openai-key sk-s")
+    local sizes = {video = 1024 * 1024, thumbnail = 100, spritesheet = 100}
+    s:video{{id = "vid_q1", sizes = sizes}, {id = "vid_q2", sizes = sizes}, {id = "vid_q3", sizes = sizes}}
+    s:fault{path = [[vid_q1/content\?variant=video$]], kind = "slow", rate = 250000, count = 1}   -- about 4 s
+    local d = daemon.start{pipeline = [[
+return {storage = {root = "{DIR}/root"}, sora = {poll = {interval = 0.2, max = 0.5}}, alerts = {stall_after = 1},
+        limits = {max_active = 1, max_jobs = 2}}
+]], env = {OPENAI_API_KEY = "sk-s", OPENAI_BASE_URL = s.openai}}
+    finally(function() d:stop(); s:stop() end)
+    enqueue(d, "p-q1", "vid_q1")
+    daemon.eventually(function() return job(d, "p-q1").status == "downloading" end, 10, "the first one downloading")
+    enqueue(d, "p-q2", "vid_q2")      -- holds the second slot, its transfers behind max_active
+    enqueue(d, "p-q3", "vid_q3")      -- waits for a slot
+    for _, p in ipairs{"p-q1", "p-q2", "p-q3"} do
+      daemon.eventually(function() return job(d, p).status == "completed" end, 30, p .. " completed")
+    end
+    assert.is_nil(d:log():find('msg="download stalled"', 1, true), d:log())
+  end)
+
   it("at_risk fires when the daemon's own bandwidth cap cannot finish before the deadline", function()
     local s = sim.start("--openai-key sk-s")
     s:video{id = "vid_cap", expires_in = 12, sizes = {video = 8 * 1024 * 1024, thumbnail = 100, spritesheet = 100}}
