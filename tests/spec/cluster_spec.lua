@@ -162,6 +162,28 @@ return {
       seen[page], lines = true, lines + 1
     end
     assert.is_true(lines >= N - 1, lines .. " completed alerts for " .. N .. " jobs")
+    -- the Notion update once per job: a second PATCH only for a job rescued from d2 (whose
+    -- PATCH may have gone out before d2 could record it; the same properties, so harmless)
+    local rescued_pages = {}
+    for page in pg:psql("SELECT j.page_id FROM jobs j JOIN events e ON e.job_id = j.id" ..
+                        " WHERE e.kind = 'claimed' AND e.detail LIKE '%rescued from d2%'"):gmatch("[^\n]+") do
+      rescued_pages[page] = true
+    end
+    daemon.eventually(function()
+      local n = 0
+      for _ in pairs(s:call("GET", "/_control/notion").pages) do n = n + 1 end
+      return n >= N
+    end, 20, "every page updated")
+    local per_page = {}
+    for _, p in ipairs(s:call("GET", "/_control/notion").patches) do per_page[p.page_id] = (per_page[p.page_id] or 0) + 1 end
+    local twice = 0
+    for page, n in pairs(per_page) do
+      if n > 1 then
+        assert.is_true(rescued_pages[page] and n == 2, page .. " updated " .. n .. " times")
+        twice = twice + 1
+      end
+    end
+    assert.is_true(twice <= 1, twice .. " pages updated twice")    -- at most the one d2 was syncing at the kill
     -- the survivors say so in /metrics
     local rescues = 0
     for _, i in ipairs{1, 3} do
