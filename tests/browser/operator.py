@@ -217,6 +217,7 @@ def main():
                 "passed": b.run(PASSED),
                 "queue": b.run(QUEUE),
                 "live": b.run("return document.getElementById('live').textContent"),
+                "instances": b.run("return document.getElementById('instances').textContent"),
                 "throughput": b.run("const s = document.querySelector('#chart-throughput svg'); return {samples: Number(s.dataset.samples), "
                                     "text: document.getElementById('throughput-now').textContent, line: !!s.querySelector('polyline')}"),
                 "deadlines": b.run("const s = document.querySelector('#chart-deadlines svg'); return {counts: s.dataset.counts.split(',').map(Number), "
@@ -228,6 +229,7 @@ def main():
             out["wide"]["apiPassed"] = {"summary": st["summary"]["deadlinePassed"], "count": st["deadlinePassed"],
                                         "pages": [j["notionPageId"] for j in st["deadlinePassedDownloads"]]}
             out["wide"]["apiQueue"] = call("GET", "/api/queue")[1]
+            out["wide"]["apiInstances"] = call("GET", "/api/instances")[1]
             b.viewport(1400, 900)
             time.sleep(0.3)
             out["wide"]["widths1400"] = b.run(WIDTHS)

@@ -344,6 +344,16 @@ describe("dashboard for operators in headless Chromium", function()
     assert.matches("^error reported", p.notion)                    -- its last Notion event
   end)
 
+  it("names the daemons sharing the job store and the jobs each holds, as GET /api/instances does", function()
+    local w = seen().wide
+    local me = w.apiInstances.instances[1]
+    assert.are.equal(1, #w.apiInstances.instances)                 -- SQLite: this daemon alone
+    -- the count moves as downloads end between the page's read and the API's
+    local held = tonumber(w.instances:match("^1 daemon: " .. me.id:gsub("%p", "%%%0") .. " %(this one%): (%d+) jobs?$"))
+    assert(held, w.instances)
+    assert.is_true(math.abs(held - me.jobsHeld) <= 3, w.instances)
+  end)
+
   it("is reachable by keyboard: Enter opens a job, Escape closes it and gives the focus back, / searches", function()
     local k = seen().keyboard
     assert.is_true(k.closed)
