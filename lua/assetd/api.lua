@@ -208,7 +208,7 @@ function Api:status_get()
     deadlines = {bucketSeconds = 300, counts = counts, truncated = #ahead == 1000},
     transfers = {running = t.active, queued = t.queued},
     summary = summary, states = states.names, liveStates = states.live_names,
-    warnBefore = self.runner.alerts.warn_before,
+    warnBefore = self.runner:warn_before(),
     pending = s.pending, expiring = s.approachingExpiration,
     expiringDownloads = array(expiring), concerns = array(concerns),
     deadlinePassed = passed_n, deadlinePassedDownloads = array(passed),
@@ -342,10 +342,10 @@ function Api:list_filter(q)
   end
   if q.atRisk then
     if q.atRisk ~= "1" and q.atRisk ~= "true" then return nil, bad("atRisk", "must be 1 or true") end
-    local now, window = assetd.now(), self.runner.alerts.warn_before
+    local now, window = assetd.now(), self.runner:warn_before()
     tests[#tests + 1] = function(j)
       if not states.live[j.status] then return false end
-      local c = self.runner.flagged[j.id]
+      local c = self.runner:flags(j.id)
       return (c and (c.stalled or c.at_risk)) ~= nil or (j.expiresAt ~= nil and j.expiresAt - now < window)
     end
   end
@@ -511,12 +511,12 @@ function Api:queue(req)
   end
   local running, held = {}, {}
   local ids = {}
-  for id in pairs(self.runner.progress) do ids[#ids + 1] = id end
+  for id in self.runner:downloading() do ids[#ids + 1] = id end
   table.sort(ids)
   for _, id in ipairs(ids) do
     local job = self.jobs:get(id)
     if job and job.status == "downloading" then
-      local p, rate = self.runner.progress[id], self.live:rate(id)
+      local p, rate = self.runner:progress_of(id), self.live:rate(id)
       local g = by_job[id]
       local wait                                     -- none of its transfers running: it waits
       if g and g.active == 0 and (g.queued > 0 or g.held > 0) then
@@ -540,7 +540,7 @@ function Api:queue(req)
   for _, e in ipairs(held) do
     if #queued < limit then queued[#queued + 1] = e end
   end
-  local order = self.runner.slots:order()
+  local order = self.runner:slot_queue()
   for _, w in ipairs(order) do
     if #queued >= limit then break end
     local job = w.who and self.jobs:get(w.who)
@@ -552,9 +552,10 @@ function Api:queue(req)
   end
   for i, e in ipairs(queued) do e.position = i end
   local total = #held + #order
+  local slots = self.runner:slot_use()
   return json(200, {
-    limits = {maxJobs = self.runner.slots.size, maxActive = lim.max_active, perHost = lim.per_host, order = lim.order},
-    slots = {used = self.runner.slots.size - self.runner.slots.free, free = self.runner.slots.free},
+    limits = {maxJobs = slots.size, maxActive = lim.max_active, perHost = lim.per_host, order = lim.order},
+    slots = {used = slots.size - slots.free, free = slots.free},
     transfers = {running = lim.active, queued = lim.queued},
     running = array(running), queued = array(queued), queuedTotal = total, truncated = total > #queued,
   })

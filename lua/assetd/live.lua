@@ -63,7 +63,7 @@ end
 -- One sample of every running transfer; the progress event's entries.
 function Live:sample(now)
   local out, seen = {}, {}
-  for id, p in pairs(self.api.runner.progress) do
+  for id, p in self.api.runner:downloading() do
     seen[id] = true
     local r = self.rates[id]
     if r and now > r.t then

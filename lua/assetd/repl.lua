@@ -66,7 +66,7 @@ function H.summary()
     end
     return table.concat({
       "jobs       " .. table.concat(counts, "  "),
-      string.format("expiring   %d within %s", t.approachingExpiration, pretty.duration(r.alerts.warn_before)),
+      string.format("expiring   %d within %s", t.approachingExpiration, pretty.duration(r:warn_before())),
       string.format("transfers  %d active, %d queued (at most %d at once)",
         t.transfers.active, t.transfers.queued, t.transfers.max_active),
       "sessions   " .. t.sessions,
@@ -175,7 +175,7 @@ end
 
 function H.expiring(window)
   local r = runner()
-  window = window or r.alerts.warn_before
+  window = window or r:warn_before()
   local now = assetd.now()
   local out = assert(r.jobs:expiring(now, window, 1000))     -- indexed, soonest first
   return view(out, function(t)
@@ -198,7 +198,7 @@ local function brief(j, ...)
 end
 
 -- The versions room's prune (a dry run unless dry_run = false): what it removed, or would.
-function H.prune(opts) return runner().versions:prune(opts) end
+function H.prune(opts) return runner():prune(opts) end
 
 function H.retry(id) return brief(runner():retry_job(id)) end
 function H.redownload(id) return brief(runner():redownload_job(id)) end

@@ -273,6 +273,17 @@ function Runner:instances()
   return list
 end
 
+-- What the API and the live stream show of the runs, read through methods (the runner's
+-- tables stay its own): the warning window, a job's flags (stalled, at_risk), the bytes of
+-- the jobs downloading now, and the download slots.
+function Runner:warn_before() return self.alerts.warn_before end
+function Runner:flags(id) return self.flagged[id] end
+function Runner:downloading() return pairs(self.progress) end
+function Runner:progress_of(id) return self.progress[id] end
+function Runner:slot_queue() return self.slots:order() end
+function Runner:slot_use() return {size = self.slots.size, free = self.slots.free} end
+function Runner:prune(opts) return self.versions:prune(opts) end
+
 function Runner:expiring(now, limit, window)
   return self.jobs:expiring(now or assetd.now(), window or self.alerts.warn_before, limit)
 end
