@@ -265,6 +265,10 @@ class Batch:
         with open(self.curl_cfg, "w") as f:
             for path, name, _ in urls:
                 f.write(f'url = "{nginx.url}{path}"\noutput = "{self.out}/{name}"\n')
+        self.engine_in = os.path.join(work, f"engine-{tag}.txt")
+        with open(self.engine_in, "w") as f:
+            for path, name, _ in urls:
+                f.write(f"{nginx.url}{path} {name}\n")
         self.aria_in = os.path.join(work, f"aria2-{tag}.txt")
         with open(self.aria_in, "w") as f:
             for path, name, _ in urls:
@@ -291,6 +295,17 @@ class Batch:
         if tool == "aria2c":
             return ["aria2c", "-j", "8", "-i", self.aria_in, "-d", self.out, "-q",
                     "--file-allocation=falloc", "--auto-file-renaming=false", "--allow-overwrite=true"], None
+        if tool == "dd":
+            # the disk's durable write speed for the same bytes: the limit of every tool here
+            count = max(1, -(-self.bytes // (4 * MiB)))
+            return ["dd", "if=/dev/zero", f"of={self.out}/dd.bin", "bs=4M", f"count={count}", "oflag=direct",
+                    "conv=fsync", "status=none"], None
+        if tool == "curl+sync":
+            # curl with the persistence assetd gives: every file durable (fsync) before it is done
+            return ["sh", "-c", 'curl --parallel --parallel-max 8 -sS --no-progress-meter --fail -K "$1" && cd "$2" &&'
+                    ' sync -- *', "sh", self.curl_cfg, self.out], None
+        if tool == "assetd-engine":
+            return [ASSETD, os.path.join(REPO, "bench/engine.lua"), self.engine_in, self.out], None
         if tool == "curl+sha+sync":
             # the peer doing what assetd does beyond downloading: SHA-256 of every file and
             # every file durable (fsync) before it is done
@@ -313,7 +328,8 @@ class Batch:
             self.sim.reset()
         cmd, env = self.cmd(tool)
         r = timed(cmd, os.path.join(self.work, f"{tool}-{self.prefix}{i}.log"), env=env)
-        self.check(tool)
+        if tool != "dd":                        # dd writes one file of the same bytes
+            self.check(tool)
         if tool == "assetd+notion" and self.sim.patches() != self.n:
             raise RuntimeError(f"assetd: {self.sim.patches()} Notion PATCHes, expected {self.n}")
         return r
@@ -357,7 +373,7 @@ def table(b, res, title):
 
 # ---- the parts --------------------------------------------------------------------------
 
-BATCH_TOOLS = ["copy", "curl", "aria2c", "curl+sha+sync", "assetd", "assetd+notion"]
+BATCH_TOOLS = ["dd", "copy", "curl", "curl+sync", "aria2c", "curl+sha+sync", "assetd", "assetd-engine", "assetd+notion"]
 
 
 def part_batch(args, work, nginx, sim, results):
@@ -720,6 +736,14 @@ def print_targets(r):
         rows.append(("batch CPU <= curl's", f"{b['assetd']['cpu']:.2f} s vs {b['curl']['cpu']:.2f} s ({cr:.2f}x)", cr <= 1.0))
         rss = max(b["assetd"]["rss_kib"], b["assetd+notion"]["rss_kib"]) / 1024
         rows.append(("batch peak RSS < 32 MiB", f"{rss:.1f} MiB", rss < 32))
+    b = r.get("batch", {})
+    if "dd" in b:                               # the durable limit (issue 20 item 2)
+        for t, label in (("assetd", "batch"), ("assetd-engine", "assetd.fetch defaults")):
+            if t in b:
+                ratio = b[t]["wall"] / b["dd"]["wall"]
+                rows.append((f"{label} within 1.3x dd's durable write", f"{t}/dd {ratio:.2f}", ratio <= 1.3))
+        if "curl+sync" in b:
+            rows.append(("  curl + sync (the same persistence)", f"curl+sync/dd {b['curl+sync']['wall'] / b['dd']['wall']:.2f}", None))
     if "flat" in r:
         a, z = r["flat"][5 * MiB]["rss_kib"], r["flat"][500 * MiB]["rss_kib"]
         rows.append(("peak RSS flat with file size", f"{a} KiB (5 MiB), {z} KiB (500 MiB)", z - a < 1024))

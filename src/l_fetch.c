@@ -239,8 +239,8 @@ static void read_request(lua_State *L, fetch_xfer *x) {
     r->exists_skip = exists && strcmp(exists, "skip") == 0;
     lua_getfield(L, 1, "resume");
     r->resume = lua_toboolean(L, -1);
-    lua_getfield(L, 1, "direct");
-    r->direct = lua_toboolean(L, -1);
+    lua_getfield(L, 1, "direct");               /* the fast durable path unless told otherwise */
+    r->direct = lua_isnil(L, -1) || lua_toboolean(L, -1);
     lua_getfield(L, 1, "deny_private");
     r->deny_private = lua_toboolean(L, -1);
     lua_pop(L, 3);
