@@ -438,9 +438,10 @@ def part_flat(args, work, nginx, sim, results):
         subprocess.check_call([ASSETD, os.path.join(REPO, "bench/memflat.lua"), sim.url, str(size), work])
 
 
-def daemon_run(args, work, nginx, store, label, requests=1000):
-    """Start the daemon on a copy of STORE: start-up (process start to GET /healthz answering),
-    the runner's own start figure, GET /api/downloads/status latencies, stop time, peak RSS."""
+def daemon_run(args, work, nginx, store, label, requests=1000, binary=None):
+    """Start the daemon (BINARY, default ASSETD) on a copy of STORE: start-up (process start to
+    GET /healthz answering), the runner's own start figure, GET /api/downloads/status
+    latencies, stop time, peak RSS."""
     import http.client
     import signal
     run_d = store + "-run"
@@ -451,7 +452,7 @@ def daemon_run(args, work, nginx, store, label, requests=1000):
     env = dict(os.environ, OPENAI_API_KEY="sk-bench", BENCH_T0=repr(time.time()))
     out = open(os.path.join(work, f"daemon-{label}.out"), "w+")
     t0 = time.monotonic()
-    p = subprocess.Popen([ASSETD, os.path.join(REPO, "bench/daemon.lua"), "--data", run_d, "--listen",
+    p = subprocess.Popen([binary or ASSETD, os.path.join(REPO, "bench/daemon.lua"), "--data", run_d, "--listen",
                           f"127.0.0.1:{port}", "--log-level", "error", nginx.url + "/v1",
                           os.path.join(work, "daemon-out")],
                          stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
@@ -524,18 +525,27 @@ def part_store(args, work, nginx, sim, results):
           f" medians of {max(1, args.runs - 2)} daemons; p99 and max: the worst daemon")
     print(f"{'store':28s} {'start-up ms':>11s} {'(runner)':>9s} {'status p50 ms':>13s} {'p99 ms':>7s}"
           f" {'max ms':>7s} {'stop ms':>8s} {'peak RSS MiB':>13s}")
+    # with ASSETD_BIN_B, that build's daemon takes turns with this one's on the same store (row "-b")
+    builds = [("", ASSETD)] + ([("-b", ASSETD_B)] if ASSETD_B else [])
     for label, store, what in (("live1000", live, f"{n:,} jobs, 1,000 live"),
                                ("mixed", mixed, f"{n:,} jobs, {n // 3:,} live")):
-        rs = [daemon_run(args, work, nginx, store, f"{label}{i}") for i in range(max(1, args.runs - 2))]
-        med = lambda k: statistics.median(x[k] for x in rs)
-        p99 = max(x["p99"] for x in rs)
-        r = {"ready": med("ready"), "runner": med("runner"), "p50": med("p50"), "p99": p99,
-             "max": max(x["max"] for x in rs), "stop": med("stop"), "rss_kib": med("rss_kib"),
-             "readies": [x["ready"] for x in rs], "p99s": [x["p99"] for x in rs], "summary": rs[0]["summary"]}
-        results["store"]["daemon_" + label] = r
-        print(f"{what:28s} {r['ready'] * 1000:11.0f} {r['runner'] * 1000:9.0f} {r['p50'] * 1000:13.2f}"
-              f" {r['p99'] * 1000:7.2f} {r['max'] * 1000:7.1f} {r['stop'] * 1000:8.0f} {r['rss_kib'] / 1024:13.1f}")
+        runs = {tag: [] for tag, _ in builds}
+        for i in range(max(1, args.runs - 2)):
+            for tag, binary in builds:
+                runs[tag].append(daemon_run(args, work, nginx, store, f"{label}{tag}{i}", binary=binary))
+        for tag, _ in builds:
+            rs = runs[tag]
+            med = lambda k: statistics.median(x[k] for x in rs)
+            p99 = max(x["p99"] for x in rs)
+            r = {"ready": med("ready"), "runner": med("runner"), "p50": med("p50"), "p99": p99,
+                 "max": max(x["max"] for x in rs), "stop": med("stop"), "rss_kib": med("rss_kib"),
+                 "readies": [x["ready"] for x in rs], "p99s": [x["p99"] for x in rs], "summary": rs[0]["summary"]}
+            results["store"]["daemon_" + label + tag.replace("-", "_")] = r
+            print(f"{what + tag:28s} {r['ready'] * 1000:11.0f} {r['runner'] * 1000:9.0f} {r['p50'] * 1000:13.2f}"
+                  f" {r['p99'] * 1000:7.2f} {r['max'] * 1000:7.1f} {r['stop'] * 1000:8.0f} {r['rss_kib'] / 1024:13.1f}")
         shutil.rmtree(store, ignore_errors=True)
+    if ASSETD_B:
+        print(f"(rows -b: ASSETD_BIN_B={ASSETD_B}, taking turns with {ASSETD})")
 
 
 S3RVER = os.path.join(REPO, "tests/s3/node_modules/s3rver/bin/s3rver.js")

@@ -367,6 +367,10 @@ function M.main(cfg)
     print("pipeline OK")
     return
   end
+  -- Generational collection: a daemon holds its resumed backlog (queue entries, deadline
+  -- timers) for hours while every API request makes short-lived garbage; in incremental mode
+  -- each cycle over that heap ended in an 80-100 ms pause of the loop (docs/performance.md, 13)
+  collectgarbage("generational")
   local d = setmetatable({config = c, script = arg and arg[0]}, Daemon)
   d.runner, d.server, d.api = M.start(c)
   M.daemon = d

@@ -44,10 +44,12 @@ function M.new(cfg)
     notion = cfg.notion, properties = cfg.properties, on_error = cfg.on_error,
     alerts = cfg.alerts or {}, retry = cfg.retry, poll = cfg.poll or defaults.pipeline.sora.poll,
     metrics = cfg.metrics or require("assetd.metrics").standard(),
-    slots = require("assetd.slots").new(cfg.max_jobs or 4 * defaults.pipeline.limits.max_active),
+    max_jobs = cfg.max_jobs or 4 * defaults.pipeline.limits.max_active,
+    backlog = assetd.deadline_queue(), queued = {}, admitted = {},
     running = {}, timers = {}, progress = {}, marks = {}, flagged = {}, direct_io = cfg.direct_io ~= false,
     s3 = cfg.s3, cluster = cfg.cluster,
   }, Runner)
+  self.slots = require("assetd.slots").new(self.max_jobs)
   self.alerts.warn_before = self.alerts.warn_before or defaults.pipeline.alerts.warn_before
   return self
 end
@@ -148,24 +150,31 @@ end
 
 -- ---- the job's story ----------------------------------------------------------------------
 
-function Runner:run(job)
+-- QUEUED: the record of a run resumed lazily (Runner:resume), now given its task.
+function Runner:run(job, queued)
   local id = job.id
-  if self.running[id] then return end
-  if self.cluster and not self.cluster:holds(id) then
-    job = self.cluster:claim(id)                  -- another daemon runs it, or it is not runnable
-    if not job or self.running[id] then return end
+  if queued then
+    if self.running[id] ~= queued then return end  -- canceled or replaced while queued
+    self.queued[id], self.admitted[id], queued.backlogged = nil, queued, nil
+  else
+    if self.running[id] then return end
+    if self.cluster and not self.cluster:holds(id) then
+      job = self.cluster:claim(id)                -- another daemon runs it, or it is not runnable
+      if not job or self.running[id] then return end
+    end
   end
-  local me = {}                                   -- this run; a later run has its own entry
+  local me = queued or {}                         -- this run; a later run has its own entry
   self.running[id] = me
   -- the claim goes with the run, unless a newer run of this daemon has the job now
   local function over()
     if self.running[id] == me then self.running[id], self.marks[id] = nil, nil end
     if self.cluster and self.running[id] == nil then self.cluster:release(id) end
+    if queued and self.admitted[id] == me then self.admitted[id] = nil; self:admit() end
   end
   -- detached: a job started from the REPL (retry, enqueue) is the daemon's, not held to the
   -- REPL's time budget for the hours it may run
   self:mark(id)
-  watch.start(self, id, function() return self.running[id] == me end)
+  watch.start(self, id, function() return self.running[id] == me end, me.fired)
   me.task = assetd.spawn({name = "job " .. job.notionPageId, detached = true, on_error = function(msg)
     local ok, err = pcall(self.crashed, self, id, msg)
     if not ok then assetd.log.error("job error not recorded", {job = id, error = tostring(err), cause = msg}) end
@@ -188,8 +197,72 @@ end
 
 -- ---- the outside world -------------------------------------------------------------------
 
--- Recover, then resume every unfinished job from a task that yields between pages, so the
--- HTTP API and the REPL answer at once even with a long backlog.
+-- ---- the resumed backlog: unfinished jobs as data ------------------------------------------
+-- A restart over a long backlog resumes every unfinished job, but lazily: a waiting job is an
+-- entry in the poll queue (polling.queue: MAX_POLLS polls in flight), a pending one (or a
+-- completed one with a step left) an entry in `backlog`, earliest deadline first, with its
+-- deadline timers armed at once; at most max_jobs of those get a task at a time (Runner:admit,
+-- as a run ends). Each entry is its run's record in runner.running, so the API, the REPL and
+-- the operator's commands see it as running: a cancel drops it, a retry starts a run of its
+-- own. The watch over queued jobs is one sweep (watch.sweep), not a task each.
+
+-- Resume JOB (as listed) lazily.
+function Runner:resume(job)
+  local id = job.id
+  if self.running[id] then return end
+  local me = {fired = {}}
+  self.running[id] = me
+  self:mark(id)
+  watch.sweep(self)
+  if job.status == "waiting" then
+    self.queued[id] = me
+    polling.queue(self, job, me)
+  else
+    self:queue_pending(job, me)
+  end
+end
+
+-- The job of the queued run ME waits in the backlog for a task (deadlines armed now).
+function Runner:queue_pending(job, me)
+  self.queued[job.id], me.backlogged = me, true
+  deadlines.arm(self, job)
+  self.backlog:push(job.status ~= "completed" and job.expiresAt or nil, {id = job.id, me = me})
+  self:admit()
+end
+
+-- The queued run ME of job ID ends without a task (its job moved on, failed while waiting, or canceled).
+function Runner:unqueue(id, me)
+  if self.queued[id] == me then self.queued[id] = nil end
+  if self.running[id] == me then self.running[id], self.marks[id] = nil, nil end
+  if not self.running[id] then self.flagged[id] = nil end
+end
+
+-- Give queued runs their tasks while fewer than max_jobs of them run.
+function Runner:admit()
+  local busy = 0
+  for id, me in pairs(self.admitted) do
+    if self.running[id] == me and me.task and me.task:status() ~= "done" then busy = busy + 1
+    else self.admitted[id] = nil end
+  end
+  while busy < self.max_jobs and #self.backlog > 0 do
+    local entry = self.backlog:pop()
+    local id, me = entry.id, entry.me
+    if self.running[id] == me then
+      local job = self.jobs:get(id)
+      if job and (live[job.status] or job.status == "completed") then
+        self:run(job, me)
+        busy = busy + 1
+      else
+        self:unqueue(id, me)
+      end
+    else
+      self:unqueue(id, me)                        -- canceled while queued
+    end
+  end
+end
+
+-- Recover, then resume every unfinished job (lazily, above) from a task that yields between
+-- pages, so the HTTP API and the REPL answer at once even with a long backlog.
 function Runner:start()
   self.started_at = assetd.now()
   if self.cluster then return self.cluster:start(self) end   -- claims instead: cluster.lua
@@ -202,9 +275,9 @@ function Runner:start()
         page, cursor = self.jobs:list{status = status, limit = 500, cursor = cursor}
         for _, j in ipairs(page) do
           local d = status == "completed" and self:data(j)
-          if not d or d.notion == "pending" or uploadsync.unfinished(d) then self:run(j) end
+          if not d or d.notion == "pending" or uploadsync.unfinished(d) then self:resume(j) end
         end
-        assetd.sleep(0)
+        coroutine.yield()                      -- the loop polls I/O first (a sleep(0) would not)
       until not cursor
     end
   end)

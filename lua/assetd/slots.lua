@@ -1,8 +1,9 @@
 -- Download slots: at most `n` jobs hold one between reserving a version and committing their
 -- assets; the others wait, earliest deadline first (the engine's own queue, deadline.c), each
--- asleep on an alarm, so a backlog of thousands of pending jobs costs a sleeping task each.
--- The waiters are also kept in a Lua table, so the queue can be shown in the order it will be
--- served (GET /api/queue).
+-- asleep on an alarm. The jobs a restart resumes wait before this as data, earliest deadline
+-- first too (runner.lua's backlog), so a long backlog costs no task per job. The waiters are
+-- also kept in a Lua table, so the queue can be shown in the order it will be served
+-- (GET /api/queue).
 local assetd = require "assetd"
 
 local M = {}

@@ -59,11 +59,13 @@ end
 
 -- Watch job ID while RUNNING() says its run goes on. While it is stalled or at risk, so says
 -- runner.flagged[ID] ({stalled = reason, at_risk = projected finish}), for the API's summary.
-function M.start(runner, id, running)
+-- FIRED: the alerts this run has fired already (while it was queued: M.sweep).
+function M.start(runner, id, running, fired)
   local stall_after = runner.alerts.stall_after or defaults.pipeline.alerts.stall_after
   -- a rate needs a few samples a second apart; a waiting job (thousands may wait) is looked at less often
   local tick = math.max(0.25, math.min(5, stall_after / 4))
-  local state, fired, status = {}, {}, nil
+  local state, status = {}, nil
+  fired = fired or {}
   local function watch()
     while true do
       assetd.sleep(status == "downloading" and math.min(1, tick) or tick)
@@ -100,6 +102,78 @@ function M.start(runner, id, running)
     local ok, err = pcall(watch)
     runner.flagged[id] = nil
     if not ok then error(err, 0) end
+  end)
+end
+
+-- The watch over the runs resumed lazily and still queued (runner.queued, see runner.lua),
+-- in one task instead of one each: a queued job makes no progress, so after stall_after since
+-- its last (its resume, or its last poll that answered) it is `stalled`, and `at_risk` if it
+-- has a deadline (no projected finish), as its own watch would say. The fired alerts go with
+-- the run when it gets its task. Each round also admits queued runs whose turn came while a
+-- run ended without saying so (canceled). It ends, with the poll queue's task, once nothing
+-- is queued; M.sweep starts it again.
+-- Whether the queued run ME waits its turn: in the backlog for a task, or its poll due but
+-- held behind polling.MAX_POLLS. Its stall clock stands still meanwhile, as a slot's does.
+local function queued_turn(me)
+  if me.backlogged then return true end
+  local e = me.poll
+  return e ~= nil and not e.polling and e.due <= assetd.monotonic()
+end
+
+local function sweep(runner)
+  while true do
+    local stall_after = runner.alerts.stall_after or defaults.pipeline.alerts.stall_after
+    if assetd.sleep(math.max(0.25, math.min(1, stall_after / 4))) == nil then return end
+    runner:admit()
+    local now, due = assetd.now(), {}
+    for id, me in pairs(runner.queued) do
+      if queued_turn(me) then runner:mark(id) end
+      local idle = now - (runner.marks[id] or now)
+      if runner.running[id] ~= me then
+        runner:unqueue(id, me)                     -- canceled while queued
+      elseif not me.fired.stalled and idle >= stall_after then
+        due[#due + 1] = id
+      elseif idle < stall_after and runner.flagged[id] then
+        runner.flagged[id].stalled = nil           -- a poll answered (the alert stays fired once)
+      end
+    end
+    for _, id in ipairs(due) do
+      local me, job = runner.queued[id], runner.jobs:get(id)
+      if me and me.fired and not me.fired.stalled and job and live[job.status] then
+        local idle = now - (runner.marks[id] or now)
+        local reason = job.error or ("no progress for " .. math.floor(idle) .. " s")
+        me.fired.stalled = true
+        runner.flagged[id] = runner.flagged[id] or {}
+        runner.flagged[id].stalled = reason
+        runner:event(job, "stalled", reason)
+        runner:hook("stalled", job, reason)
+        if job.expiresAt and not me.fired.at_risk then
+          me.fired.at_risk = true
+          runner.flagged[id].at_risk = math.huge
+          runner:event(job, "at_risk", "no projected finish")
+          runner:hook("at_risk", job, math.huge)
+        end
+      end
+    end
+    if next(runner.queued) == nil and #runner.backlog == 0 then
+      local q = runner.pollq
+      if q then
+        runner.pollq = nil
+        q.task:cancel()
+      end
+      return
+    end
+  end
+end
+
+function M.sweep(runner)
+  if runner.sweeper then return end
+  runner.sweeper = assetd.spawn({name = "watch queued", detached = true, on_error = function(msg)
+    runner.sweeper = nil
+    assetd.log.error("the watch over queued jobs failed", {error = msg})
+  end}, function()
+    sweep(runner)
+    runner.sweeper = nil
   end)
 end
 
