@@ -60,10 +60,7 @@ end
 
 -- One variant of the job's version, tried until stored or retry.decide gives up: the stored
 -- asset, not yet recorded (the job records all of them with its completion, one write).
-local function fetch_variant(runner, job, asset)
-  local path, name = runner.versions:path{batchId = job.batchId, videoId = job.soraVideoId,
-                                          version = job.version, variant = asset.variant, ext = asset.ext}
-  if not path then return nil, name end
+local function fetch_variant(runner, job, asset, path, name)
   local attempt = 0
   local progress = runner.progress[job.id]
   local function on_progress(bytes, total)
@@ -100,7 +97,10 @@ end
 
 -- One variant of the job's version, stored and recorded on the job (Runner:download_variant).
 function M.variant(runner, job, asset)
-  local a, err = fetch_variant(runner, job, asset)
+  local path, name = runner.versions:path{batchId = job.batchId, videoId = job.soraVideoId,
+                                          version = job.version, variant = asset.variant, ext = asset.ext}
+  if not path then return nil, name end
+  local a, err = fetch_variant(runner, job, asset, path, name)
   if not a then return nil, err end
   return record(runner, job, a)
 end
@@ -127,6 +127,8 @@ local function in_slot(runner, job)
   -- a resumed job's names too: a naming hook changed by a reload may give two variants one name
   local names, err = runner.versions:names(job.batchId, job.soraVideoId, fields.version or job.version, assets)
   if not names then return runner:fail(job, tostring(err)) end
+  local paths, perr = runner.versions:paths(job.batchId, names)       -- the names once per job
+  if not paths then return runner:fail(job, tostring(perr)) end
   local moved, merr = runner.jobs:transition(job, "downloading", fields)
   if not moved then return runner.jobs:get(job.id) or job, merr end     -- canceled meanwhile
   job = moved
@@ -142,7 +144,7 @@ local function in_slot(runner, job)
   for i, a in ipairs(assets) do
     tasks[#tasks + 1] = assetd.spawn({name = "asset"}, function()
       patience.adopt()
-      local ok, res, why = pcall(fetch_variant, runner, job, a)
+      local ok, res, why = pcall(fetch_variant, runner, job, a, paths[i], names[i])
       if not ok then failure = failure or res elseif not res then failure = failure or why else got[i] = res end
       left = left - 1
       if left == 0 then done:ring() end
