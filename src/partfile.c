@@ -191,7 +191,7 @@ int partfile_full(const partfile *p, size_t len) {
 
 /* Blocks given back by closed partfiles, for the next transfers: a fresh block is an mmap
  * whose every page faults on its first write, and its free is a munmap. With many small files
- * that was 7% of the CPU (docs/performance.md, profile 12); at most BLOCK_CACHE are kept
+ * that was 7% of the CPU (docs/performance.md, profile 13); at most BLOCK_CACHE are kept
  * (8 transfers x 2 blocks), so memory stays what the busiest moment needed. */
 #define BLOCK_CACHE 16
 static pthread_mutex_t block_mu = PTHREAD_MUTEX_INITIALIZER;
