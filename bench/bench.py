@@ -401,13 +401,17 @@ def part_small(args, work, nginx, sim, results):
     # aria2c creates and deletes a control file per download: its runs come last (see
     # Batch.defer_delete), the others round-robin; the outputs are deleted when the bench ends
     runs = max(1, args.runs - 2)
-    res = run_batch(b, ["curl", "assetd", "assetd-1batch"], runs, "small")
-    res.update(run_batch(b, ["aria2c"], runs, "small"))
+    tools = ["curl", "assetd", "assetd-1batch", "aria2c"]
+    if args.tools != ",".join(BATCH_TOOLS):       # --tools given: only those (e.g. assetd,assetd-b)
+        tools = args.tools.split(",")
+    res = run_batch(b, [t for t in tools if t != "aria2c"], runs, "small")
+    if "aria2c" in tools:
+        res.update(run_batch(b, ["aria2c"], runs, "small"))
     results.setdefault("_trash", []).extend(b.trash)
     rows = table(b, res, f"per-job overhead: {n} videos x 3 assets of 100 KiB, batches of 50"
                  " (assetd-1batch: all in one batch directory)")
     base = results.get("flat", {}).get(5 * MiB, {}).get("rss_kib")
-    for t in ("assetd", "assetd-1batch", "curl", "aria2c"):
+    for t in rows:
         r = rows[t]
         mem = f", peak RSS above one job's {(r['rss_kib'] - base) / n:5.1f} KiB" if base and t.startswith("assetd") else ""
         print(f"  {t:14s} per video (3 files): {r['cpu'] / n * 1000:5.2f} ms CPU, {r['wall'] / n * 1000:5.2f} ms wall{mem}")
@@ -757,7 +761,7 @@ def print_targets(r):
     if "flat" in r:
         a, z = r["flat"][5 * MiB]["rss_kib"], r["flat"][500 * MiB]["rss_kib"]
         rows.append(("peak RSS flat with file size", f"{a} KiB (5 MiB), {z} KiB (500 MiB)", z - a < 1024))
-    if "small" in r:
+    if "small" in r and "assetd" in r["small"] and "curl" in r["small"]:
         s = r["small"]
         rows.append(("per video, 2,000 videos (no target)", f"{s['assetd']['cpu'] / s['_jobs'] * 1000:.2f} ms CPU,"
                      f" curl {s['curl']['cpu'] / s['_jobs'] * 1000:.2f} ms", None))

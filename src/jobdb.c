@@ -52,7 +52,7 @@ static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2};
 
 enum stmt_id {
     S_INSERT, S_BY_ID, S_BY_KEY, S_BY_PAGE, S_UPDATE, S_EVENT_ADD, S_EVENTS, S_COUNTS,
-    S_APPROACHING, S_EXPIRING, S_MAXV, S_CLAIMV, S_ASSET_ADD, S_ASSETS, S_WEBHOOK_ADD, S_WEBHOOK_PRUNE,
+    S_APPROACHING, S_EXPIRING, S_MAXV, S_CLAIMV, S_ASSET_ADD, S_ASSET_HAS, S_ASSETS, S_WEBHOOK_ADD, S_WEBHOOK_PRUNE,
     S_PROBE, S_BEGIN, S_COMMIT, S_ROLLBACK, S_NSTMTS
 };
 
@@ -77,6 +77,7 @@ static const char *const stmt_sql[S_NSTMTS] = {
                 " max_version = max(max_version + 1, excluded.max_version) RETURNING max_version",
     [S_ASSET_ADD] = "INSERT INTO assets(job_id, variant, path, file_name, size, sha256, version,"
                     " downloaded_at) VALUES(?,?,?,?,?,?,?,?)",
+    [S_ASSET_HAS] = "SELECT 1 FROM assets WHERE job_id = ? AND variant = ? AND version = ?",
     [S_ASSETS] = "SELECT variant, path, file_name, size, sha256, version, downloaded_at FROM assets"
                  " WHERE job_id = ? ORDER BY id",
     [S_WEBHOOK_ADD] = "INSERT INTO webhook_ids(id, seen_at) VALUES(?,?) ON CONFLICT(id) DO NOTHING",
@@ -341,10 +342,9 @@ int jobdb_create(jobdb *db, const jobdb_job *in, jobdb_job *out, int *created) {
     return jobdb_get(db, id, out);
 }
 
-int jobdb_transition(jobdb *db, int64_t id, enum jobdb_state to, const jobdb_job *in, int set,
-                     jobdb_job *out) {
+/* The transition's writes, inside the caller's transaction. */
+static int transition_tx(jobdb *db, int64_t id, enum jobdb_state to, const jobdb_job *in, int set) {
     jobdb_job cur;
-    if (exec1(db, S_BEGIN) != 0) return JOBDB_EIO;
     int rc = jobdb_get(db, id, &cur);
     int got = rc == 0;
     if (rc == 0 && !jobdb_can_transition(cur.state, to))
@@ -372,6 +372,38 @@ int jobdb_transition(jobdb *db, int64_t id, enum jobdb_state to, const jobdb_job
         }
     }
     if (got) jobdb_job_clear(&cur);
+    return rc;
+}
+
+int jobdb_transition(jobdb *db, int64_t id, enum jobdb_state to, const jobdb_job *in, int set,
+                     jobdb_job *out) {
+    if (exec1(db, S_BEGIN) != 0) return JOBDB_EIO;
+    int rc = finish_tx(db, transition_tx(db, id, to, in, set));
+    if (rc != 0) return rc;
+    return out ? jobdb_get(db, id, out) : 0;
+}
+
+static int asset_recorded(jobdb *db, int64_t job_id, const jobdb_asset *a, int *has) {
+    sqlite3_stmt *s = stmt(db, S_ASSET_HAS);
+    sqlite3_bind_int64(s, 1, job_id);
+    sqlite3_bind_text(s, 2, a->variant, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, a->version);
+    int rc = sqlite3_step(s);
+    *has = rc == SQLITE_ROW;
+    sqlite3_reset(s);
+    return (rc == SQLITE_ROW || rc == SQLITE_DONE) ? 0 : sql_err(db, "reading assets");
+}
+
+int jobdb_complete_with_assets(jobdb *db, int64_t id, const jobdb_asset *assets, int n,
+                               const jobdb_job *in, int set, jobdb_job *out) {
+    if (exec1(db, S_BEGIN) != 0) return JOBDB_EIO;
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < n; i++) {
+        int has = 0;
+        rc = asset_recorded(db, id, &assets[i], &has);
+        if (rc == 0 && !has) rc = jobdb_asset_add(db, id, &assets[i]);
+    }
+    if (rc == 0) rc = transition_tx(db, id, JOB_COMPLETED, in, set);
     if ((rc = finish_tx(db, rc)) != 0) return rc;
     return out ? jobdb_get(db, id, out) : 0;
 }

@@ -91,6 +91,11 @@ typedef struct jobdb_asset {
     double downloaded_at;                /* 0: now */
 } jobdb_asset;
 int jobdb_asset_add(jobdb *db, int64_t job_id, const jobdb_asset *a);
+/* One transaction: each of the N ASSETS recorded unless the job has one of that variant and
+ * version already, then the job moved to completed with IN's fields named by SET (as
+ * jobdb_transition); all of it or, on any error, nothing. */
+int jobdb_complete_with_assets(jobdb *db, int64_t id, const jobdb_asset *assets, int n,
+                               const jobdb_job *in, int set, jobdb_job *out);
 typedef int (*jobdb_asset_cb)(const jobdb_asset *a, void *ud);
 int jobdb_assets(jobdb *db, int64_t job_id, jobdb_asset_cb cb, void *ud);
 

@@ -135,6 +135,32 @@ static int64_t job_id_arg(lua_State *L, int i) {
     return (int64_t)luaL_checkinteger(L, i);
 }
 
+/* The fields a transition sets, from the table at I ({error=, version=, retryCount=,
+ * completedAt=, expiresAt=, data=}; none when it is not a table): the JOBDB_SET_* flags. */
+static int transition_fields(lua_State *L, int i, jobdb_job *in) {
+    memset(in, 0, sizeof *in);
+    int set = 0;
+    if (!lua_istable(L, i)) return 0;
+    static const struct { const char *k; int flag; } fields[] = {
+        {"version", JOBDB_SET_VERSION}, {"retryCount", JOBDB_SET_RETRY},
+        {"completedAt", JOBDB_SET_COMPLETED}, {"expiresAt", JOBDB_SET_EXPIRES}};
+    double v[4] = {0, 0, 0, 0};
+    for (int f = 0; f < 4; f++) {
+        lua_getfield(L, i, fields[f].k);
+        if (!lua_isnil(L, -1)) { set |= fields[f].flag; v[f] = luaL_checknumber(L, -1); }
+        lua_pop(L, 1);
+    }
+    in->version = (int64_t)v[0];
+    in->retry_count = (int64_t)v[1];
+    in->completed_at = v[2];
+    in->expires_at = v[3];
+    if (lua_getfield(L, i, "error") != LUA_TNIL) set |= JOBDB_SET_ERROR;
+    /* stored errors reach the API, alerts and Notion: never with a secret in them */
+    in->error = lua_toboolean(L, -1) ? (char *)l_pushredacted(L, luaL_checkstring(L, -1)) : NULL;
+    if (lua_getfield(L, i, "data") != LUA_TNIL) { set |= JOBDB_SET_DATA; in->data = (char *)luaL_checkstring(L, -1); }
+    return set;        /* the values stay on the stack, so the strings live until the call returns */
+}
+
 /* store:transition(job or id, state, {error=, version=, retryCount=, completedAt=, expiresAt=, data=}) */
 static int l_transition(lua_State *L) {
     ljobs *s = check_store(L);
@@ -143,27 +169,7 @@ static int l_transition(lua_State *L) {
     enum jobdb_state to;
     if (jobdb_state_parse(st, &to) != 0) return luaL_argerror(L, 3, "unknown state");
     jobdb_job in, out;
-    memset(&in, 0, sizeof in);
-    int set = 0;
-    if (lua_istable(L, 4)) {
-        static const struct { const char *k; int flag; } fields[] = {
-            {"version", JOBDB_SET_VERSION}, {"retryCount", JOBDB_SET_RETRY},
-            {"completedAt", JOBDB_SET_COMPLETED}, {"expiresAt", JOBDB_SET_EXPIRES}};
-        double v[4] = {0, 0, 0, 0};
-        for (int i = 0; i < 4; i++) {
-            lua_getfield(L, 4, fields[i].k);
-            if (!lua_isnil(L, -1)) { set |= fields[i].flag; v[i] = luaL_checknumber(L, -1); }
-            lua_pop(L, 1);
-        }
-        in.version = (int64_t)v[0];
-        in.retry_count = (int64_t)v[1];
-        in.completed_at = v[2];
-        in.expires_at = v[3];
-        if (lua_getfield(L, 4, "error") != LUA_TNIL) set |= JOBDB_SET_ERROR;
-        /* stored errors reach the API, alerts and Notion: never with a secret in them */
-        in.error = lua_toboolean(L, -1) ? (char *)l_pushredacted(L, luaL_checkstring(L, -1)) : NULL;
-        if (lua_getfield(L, 4, "data") != LUA_TNIL) { set |= JOBDB_SET_DATA; in.data = (char *)luaL_checkstring(L, -1); }
-    }
+    int set = transition_fields(L, 4, &in);
     int rc = jobdb_transition(s->db, id, to, &in, set, &out);
     if (rc) return fail_db(L, s, rc);
     push_job(L, &out);
@@ -268,20 +274,52 @@ static int l_event(lua_State *L) {
 }
 
 /* jobs:add_asset(job, {variant=, filePath=, fileName=, fileSize=, sha256=, version=, downloadedAt=}) */
+/* The asset table at I as add_asset takes it (its strings borrowed from the table). */
+static void asset_arg(lua_State *L, int i, jobdb_asset *a) {
+    luaL_checktype(L, i, LUA_TTABLE);
+    *a = (jobdb_asset){
+        l_optstrfield(L, i, "variant", NULL), l_optstrfield(L, i, "filePath", NULL),
+        l_optstrfield(L, i, "fileName", NULL), (int64_t)l_optnumfield(L, i, "fileSize", -1),
+        l_optstrfield(L, i, "sha256", NULL), (int64_t)l_optnumfield(L, i, "version", 0),
+        l_optnumfield(L, i, "downloadedAt", 0)};
+    if (!a->variant || !a->path || !a->file_name || !a->sha256 || a->size < 0 || a->version < 1)
+        luaL_error(L, "jobs: an asset needs variant, filePath, fileName, fileSize, sha256 and version");
+}
+
 static int l_add_asset(lua_State *L) {
     ljobs *s = check_store(L);
     int64_t id = job_id_arg(L, 2);
-    luaL_checktype(L, 3, LUA_TTABLE);
-    jobdb_asset a = {
-        l_optstrfield(L, 3, "variant", NULL), l_optstrfield(L, 3, "filePath", NULL),
-        l_optstrfield(L, 3, "fileName", NULL), (int64_t)l_optnumfield(L, 3, "fileSize", -1),
-        l_optstrfield(L, 3, "sha256", NULL), (int64_t)l_optnumfield(L, 3, "version", 0),
-        l_optnumfield(L, 3, "downloadedAt", 0)};
-    if (!a.variant || !a.path || !a.file_name || !a.sha256 || a.size < 0 || a.version < 1)
-        return luaL_error(L, "jobs: an asset needs variant, filePath, fileName, fileSize, sha256 and version");
+    jobdb_asset a;
+    asset_arg(L, 3, &a);
     int rc = jobdb_asset_add(s->db, id, &a);
     if (rc) return fail_db(L, s, rc);
     lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* store:complete_with_assets(job or id, {asset, ...}, {fields as transition's}) -> the job,
+ * completed: the assets (one of a variant and version already recorded is skipped) and the
+ * transition in one transaction. */
+#define MAX_ASSETS 64
+static int l_complete_with_assets(lua_State *L) {
+    ljobs *s = check_store(L);
+    int64_t id = job_id_arg(L, 2);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    lua_Integer n = (lua_Integer)lua_rawlen(L, 3);
+    luaL_argcheck(L, n <= MAX_ASSETS, 3, "at most 64 assets");
+    jobdb_asset assets[MAX_ASSETS];
+    lua_settop(L, 4);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, 3, i);      /* its strings stay alive in the list at 3 */
+        asset_arg(L, lua_gettop(L), &assets[i - 1]);
+        lua_pop(L, 1);
+    }
+    jobdb_job in, out;
+    int set = transition_fields(L, 4, &in);
+    int rc = jobdb_complete_with_assets(s->db, id, assets, (int)n, &in, set, &out);
+    if (rc) return fail_db(L, s, rc);
+    push_job(L, &out);
+    jobdb_job_clear(&out);
     return 1;
 }
 
@@ -376,7 +414,7 @@ void l_jobdb_open(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"create", l_create}, {"get", l_get}, {"transition", l_transition}, {"list", l_list},
         {"summary", l_summary}, {"expiring", l_expiring}, {"events", l_events}, {"event", l_event}, {"recover", l_recover},
-        {"add_asset", l_add_asset}, {"assets", l_assets},
+        {"add_asset", l_add_asset}, {"complete_with_assets", l_complete_with_assets}, {"assets", l_assets},
         {"max_version", l_max_version}, {"claim_version", l_claim_version},
         {"webhook_seen", l_webhook_seen}, {"probe", l_probe},
         {"close", l_close}, {NULL, NULL}};

@@ -152,18 +152,32 @@ static int l_remove(lua_State *L) {
     return 1;
 }
 
-/* store:exists(batchId, name) -> whether anything (a link too) has that name; nil, err when
- * it cannot be told */
+/* store:exists(batchId, name, ...) -> whether anything (a link too) has one of the names; nil,
+ * err when it cannot be told. Several names cost one opening of the batch directory. */
 static int l_exists(lua_State *L) {
     int fd, err;
     const char *name = batch_file(L, &fd, &err);
+    int top = lua_gettop(L);
+    for (int i = 4; i <= top; i++) {          /* checked before the answer depends on them */
+        size_t len;
+        const char *more = luaL_checklstring(L, i, &len);
+        if (!path_is_component(more, len)) {
+            if (!err) close(fd);
+            return luaL_error(L, "store: unsafe file name");
+        }
+    }
     if (err == ENOENT) { lua_pushboolean(L, 0); return 1; }
     if (err) return fail_errno(L, "cannot open batch directory", lua_tostring(L, 2), err);
     struct stat st;
-    err = fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 ? errno : 0;
+    int found = 0;
+    for (int i = 3; !found && i <= top; i++) {
+        name = lua_tostring(L, i);
+        err = fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 ? errno : 0;
+        if (err && err != ENOENT) { close(fd); return fail_errno(L, "cannot stat", name, err); }
+        found = err == 0;
+    }
     close(fd);
-    if (err && err != ENOENT) return fail_errno(L, "cannot stat", name, err);
-    lua_pushboolean(L, err == 0);
+    lua_pushboolean(L, found);
     return 1;
 }
 

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,11 +189,35 @@ int partfile_full(const partfile *p, size_t len) {
     return p->busy && p->fill + len >= PARTFILE_BLOCK;
 }
 
+/* Blocks given back by closed partfiles, for the next transfers: a fresh block is an mmap
+ * whose every page faults on its first write, and its free is a munmap. With many small files
+ * that was 7% of the CPU (docs/performance.md, profile 13); at most BLOCK_CACHE are kept
+ * (8 transfers x 2 blocks), so memory stays what the busiest moment needed. */
+#define BLOCK_CACHE 16
+static pthread_mutex_t block_mu = PTHREAD_MUTEX_INITIALIZER;
+static void *block_cache[BLOCK_CACHE];
+static int block_n;
+
+static void *block_get(void) {
+    void *m = NULL;
+    pthread_mutex_lock(&block_mu);
+    if (block_n > 0) m = block_cache[--block_n];
+    pthread_mutex_unlock(&block_mu);
+    if (!m && posix_memalign(&m, ALIGN, PARTFILE_BLOCK) != 0) return NULL;
+    return m;
+}
+
+static void block_put(void *m) {
+    if (!m) return;
+    pthread_mutex_lock(&block_mu);
+    if (block_n < BLOCK_CACHE) { block_cache[block_n++] = m; m = NULL; }
+    pthread_mutex_unlock(&block_mu);
+    free(m);
+}
+
 static int ensure_block(partfile *p, int i) {
-    void *m;
     if (p->blk[i]) return 0;
-    if (posix_memalign(&m, ALIGN, PARTFILE_BLOCK) != 0) return ENOMEM;
-    p->blk[i] = m;
+    if (!(p->blk[i] = block_get())) return ENOMEM;
     return 0;
 }
 
@@ -249,7 +274,7 @@ void partfile_close(partfile *p) {
     if (p->busy) return;     /* the owner waits for p->ready first; freeing now would crash */
     if (p->fd >= 0 && p->fill && !p->err && end_direct(p) == 0)
         write_out(p, p->blk[p->cur], p->fill, p->off);       /* kept for a resume */
-    for (int i = 0; i < 2; i++) free(p->blk[i]);
+    for (int i = 0; i < 2; i++) block_put(p->blk[i]);
     if (p->fd >= 0) close(p->fd);
     if (p->dirfd >= 0) close(p->dirfd);
     partfile_init(p);

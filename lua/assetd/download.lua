@@ -19,16 +19,22 @@ function LiveBytes:update(variant, bytes, total)
   self.bytes, self.total = b, t
 end
 
--- The stored file RES (the engine's result) as the job's asset of VARIANT, once.
--- nil, err when the store refused (the variant then fails the job with it).
-local function record(runner, job, variant, name, res)
+-- The stored file RES (the engine's result) as the job's asset of VARIANT, as the job store
+-- takes it (jobs:add_asset, jobs:complete_with_assets).
+local function stored(job, variant, name, res)
+  return {variant = variant, filePath = res.path, fileName = name, fileSize = res.bytes, sha256 = res.sha256,
+          version = job.version}
+end
+
+-- The stored asset A on the job, once (a variant stored on its own, or a job that did not
+-- complete). nil, err when the store refused.
+local function record(runner, job, a)
   local assets, err = runner.jobs:assets(job)
   if not assets then return nil, err end
-  for _, a in ipairs(assets) do
-    if a.type == variant and a.version == job.version then return a end
+  for _, r in ipairs(assets) do
+    if r.type == a.variant and r.version == a.version then return r end
   end
-  local ok, aerr = runner.jobs:add_asset(job, {variant = variant, filePath = res.path, fileName = name,
-                                              fileSize = res.bytes, sha256 = res.sha256, version = job.version})
+  local ok, aerr = runner.jobs:add_asset(job, a)
   if not ok then return nil, aerr end
   return true
 end
@@ -52,11 +58,9 @@ local function note_failure(runner, job, asset, err, attempt, delay)
   end
 end
 
--- One variant of the job's version, tried until stored or retry.decide gives up.
-function M.variant(runner, job, asset)
-  local path, name = runner.versions:path{batchId = job.batchId, videoId = job.soraVideoId,
-                                          version = job.version, variant = asset.variant, ext = asset.ext}
-  if not path then return nil, name end
+-- One variant of the job's version, tried until stored or retry.decide gives up: the stored
+-- asset, not yet recorded (the job records all of them with its completion, one write).
+local function fetch_variant(runner, job, asset, path, name)
   local attempt = 0
   local progress = runner.progress[job.id]
   local function on_progress(bytes, total)
@@ -74,13 +78,13 @@ function M.variant(runner, job, asset)
                                   on_progress = on_progress}
     if res and res.skipped then
       runner.versions:drop_part(job.batchId, name)      -- a resume's leftover, if any
-      return record(runner, job, asset.variant, name, res)
+      return stored(job, asset.variant, name, res)
     end
     if res then
       runner.metrics:inc("assetd_downloaded_bytes_total", nil, res.bytes)
       runner.metrics:inc("assetd_assets_stored_total", {variant = asset.variant})
       runner.metrics:observe("assetd_transfer_duration_seconds", res.elapsed or 0)
-      return record(runner, job, asset.variant, name, res)
+      return stored(job, asset.variant, name, res)
     end
     local d = retry.decide(err, attempt, job.expiresAt, assetd.now(), runner.retry)
     runner:event(job, "retry", asset.variant .. ": " .. tostring(err))
@@ -89,6 +93,21 @@ function M.variant(runner, job, asset)
     runner.metrics:inc("assetd_retries_total", {cause = retry.cause(err)})
     assetd.sleep(d.delay)
   end
+end
+
+-- One variant of the job's version, stored and recorded on the job (Runner:download_variant).
+function M.variant(runner, job, asset)
+  local path, name = runner.versions:path{batchId = job.batchId, videoId = job.soraVideoId,
+                                          version = job.version, variant = asset.variant, ext = asset.ext}
+  if not path then return nil, name end
+  local a, err = fetch_variant(runner, job, asset, path, name)
+  if not a then return nil, err end
+  return record(runner, job, a)
+end
+
+-- The variants stored of a job that does not complete are kept on it, each on its own.
+local function record_each(runner, job, done)
+  for _, a in pairs(done) do record(runner, job, a) end
 end
 
 -- One version, every variant at once, in a slot.
@@ -108,6 +127,8 @@ local function in_slot(runner, job)
   -- a resumed job's names too: a naming hook changed by a reload may give two variants one name
   local names, err = runner.versions:names(job.batchId, job.soraVideoId, fields.version or job.version, assets)
   if not names then return runner:fail(job, tostring(err)) end
+  local paths, perr = runner.versions:paths(job.batchId, names)       -- the names once per job
+  if not paths then return runner:fail(job, tostring(perr)) end
   local moved, merr = runner.jobs:transition(job, "downloading", fields)
   if not moved then return runner.jobs:get(job.id) or job, merr end     -- canceled meanwhile
   job = moved
@@ -117,14 +138,14 @@ local function in_slot(runner, job)
   local function drop_progress()                  -- not a newer run's (a retry right after a cancel)
     if runner.progress[job.id] == progress then runner.progress[job.id] = nil end
   end
-  local left, failure, tasks, done = #assets, nil, {}, assetd.alarm()
+  local left, failure, tasks, done, got = #assets, nil, {}, assetd.alarm(), {}
   local run = runner.running[job.id]
   if run then run.variants = tasks end            -- cancel stops them at once
-  for _, a in ipairs(assets) do
+  for i, a in ipairs(assets) do
     tasks[#tasks + 1] = assetd.spawn({name = "asset"}, function()
       patience.adopt()
-      local ok, res, why = pcall(M.variant, runner, job, a)
-      if not ok then failure = failure or res elseif not res then failure = failure or why end
+      local ok, res, why = pcall(fetch_variant, runner, job, a, paths[i], names[i])
+      if not ok then failure = failure or res elseif not res then failure = failure or why else got[i] = res end
       left = left - 1
       if left == 0 then done:ring() end
     end)
@@ -133,16 +154,22 @@ local function in_slot(runner, job)
     if done:sleep(86400) == nil then               -- canceled: stop the variants too
       for _, t in ipairs(tasks) do t:cancel() end
       drop_progress()
+      record_each(runner, job, got)
       return runner.jobs:get(job.id)
     end
   end
   drop_progress()
   if failure then
+    record_each(runner, job, got)
     local reason = type(failure) == "table" and (failure.reason or tostring(failure)) or tostring(failure)
     if type(failure) == "table" and failure.action == "expire" then return runner:expire(job, reason) end
     return runner:fail(job, reason)
   end
-  return runner:complete(job)
+  local list = {}
+  for i = 1, #assets do list[i] = got[i] end
+  local ended = runner:complete(job, list)
+  if ended.status ~= "completed" then record_each(runner, job, got) end   -- canceled meanwhile
+  return ended
 end
 
 -- pending -> completed, failed or expired; the job as it is then.

@@ -31,7 +31,7 @@ function M.publish(id)
 end
 
 -- The writes of a job store that change what a client sees of a job.
-local WRITES = {create = true, transition = true, event = true, add_asset = true}
+local WRITES = {create = true, transition = true, event = true, add_asset = true, complete_with_assets = true}
 
 -- The id a store method was called with (a job table or an id), or the one it returned.
 local function id_of(arg, result)

@@ -188,13 +188,14 @@ end
 local SETTABLE = {version = "version", retryCount = "retry_count", completedAt = "completed_at",
                   expiresAt = "expires_at", data = "data"}
 
--- store:transition(job or id, state, {error=, version=, retryCount=, completedAt=, expiresAt=, data=})
-function Store:transition(job, to, set)
+-- The statement of a transition (job or id, state, fields) and how to read its one row.
+local function transition_query(self, job, to, set)
   local id = id_of(job)
   check_state(to)
   local now = assetd.now()
   local args, n, sets = {id, sources(to), now, to}, 4, {"state = $4", "updated_at = $3"}
   local function put(col, v)              -- V may be nil (error = false: cleared)
+    if v == nil then sets[#sets + 1] = col .. " = NULL"; return end    -- no nil in a batch's list
     n = n + 1
     args[n] = v
     sets[#sets + 1] = ("%s = $%d"):format(col, n)
@@ -203,7 +204,7 @@ function Store:transition(job, to, set)
     local v = set and set[k]
     if v ~= nil then
       if k ~= "data" then v = assert(tonumber(v), "jobs: " .. k .. " must be a number")
-      elseif type(v) ~= "string" then error("jobs: data must be a string", 2) end
+      elseif type(v) ~= "string" then error("jobs: data must be a string", 3) end
       put(col, v)
     end
   end
@@ -214,25 +215,75 @@ function Store:transition(job, to, set)
     args[n + 1], args[n + 2], n = self.instance, epoch, n + 2
     fence = (" AND cur.owner = $%d AND cur.epoch = $%d"):format(n - 1, n)
   end
-  local rows, err = self.db:query(
-    "WITH cur AS (SELECT id, state, owner, epoch FROM jobs WHERE id = $1 FOR UPDATE)," ..
+  local sql = "WITH cur AS (SELECT id, state, owner, epoch FROM jobs WHERE id = $1 FOR UPDATE)," ..
     " upd AS (UPDATE jobs j SET " .. table.concat(sets, ", ") ..
     " FROM cur WHERE j.id = cur.id AND cur.state = ANY($2::text[])" .. fence .. " RETURNING j.*, cur.state AS was)," ..
     " ev AS (INSERT INTO events(job_id, t, kind, detail) SELECT id, $3, 'state', was || ' -> ' || state" ..
     " FROM upd WHERE was <> state)" ..
     " SELECT (SELECT state FROM cur) AS current, (SELECT owner FROM cur) AS holder, (SELECT epoch FROM cur) AS held_epoch, upd.*," ..
     " CASE WHEN upd.id IS NOT NULL THEN pg_notify('" .. M.CHANNEL .. "', upd.id || ' ' || upd.state) END AS notified" ..
-    " FROM (SELECT 1) one LEFT JOIN upd ON true",
-    table.unpack(args, 1, n))
-  if not rows then return nil, err end
-  local r = rows[1]
-  if not r.current then return fail("not_found", "no job with id %d", id) end
-  if not r.id and epoch and (r.holder ~= self.instance or r.held_epoch ~= epoch) then
-    self.held[id] = nil
-    return fail("lease", "job %d is held by %s now: this daemon's claim lapsed", id, tostring(r.holder))
+    " FROM (SELECT 1) one LEFT JOIN upd ON true"
+  local function result(rows)
+    local r = rows[1]
+    if not r.current then return fail("not_found", "no job with id %d", id) end
+    if not r.id and epoch and (r.holder ~= self.instance or r.held_epoch ~= epoch) then
+      self.held[id] = nil
+      return fail("lease", "job %d is held by %s now: this daemon's claim lapsed", id, tostring(r.holder))
+    end
+    if not r.id then return fail("state", "job %d cannot go from %s to %s", id, r.current, to) end
+    return to_job(r)
   end
-  if not r.id then return fail("state", "job %d cannot go from %s to %s", id, r.current, to) end
-  return to_job(r)
+  return {sql, table.unpack(args, 1, n)}, result
+end
+
+-- store:transition(job or id, state, {error=, version=, retryCount=, completedAt=, expiresAt=, data=})
+function Store:transition(job, to, set)
+  local q, result = transition_query(self, job, to, set)
+  local rows, err = self.db:query(table.unpack(q))
+  if not rows then return nil, err end
+  return result(rows)
+end
+
+local function check_asset(a)
+  if type(a) ~= "table" or not (a.variant and a.filePath and a.fileName and a.sha256) or
+     (a.fileSize or -1) < 0 or (a.version or 0) < 1 then
+    error("jobs: an asset needs variant, filePath, fileName, fileSize, sha256 and version", 3)
+  end
+end
+
+local function asset_args(id, a)
+  return id, a.variant, a.filePath, a.fileName, math.tointeger(a.fileSize) or a.fileSize, a.sha256,
+    math.tointeger(a.version) or a.version, (a.downloadedAt or 0) > 0 and a.downloadedAt or assetd.now()
+end
+
+-- The parameters of an asset's insert: the fence's two after the row's eight when EPOCH.
+local function fenced_args(self, id, a, epoch)
+  local args = {asset_args(id, a)}
+  if epoch then args[9], args[10] = self.instance, epoch end
+  return args
+end
+
+-- store:complete_with_assets(job or id, {asset, ...}, fields): the job completed with its
+-- assets (one of a variant and version already recorded is skipped), as one batch: the
+-- transition first, then each asset only if the job is completed now and still this daemon's
+-- (a refused transition records none), all or nothing.
+function Store:complete_with_assets(job, assets, set)
+  local id = id_of(job)
+  local q, result = transition_query(self, job, "completed", set)
+  local batch = {q}
+  local epoch = self.held and self.held[id]
+  for _, a in ipairs(assets) do
+    check_asset(a)
+    local args = fenced_args(self, id, a, epoch)
+    batch[#batch + 1] = {"INSERT INTO assets(job_id, variant, path, file_name, size, sha256, version," ..
+      " downloaded_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $1" ..
+      " AND state = 'completed'" .. (epoch and " AND owner = $9 AND epoch = $10" or "") .. ")" ..
+      " AND NOT EXISTS (SELECT 1 FROM assets WHERE job_id = $1 AND variant = $2 AND version = $7)",
+      table.unpack(args)}
+  end
+  local res, err = self.db:batch(table.unpack(batch))
+  if not res then return nil, err end
+  return result(res[1])
 end
 
 -- store:list{status=, batchId=, limit=, cursor=, newest_first=} -> jobs, next_cursor (nil at the end)
@@ -310,18 +361,13 @@ end
 -- store:add_asset(job, {variant=, filePath=, fileName=, fileSize=, sha256=, version=, downloadedAt=})
 function Store:add_asset(job, a)
   local id = id_of(job)
-  if type(a) ~= "table" or not (a.variant and a.filePath and a.fileName and a.sha256) or
-     (a.fileSize or -1) < 0 or (a.version or 0) < 1 then
-    error("jobs: an asset needs variant, filePath, fileName, fileSize, sha256 and version", 2)
-  end
+  check_asset(a)
   -- fenced like a transition: a daemon whose claim lapsed records no asset on another's job
   local epoch = self.held and self.held[id]
   local ok, err = self.db:query("INSERT INTO assets(job_id, variant, path, file_name, size, sha256, version," ..
     " downloaded_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8" ..
     (epoch and " WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND owner = $9 AND epoch = $10)" or ""),
-    table.unpack({id, a.variant, a.filePath, a.fileName,
-      math.tointeger(a.fileSize) or a.fileSize, a.sha256, math.tointeger(a.version) or a.version,
-      (a.downloadedAt or 0) > 0 and a.downloadedAt or assetd.now(), self.instance, epoch}, 1, epoch and 10 or 8))
+    table.unpack(fenced_args(self, id, a, epoch)))
   if ok and ok.affected == 0 then
     self.held[id] = nil
     return fail("lease", "job %d is held by another daemon now: this daemon's claim lapsed", id)

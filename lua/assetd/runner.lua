@@ -124,16 +124,20 @@ function Runner:fail(job, reason)
   return job
 end
 
--- Every variant stored: the job is completed and its upload and Notion steps begin.
-function Runner:complete(job)
-  local completed = self.jobs:transition(job, "completed", {error = false})
+-- Every variant stored: the job is completed and its upload and Notion steps begin. ASSETS
+-- (the stored files, as jobs:add_asset takes them) are recorded in the same write: the assets,
+-- the state and the steps are one transaction of the store, not one each.
+function Runner:complete(job, assets)
+  local steps = notionsync.initial(self)
+  for k, v in pairs(uploadsync.initial(self)) do steps[k] = v end
+  local d = self:data(self.jobs:get(job.id) or job)        -- its data now (a retry's attempts)
+  for k, v in pairs(steps) do d[k] = v end
+  local set = {error = false, data = cjson.encode(d)}
+  local completed = self.jobs:complete_with_assets(job, assets or {}, set)
   if not completed then return self.jobs:get(job.id) or job end
   job = completed
   deadlines.disarm(self, job)
   if job.expiresAt then self.metrics:observe("assetd_deadline_slack_seconds", math.max(0, job.expiresAt - assetd.now())) end
-  local steps = notionsync.initial(self)
-  for k, v in pairs(uploadsync.initial(self)) do steps[k] = v end
-  job = self:set_data(job, steps)
   self:hook("completed", job)
   return job
 end

@@ -67,15 +67,10 @@ end
 function Versions:taken(batchId, videoId, v, assets)
   local names, err = self:names(batchId, videoId, v, assets)
   if not names then return nil, err end
-  for _, name in ipairs(names) do
-    for _, n in ipairs{name, "." .. name .. ".part"} do
-      local there
-      there, err = self.files:exists(batchId, n)
-      if there == nil then return nil, err end
-      if there then return true end
-    end
-  end
-  return false
+  local all = {}
+  for i, name in ipairs(names) do all[2 * i - 1], all[2 * i] = name, "." .. name .. ".part" end
+  if #all == 0 then return false end
+  return self.files:exists(batchId, table.unpack(all))      -- one opening of the directory
 end
 
 -- Versions skipped in a row before reserve gives up: files of that many versions put there by
@@ -159,6 +154,16 @@ function Versions:path(asset)
   dir, err = self.files:batch_dir(asset.batchId)
   if not dir then return nil, err end
   return dir .. "/" .. name, name
+end
+
+-- The paths of NAMES (Versions:names) in the batch directory, made if missing: one opening of
+-- the directory for all of a job's files.
+function Versions:paths(batchId, names)
+  local dir, err = self.files:batch_dir(batchId)
+  if not dir then return nil, err end
+  local out = {}
+  for i, name in ipairs(names) do out[i] = dir .. "/" .. name end
+  return out
 end
 
 -- A resume's leftover of NAME (the engine's `.NAME.part` beside it), once NAME is committed.

@@ -119,6 +119,35 @@ describe("the job store on " .. backend.name, function()
     assert.is_not_nil(err)
   end)
 
+  it("completes a job with its assets in one write, or records none of them", function()
+    local function asset(variant, version)
+      return {variant = variant, filePath = "/r/b/" .. variant, fileName = variant, fileSize = 7,
+              sha256 = string.rep("c", 64), version = version}
+    end
+    local j = store:create{notionPageId = "pc", soraVideoId = "v", batchId = "b", status = "pending"}
+    j = assert(store:transition(j, "downloading", {version = 1, error = "an earlier try"}))
+    assert(store:add_asset(j, asset("video", 1)))              -- recorded before a crash, say
+    local done = assert(store:complete_with_assets(j, {asset("video", 1), asset("thumbnail", 1)},
+                                                   {error = false, data = '{"notion":"pending"}'}))
+    assert.are.equal("completed", done.status)
+    assert.is_nil(done.error)
+    assert.are.equal('{"notion":"pending"}', done.data)
+    local a = store:assets(j)
+    assert.are.equal(2, #a)                                    -- the video once
+    assert.are.equal("thumbnail", a[2].type)
+    local kinds = {}
+    for _, e in ipairs(store:events(j)) do kinds[#kinds + 1] = e.detail end
+    assert.are.equal("downloading -> completed", kinds[#kinds])
+    -- a refused move (the job failed meanwhile: canceled) records no asset either
+    local k = store:create{notionPageId = "pk", soraVideoId = "v", batchId = "b", status = "pending"}
+    k = assert(store:transition(k, "failed", {error = "canceled"}))
+    local r, err = store:complete_with_assets(k, {asset("video", 1)}, {error = false})
+    assert.is_nil(r)
+    assert.are.equal("state", err.category)
+    assert.are.equal(0, #store:assets(k))
+    assert.are.equal("failed", store:get(k.id).status)
+  end)
+
   it("remembers webhook ids for the tolerance window, keeps versions and answers the probe", function()
     assert.is_false(store:webhook_seen("wh_1", 1000, 300))
     assert.is_true(store:webhook_seen("wh_1", 1100, 300))
