@@ -58,7 +58,6 @@ static int s_prompt(lua_State *L) {
  * from the thread that makes them), so nothing typed at the REPL holds the loop past the
  * budget, now or when a task it spawned runs later. */
 static void chunk_hook(lua_State *L, lua_Debug *ar) {
-    (void)ar;
     lua_rawgetp(L, LUA_REGISTRYINDEX, &CHUNKS);
     lua_pushthread(L);
     lua_rawget(L, -2);
@@ -151,7 +150,6 @@ static void session_input(void *ud, repl_session *s, const char *what, const cha
 
 /* The running chunk raises at its next instruction (chunk_hook takes the interrupt). */
 static void session_interrupt(void *ud, repl_session *s) {
-    (void)ud;
     lrepl *r = *repl_session_user(s);
     if (r->h->chunk) lua_sethook(r->h->chunk, chunk_hook, LUA_MASKCOUNT, 1);
 }

@@ -291,7 +291,6 @@ static void on_pipe_closed(uv_handle_t *h) {
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status) {
-    (void)status;
     if (!uv_is_closing((uv_handle_t *)req->handle)) uv_close((uv_handle_t *)req->handle, on_pipe_closed);
 }
 
@@ -385,8 +384,6 @@ static int append_input(repl_session *s, const char *p, size_t n) {
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     static char slab[65536];              /* one thread; each read is consumed at once */
-    (void)h;
-    (void)suggested;
     *buf = uv_buf_init(slab, sizeof slab);
 }
 

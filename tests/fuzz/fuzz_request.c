@@ -63,9 +63,6 @@ static void plant_tree(void) {
 }
 
 static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st;
-    (void)flag;
-    (void)ftw;
     remove(path);
     return 0;
 }
@@ -74,8 +71,6 @@ static int remove_one(const char *path, const struct stat *st, int flag, struct 
 static void remove_tree(void) { nftw(dir, remove_one, 16, FTW_DEPTH | FTW_PHYS); }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    (void)argc;
-    (void)argv;
     plant_tree();
     atexit(remove_tree);
     ref = fuzz_lua_load("request");

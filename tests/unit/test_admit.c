@@ -40,7 +40,6 @@ static void expect_stats(const admit *a, unsigned want_active, unsigned want_que
 }
 
 static void test_deadlines_and_file_cap(void **state) {
-    (void)state;
     admit a;
     admit_init(&a);
     a.lane[ADMIT_FILES].max = 2;
@@ -59,7 +58,6 @@ static void test_deadlines_and_file_cap(void **state) {
 }
 
 static void test_calls_are_not_held_by_files(void **state) {
-    (void)state;
     admit a;
     admit_init(&a);
     a.lane[ADMIT_FILES].max = 1;
@@ -81,7 +79,6 @@ static void test_calls_are_not_held_by_files(void **state) {
 /* An upload has no deadline and a lane of its own: it never takes a download's slot, and a
  * download queued after it starts first. */
 static void test_uploads_never_hold_downloads(void **state) {
-    (void)state;
     admit a;
     admit_init(&a);
     a.lane[ADMIT_FILES].max = 1;
@@ -101,7 +98,6 @@ static void test_uploads_never_hold_downloads(void **state) {
 }
 
 static void test_full_host_keeps_its_place(void **state) {
-    (void)state;
     admit a;
     admit_init(&a);
     a.per_host = 1;
@@ -125,7 +121,6 @@ static void test_full_host_keeps_its_place(void **state) {
 }
 
 static void test_drain_takes_both_lanes(void **state) {
-    (void)state;
     admit a;
     admit_init(&a);
     a.lane[ADMIT_FILES].max = 1;
@@ -143,7 +138,6 @@ static void test_drain_takes_both_lanes(void **state) {
 /* However many transfers wait for a full host, one to another host starts at once (the old
  * order looked at the first 64 queued items only). */
 static void test_full_host_never_blocks_others(void **state) {
-    (void)state;
     admit a;
     admit_init(&a);
     a.per_host = 2;
@@ -164,7 +158,6 @@ static void test_full_host_never_blocks_others(void **state) {
 
 /* Hosts with nothing running or waiting are forgotten (signed URLs: a host per asset). */
 static void test_idle_hosts_are_forgotten(void **state) {
-    (void)state;
     admit a;
     admit_init(&a);
     char names[100][16];
@@ -193,7 +186,6 @@ static void sum_ids(void *p, void *ud) { *(int *)ud += ((item *)p)->id; }
 /* admit_each sees every waiting item of its lane, on every host, and none of another lane's
  * or of those started. */
 static void test_each_sees_one_lane(void **state) {
-    (void)state;
     admit a;
     admit_init(&a);
     a.lane[ADMIT_FILES].max = 1;

@@ -10,7 +10,6 @@
 #include "bytebuf.h"
 
 static void test_grows_and_stays_terminated(void **state) {
-    (void)state;
     bytebuf b = {0};
     char chunk[700];
     memset(chunk, 'x', sizeof chunk);
@@ -25,7 +24,6 @@ static void test_grows_and_stays_terminated(void **state) {
 }
 
 static void test_limit_refuses_without_appending(void **state) {
-    (void)state;
     bytebuf b = {0};
     assert_int_equal(bytebuf_append(&b, "abcdef", 6, 8), 0);
     assert_int_equal(bytebuf_append(&b, "ghi", 3, 8), -1);      /* 9 > 8: nothing of it */

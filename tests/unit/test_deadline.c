@@ -22,7 +22,6 @@ static void pop_expect(deadline_queue *q, double deadline, void *data) {
 }
 
 static void test_empty(void **state) {
-    (void)state;
     deadline_queue q;
     deadline_item it;
     deadline_queue_init(&q);
@@ -34,7 +33,6 @@ static void test_empty(void **state) {
 }
 
 static void test_edf_order(void **state) {
-    (void)state;
     deadline_queue q;
     deadline_queue_init(&q);
     assert_int_equal(deadline_queue_push(&q, 30.0, TAG(3)), 0);
@@ -54,7 +52,6 @@ static void test_edf_order(void **state) {
 }
 
 static void test_fifo_equal_deadlines(void **state) {
-    (void)state;
     deadline_queue q;
     deadline_queue_init(&q);
     for (int i = 0; i < 10; i++) assert_int_equal(deadline_queue_push(&q, 7.0, TAG(i)), 0);
@@ -65,7 +62,6 @@ static void test_fifo_equal_deadlines(void **state) {
 }
 
 static void test_infinity_last(void **state) {
-    (void)state;
     deadline_queue q;
     deadline_queue_init(&q);
     assert_int_equal(deadline_queue_push(&q, INFINITY, TAG(0)), 0);
@@ -80,7 +76,6 @@ static void test_infinity_last(void **state) {
 }
 
 static void test_remove_middle(void **state) {
-    (void)state;
     deadline_queue q;
     deadline_queue_init(&q);
     for (int i = 0; i < 12; i++)
@@ -106,7 +101,6 @@ static void test_remove_middle(void **state) {
 }
 
 static void test_remove_keeps_fifo(void **state) {
-    (void)state;
     deadline_queue q;
     deadline_queue_init(&q);
     for (int i = 0; i < 8; i++) assert_int_equal(deadline_queue_push(&q, 3.0, TAG(i)), 0);
@@ -119,7 +113,6 @@ static void test_remove_keeps_fifo(void **state) {
 }
 
 static void test_restore_keeps_seq(void **state) {
-    (void)state;
     deadline_queue q;
     deadline_queue_init(&q);
     for (int i = 0; i < 5; i++) assert_int_equal(deadline_queue_push(&q, 2.0, TAG(i)), 0);
@@ -139,7 +132,6 @@ static void test_restore_keeps_seq(void **state) {
 }
 
 static void test_random_sorted(void **state) {
-    (void)state;
     enum { N = 10000 };
     deadline_queue q;
     deadline_queue_init(&q);

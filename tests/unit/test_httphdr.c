@@ -14,7 +14,6 @@
 #define RFC_DATE_TS 784111777.0
 
 static void test_content_range_valid(void **state) {
-    (void)state;
     int64_t s = -9, e = -9, t = -9;
     assert_int_equal(httphdr_content_range("bytes 0-499/1234", &s, &e, &t), 0);
     assert_int_equal(s, 0);
@@ -31,7 +30,6 @@ static void test_content_range_valid(void **state) {
 }
 
 static void test_content_range_star_total(void **state) {
-    (void)state;
     int64_t s, e, t = 0;
     assert_int_equal(httphdr_content_range("bytes 100-199/*", &s, &e, &t), 0);
     assert_int_equal(s, 100);
@@ -40,14 +38,12 @@ static void test_content_range_star_total(void **state) {
 }
 
 static void test_content_range_end_before_start(void **state) {
-    (void)state;
     int64_t s, e, t;
     assert_int_equal(httphdr_content_range("bytes 500-499/1000", &s, &e, &t), -1);
     assert_int_equal(httphdr_content_range("bytes 5-4/*", &s, &e, &t), -1);
 }
 
 static void test_content_range_end_past_total(void **state) {
-    (void)state;
     int64_t s, e, t;
     assert_int_equal(httphdr_content_range("bytes 0-1000/1000", &s, &e, &t), -1);
     assert_int_equal(httphdr_content_range("bytes 0-1001/1000", &s, &e, &t), -1);
@@ -55,7 +51,6 @@ static void test_content_range_end_past_total(void **state) {
 }
 
 static void test_content_range_garbage(void **state) {
-    (void)state;
     int64_t s, e, t;
     const char *bad[] = {
         "", "bytes", "bytes ", "items 0-1/2", "bytes -1-2/3", "bytes 0--2/3",
@@ -67,7 +62,6 @@ static void test_content_range_garbage(void **state) {
 }
 
 static void test_content_range_trailing_junk(void **state) {
-    (void)state;
     int64_t s, e, t;
     assert_int_equal(httphdr_content_range("bytes 0-1/2x", &s, &e, &t), -1);
     assert_int_equal(httphdr_content_range("bytes 0-1/2 3", &s, &e, &t), -1);
@@ -76,7 +70,6 @@ static void test_content_range_trailing_junk(void **state) {
 }
 
 static void test_content_range_overflow(void **state) {
-    (void)state;
     int64_t s, e, t;
     assert_int_equal(httphdr_content_range("bytes 0-1/9223372036854775808", &s, &e, &t), -1);
     assert_int_equal(httphdr_content_range("bytes 99999999999999999999-1/*", &s, &e, &t), -1);
@@ -84,7 +77,6 @@ static void test_content_range_overflow(void **state) {
 }
 
 static void test_unsatisfied_range(void **state) {
-    (void)state;
     int64_t t = 0;
     assert_int_equal(httphdr_unsatisfied_range("bytes */1234", &t), 0);
     assert_int_equal(t, 1234);
@@ -100,26 +92,22 @@ static void test_unsatisfied_range(void **state) {
 }
 
 static void test_retry_after_delta(void **state) {
-    (void)state;
     assert_true(httphdr_retry_after("120", 1000.0) == 120.0);
     assert_true(httphdr_retry_after("0", 1000.0) == 0.0);
     assert_true(httphdr_retry_after(" 5 ", 1000.0) == 5.0);
 }
 
 static void test_retry_after_future_date(void **state) {
-    (void)state;
     assert_true(httphdr_retry_after(RFC_DATE, RFC_DATE_TS - 100.0) == 100.0);
     assert_true(httphdr_retry_after(RFC_DATE, RFC_DATE_TS - 0.5) == 0.5);
 }
 
 static void test_retry_after_past_date(void **state) {
-    (void)state;
     assert_true(httphdr_retry_after(RFC_DATE, RFC_DATE_TS + 3600.0) == 0.0);
     assert_true(httphdr_retry_after(RFC_DATE, RFC_DATE_TS) == 0.0);
 }
 
 static void test_retry_after_garbage(void **state) {
-    (void)state;
     assert_true(httphdr_retry_after("", 0.0) == -1.0);
     assert_true(httphdr_retry_after("soon", 0.0) == -1.0);
     assert_true(httphdr_retry_after("12abc", 0.0) == -1.0);
@@ -133,7 +121,6 @@ static void test_retry_after_garbage(void **state) {
 }
 
 static void test_split_basic(void **state) {
-    (void)state;
     char name[32], value[64];
     const char *line = "Content-Range:   bytes 0-1/2  \r\n";
     assert_int_equal(httphdr_split(line, strlen(line), name, sizeof name, value, sizeof value),
@@ -156,7 +143,6 @@ static void test_split_basic(void **state) {
 }
 
 static void test_split_rejects(void **state) {
-    (void)state;
     char name[32], value[64];
     const char *l1 = "HTTP/1.1 200 OK\r\n";
     assert_int_equal(httphdr_split(l1, strlen(l1), name, sizeof name, value, sizeof value), -1);
@@ -175,7 +161,6 @@ static void test_split_rejects(void **state) {
 }
 
 static void test_split_truncates_value(void **state) {
-    (void)state;
     char name[16], value[6];
     memset(value, 'Z', sizeof value);
     const char *line = "Location: http://example.com/\r\n";
@@ -187,7 +172,6 @@ static void test_split_truncates_value(void **state) {
 }
 
 static void test_store_pairs_last_wins_and_cap(void **state) {
-    (void)state;
     bytebuf b = {0};
     const char *n, *v;
     assert_int_equal(httphdr_add(&b, "etag", "\"a\"", 64), 0);

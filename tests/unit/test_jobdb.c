@@ -17,7 +17,6 @@ static char dir[64];
 static jobdb *db;
 
 static int setup(void **state) {
-    (void)state;
     char err[256];
     strcpy(dir, "/tmp/assetd-jobdb-XXXXXX");
     if (!mkdtemp(dir)) return -1;
@@ -25,7 +24,6 @@ static int setup(void **state) {
 }
 
 static int teardown(void **state) {
-    (void)state;
     char cmd[128];
     jobdb_close(db);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
@@ -49,7 +47,6 @@ static int64_t make_job(const char *page, const char *video, const char *batch, 
 }
 
 static void test_create_idempotent(void **state) {
-    (void)state;
     int created;
     int64_t a = make_job("p1", "v1", "b1", JOB_PENDING, 0, &created);
     assert_true(created);
@@ -65,13 +62,11 @@ static void test_create_idempotent(void **state) {
 }
 
 static int count_events(double t, const char *kind, const char *detail, void *ud) {
-    (void)t; (void)detail;
     if (strcmp(kind, "state") == 0) ++*(int *)ud;
     return 0;
 }
 
 static void test_state_machine(void **state) {
-    (void)state;
     int created, n = 0;
     int64_t id = make_job("p2", "v2", "b1", JOB_WAITING, 0, &created);
     jobdb_job in, out;
@@ -104,7 +99,6 @@ static int collect(const jobdb_job *j, void *ud) {
 }
 
 static void test_pages_and_summary(void **state) {
-    (void)state;
     int created;
     double now = clock_now();
     int64_t first = 0;
@@ -142,7 +136,6 @@ static void test_pages_and_summary(void **state) {
 }
 
 static void test_recover_and_reopen(void **state) {
-    (void)state;
     int created;
     int64_t id = make_job("p9", "v9", "b9", JOB_PENDING, 0, &created);
     jobdb_job in;
@@ -169,7 +162,6 @@ static void test_recover_and_reopen(void **state) {
 }
 
 static void test_open_failure_is_clear(void **state) {
-    (void)state;
     char err[256];
     jobdb *other;
     assert_int_not_equal(0, jobdb_open("/proc/no-such-dir/x", &other, err, sizeof err));

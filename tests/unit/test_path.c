@@ -10,7 +10,6 @@
 #include "path.h"
 
 static void test_split_nested(void **state) {
-    (void)state;
     char dir[64], base[64];
     assert_int_equal(path_split("a/b/c.mp4", dir, sizeof dir, base, sizeof base), 0);
     assert_string_equal(dir, "a/b");
@@ -21,7 +20,6 @@ static void test_split_nested(void **state) {
 }
 
 static void test_split_no_dir(void **state) {
-    (void)state;
     char dir[64], base[64];
     assert_int_equal(path_split("c.mp4", dir, sizeof dir, base, sizeof base), 0);
     assert_string_equal(dir, ".");
@@ -29,7 +27,6 @@ static void test_split_no_dir(void **state) {
 }
 
 static void test_split_root(void **state) {
-    (void)state;
     char dir[64], base[64];
     assert_int_equal(path_split("/x", dir, sizeof dir, base, sizeof base), 0);
     assert_string_equal(dir, "/");
@@ -37,7 +34,6 @@ static void test_split_root(void **state) {
 }
 
 static void test_split_bad_base(void **state) {
-    (void)state;
     char dir[64], base[64];
     assert_int_equal(path_split("a/b/", dir, sizeof dir, base, sizeof base), -1);
     assert_int_equal(path_split("/", dir, sizeof dir, base, sizeof base), -1);
@@ -52,7 +48,6 @@ static void test_split_bad_base(void **state) {
 }
 
 static void test_split_small_buffers(void **state) {
-    (void)state;
     char dir[64], base[64];
     /* base "c.mp4" needs 6 bytes */
     assert_int_equal(path_split("a/b/c.mp4", dir, sizeof dir, base, 5), -1);
@@ -70,7 +65,6 @@ static void test_split_small_buffers(void **state) {
 }
 
 static void test_part_name(void **state) {
-    (void)state;
     char out[32];
     assert_int_equal(path_part_name("c.mp4", out, sizeof out), 0);
     assert_string_equal(out, ".c.mp4.part");
@@ -82,7 +76,6 @@ static void test_part_name(void **state) {
 }
 
 static void test_is_component(void **state) {
-    (void)state;
     assert_true(path_is_component("a", 1));
     assert_true(path_is_component(".hidden", 7));
     assert_true(path_is_component("...", 3));
@@ -98,7 +91,6 @@ static void test_is_component(void **state) {
 }
 
 static void test_is_component_length(void **state) {
-    (void)state;
     char name[257];
     memset(name, 'n', sizeof name);
     name[256] = '\0';

@@ -21,14 +21,12 @@ static char root[64];
 static int rootfd = -1;
 
 static int setup(void **state) {
-    (void)state;
     strcpy(root, "/tmp/assetd-store-XXXXXX");
     if (!mkdtemp(root)) return -1;
     return store_open_root(root, &rootfd);
 }
 
 static int teardown(void **state) {
-    (void)state;
     char cmd[128];
     close(rootfd);
     snprintf(cmd, sizeof cmd, "rm -rf %s", root);
@@ -43,7 +41,6 @@ static void touch(int dirfd, const char *name, const void *data, size_t n) {
 }
 
 static void test_ids(void **state) {
-    (void)state;
     char long_id[130];
     memset(long_id, 'a', 129);
     long_id[129] = '\0';
@@ -58,7 +55,6 @@ static void test_ids(void **state) {
 }
 
 static void test_batch_dir_and_planted_link(void **state) {
-    (void)state;
     int fd;
     assert_int_equal(0, store_open_batch(rootfd, "b1", 1, &fd));
     close(fd);
@@ -87,7 +83,6 @@ static int64_t highest(int fd, const char *video) {
 }
 
 static void test_scan_versions(void **state) {
-    (void)state;
     int fd;
     assert_int_equal(0, store_open_batch(rootfd, "b2", 1, &fd));
     assert_int_equal(0, highest(fd, "vid"));
@@ -143,7 +138,6 @@ static void check(formats_sig s, const void *data, size_t n, int64_t expect, int
 }
 
 static void test_signatures(void **state) {
-    (void)state;
     static const unsigned char mp4[16] = {0, 0, 0, 0x10, 'f', 't', 'y', 'p', 'i', 's', 'o', 'm'};
     static const unsigned char webp[16] = {'R', 'I', 'F', 'F', 8, 0, 0, 0, 'W', 'E', 'B', 'P'};
     static const unsigned char riff[16] = {'R', 'I', 'F', 'F', 8, 0, 0, 0, 'W', 'A', 'V', 'E'};
@@ -187,7 +181,6 @@ static int mp4_ok(const unsigned char *p, size_t n) {
 }
 
 static void test_mp4_boxes(void **state) {
-    (void)state;
     /* ftyp (16) + mdat (24) */
     unsigned char f[40] = {0, 0, 0, 16, 'f', 't', 'y', 'p', 'i', 's', 'o', 'm', 0, 0, 0, 0,
                            0, 0, 0, 24, 'm', 'd', 'a', 't'};
