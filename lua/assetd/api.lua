@@ -1,6 +1,7 @@
 -- The HTTP API: routes as Lua functions over the runner and the job store. C (assetd.http_listen)
--- carries requests and responses; this file decides everything a client sees: paths, JSON
--- shapes (the original design's camelCase), status codes, authentication and asset serving.
+-- carries requests and responses; this file decides the paths, the job's JSON shape (the
+-- original design's camelCase), the commands, authentication and asset serving. The reads
+-- (status, list, queue, instances, /metrics) are views.lua's; the answers reply.lua's.
 local assetd = require "assetd"
 local cjson = require "cjson.safe"
 local timefmt = require "assetd.timefmt"
@@ -9,59 +10,17 @@ local webhooks = require "assetd.webhooks"
 local states = require "assetd.states"
 local live = require "assetd.live"
 local uploadsync = require "assetd.uploadsync"
+local reply = require "assetd.reply"
+local views = require "assetd.views"
 
 local M = {}
 local Api = {}
 Api.__index = Api
 
-local ID = "^[A-Za-z0-9_-]+$"
+local array, json, opt, err, bad = reply.array, reply.json, reply.opt, reply.err, reply.bad
+local check_id, fault, unavailable = reply.check_id, reply.fault, reply.unavailable
 
--- Debian's lua-cjson 2.1.0 encodes every empty table as {}; an empty array is marked with a
--- sentinel string and turned into [] after encoding.
-local EMPTY = "\1assetd-empty-array\1"
-local function array(t) return next(t) == nil and EMPTY or t end
-
-local function encode(value)
-  return (cjson.encode(value):gsub('"\\u0001assetd%-empty%-array\\u0001"', "[]"))
-end
-
-Api.encode = function(_, value) return encode(value) end
-
-local function json(status, value, headers)
-  local h = {["Content-Type"] = "application/json", ["Cache-Control"] = "no-store"}
-  for k, v in pairs(headers or {}) do h[k] = v end
-  return {status = status, headers = h, body = encode(value)}
-end
-
-local function opt(v) if v == nil then return cjson.null end return v end
-
--- The engine's transfers now; none once it is closed (the daemon stopping, or an API run
--- without one, as fuzz_request does), which an answer must not trip over.
-local function transfers()
-  return assetd.fetch_limits() or {active = 0, queued = 0}
-end
-
-local function err(status, code, message, headers)
-  return json(status, {error = {code = code, message = message}}, headers)
-end
-M.error_response = err
-
--- Server faults, by the category of the error a binding returned: the request was fine and
--- may succeed later, so 503 with Retry-After; a 4xx would tell the client not to retry.
-local FAULTS = {database = "store_unavailable", disk = "storage_unavailable"}
-M.RETRY_AFTER = 5
-
-local function fault_code(e) return type(e) == "table" and FAULTS[e.category] end
-
-local function unavailable(code, message)
-  return err(503, code, message, {["Retry-After"] = tostring(M.RETRY_AFTER)})
-end
-
--- E as a 503 if it is a server fault; else nil.
-local function fault(e)
-  local code = fault_code(e)
-  return code and unavailable(code, tostring(e))
-end
+Api.encode = function(_, value) return reply.encode(value) end
 
 -- ---- shapes ------------------------------------------------------------------------------
 
@@ -119,15 +78,6 @@ local function body_object(req)
   return v
 end
 
-local function bad(field, what) return err(400, "validation_error", field .. ": " .. what) end
--- The checks answer an error response for a bad field, or nothing for a good one.
-local function check_id(body, field)
-  local v = body[field]
-  if v == nil or v == cjson.null then return bad(field, "is required") end
-  if type(v) ~= "string" then return bad(field, "must be a string, got " .. (type(v) == "table" and "an object or array" or type(v))) end
-  if #v > 128 or not v:match(ID) then return bad(field, "must match ^[A-Za-z0-9_-]{1,128}$") end
-end
-
 -- An optional time field: its unix seconds (nil when absent), or nil and an error response.
 -- Within ten years of now (timefmt.near), as the provider's times: "9999-12-31" is a mistake,
 -- and a deadline there would never expire.
@@ -157,63 +107,6 @@ local function check_assets(body)
 end
 
 -- ---- routes ------------------------------------------------------------------------------
-
--- The unfinished jobs whose deadline has passed at NOW (a transfer already streaming goes on):
--- how many, and the first 1,000, the longest past first. The store's expiring query over
--- (0, now] (no deadline is stored as 0), counted exactly when there are more than a page.
-function Api:deadline_passed(now)
-  local list = assert(self.runner:expiring(0, 1000, now))
-  local n = #list
-  if n == 1000 then n = assert(self.jobs:summary(0, now)).approachingExpiration end
-  return n, list
-end
-
-function Api:status_get()
-  local now = assetd.now()
-  local s = assert(self.runner:summary(now))
-  local expiring = {}
-  for _, j in ipairs(assert(self.runner:expiring(now, 100))) do
-    expiring[#expiring + 1] = {notionPageId = j.notionPageId, soraVideoId = j.soraVideoId, batchId = j.batchId,
-                               expiresAt = timefmt.iso(j.expiresAt), status = j.status,
-                               minutesRemaining = math.floor((j.expiresAt - now) / 60)}
-  end
-  local passed_n, passed_list = self:deadline_passed(now)
-  local passed = {}
-  for i = 1, math.min(100, #passed_list) do
-    local j = passed_list[i]
-    passed[i] = {notionPageId = j.notionPageId, soraVideoId = j.soraVideoId, batchId = j.batchId,
-                 expiresAt = timefmt.iso(j.expiresAt), status = j.status,
-                 minutesPast = math.floor((now - j.expiresAt) / 60)}
-  end
-  local summary = {approachingExpiration = s.approachingExpiration, stalled = 0, atRisk = 0, deadlinePassed = passed_n}
-  for _, st in ipairs(states.names) do summary[st] = s[st] end
-  local concerns = {}
-  for _, c in ipairs(self.runner:concerns()) do
-    summary.stalled = summary.stalled + (c.stalled and 1 or 0)
-    summary.atRisk = summary.atRisk + (c.at_risk and 1 or 0)
-    concerns[#concerns + 1] = {notionPageId = c.job.notionPageId, soraVideoId = c.job.soraVideoId,
-      batchId = c.job.batchId, status = c.job.status, expiresAt = opt(timefmt.iso(c.job.expiresAt)),
-      stalled = c.stalled or cjson.null,
-      projectedFinish = c.at_risk and (c.at_risk == math.huge and "never" or timefmt.iso(c.at_risk)) or cjson.null}
-  end
-  -- the next hour of deadlines in 5-minute buckets, so a crowded window shows before it bites
-  local ahead, counts = assert(self.runner:expiring(now, 1000, 3600)), {}
-  for i = 1, 12 do counts[i] = 0 end
-  for _, j in ipairs(ahead) do
-    local i = math.floor((j.expiresAt - now) / 300) + 1
-    if i >= 1 and i <= 12 then counts[i] = counts[i] + 1 end
-  end
-  local t = transfers()
-  return json(200, {
-    deadlines = {bucketSeconds = 300, counts = counts, truncated = #ahead == 1000},
-    transfers = {running = t.active, queued = t.queued},
-    summary = summary, states = states.names, liveStates = states.live_names,
-    warnBefore = self.runner:warn_before(),
-    pending = s.pending, expiring = s.approachingExpiration,
-    expiringDownloads = array(expiring), concerns = array(concerns),
-    deadlinePassed = passed_n, deadlinePassedDownloads = array(passed),
-  })
-end
 
 -- The job a body {notionPageId, soraVideoId?} names and the body; or nil and an error answer.
 function Api:find_page(req)
@@ -275,7 +168,8 @@ function Api:redownload(req)
   if not job then return e end
   local again, why = self.runner:redownload_job(job.id)
   if again then return json(202, self:job_json(again)) end
-  if fault_code(why) then return fault(why) end
+  local refused = fault(why)
+  if refused then return refused end
   if why.category == "expired" then return err(410, "expired", tostring(why)) end
   if job.status == "completed" then return err(409, "busy", tostring(why)) end
   return err(409, "not_completed", "the download is " .. job.status .. "; only a completed download can be downloaded again")
@@ -319,96 +213,6 @@ function Api:enqueue(req)
   return json(202, self:job_json(job), created and {} or {["X-Assetd-Existing"] = "true"})
 end
 
--- Ids are compared as people type them: any case, Notion's dashes or none.
-local function bare(id) return (id:lower():gsub("-", "")) end
-
--- The list's filters the store has no index for (additions): provider, q (a part of the Notion
--- page or video id), atRisk (unfinished, and flagged by the watch or due within
--- alerts.warn_before, or past its deadline) and deadlinePassed (unfinished and past its
--- deadline). A test of a job, or nil when none is asked; or
--- nil and an error answer.
-function Api:list_filter(q)
-  local tests = {}
-  if q.provider then
-    if not self.runner:has_provider(q.provider) then return nil, bad("provider", "must be one of the configured providers") end
-    tests[#tests + 1] = function(j) return j.provider == q.provider end
-  end
-  if q.q then
-    if #q.q > 128 or not q.q:match(ID) then return nil, bad("q", "must be a part of an id: ^[A-Za-z0-9_-]{1,128}$") end
-    local needle = bare(q.q)
-    tests[#tests + 1] = function(j)
-      return bare(j.notionPageId):find(needle, 1, true) ~= nil or bare(j.soraVideoId):find(needle, 1, true) ~= nil
-    end
-  end
-  if q.atRisk then
-    if q.atRisk ~= "1" and q.atRisk ~= "true" then return nil, bad("atRisk", "must be 1 or true") end
-    local now, window = assetd.now(), self.runner:warn_before()
-    tests[#tests + 1] = function(j)
-      if not states.live[j.status] then return false end
-      local c = self.runner:flags(j.id)
-      return (c and (c.stalled or c.at_risk)) ~= nil or (j.expiresAt ~= nil and j.expiresAt - now < window)
-    end
-  end
-  if q.deadlinePassed then
-    if q.deadlinePassed ~= "1" and q.deadlinePassed ~= "true" then return nil, bad("deadlinePassed", "must be 1 or true") end
-    local now = assetd.now()
-    tests[#tests + 1] = function(j) return states.live[j.status] and j.expiresAt ~= nil and j.expiresAt <= now end
-  end
-  if #tests == 0 then return nil end
-  return function(j)
-    for _, t in ipairs(tests) do if not t(j) then return false end end
-    return true
-  end
-end
-
--- A page of the jobs QUERY lists that pass MATCH, found by scanning the store's pages in
--- order. A request scans M.SCAN jobs at most, so a page may hold fewer than the limit with a
--- cursor to go on from; the cursor is always the last job looked at (keyset, as the store's).
-M.SCAN = 5000
-function Api:scan(query, match)
-  local out, scanned, cursor = {}, 0, query.cursor
-  local q = {status = query.status, batchId = query.batchId, newest_first = query.newest_first, limit = 500}
-  while true do
-    q.cursor = cursor
-    local page, more = assert(self.jobs:list(q))
-    for _, j in ipairs(page) do
-      scanned, cursor = scanned + 1, j.id
-      if match(j) then out[#out + 1] = j end
-      if #out == query.limit or scanned >= M.SCAN then return out, cursor end
-    end
-    if not more then return out, nil end
-  end
-end
-
-function Api:list(req)
-  local q = req.query
-  local limit = tonumber(q.limit or "50")
-  if not limit or limit ~= math.floor(limit) or limit < 1 or limit > 1000 then
-    return err(400, "validation_error", "limit: must be an integer 1..1000")
-  end
-  local cursor = math.tointeger(tonumber(q.cursor or "0"))
-  if not cursor or cursor < 0 then return err(400, "validation_error", "cursor: must be a cursor from a previous page") end
-  local st = q.status
-  if st and not ({waiting = 1, pending = 1, downloading = 1, completed = 1, failed = 1, expired = 1})[st] then
-    return err(400, "validation_error", "status: must be one of waiting, pending, downloading, completed, failed, expired")
-  end
-  if q.batchId then
-    local e = check_id(q, "batchId")
-    if e then return e end
-  end
-  if q.order and q.order ~= "asc" and q.order ~= "desc" then
-    return err(400, "validation_error", "order: must be asc or desc")
-  end
-  local match, e = self:list_filter(q)
-  if e then return e end
-  local query = {status = st, batchId = q.batchId, limit = limit, cursor = cursor, newest_first = q.order == "desc"}
-  local page, next_cursor
-  if match then page, next_cursor = self:scan(query, match) else page, next_cursor = assert(self.jobs:list(query)) end
-  local out = {}
-  for i, j in ipairs(page) do out[i] = self:job_json(j) end
-  return json(200, {jobs = array(out), nextCursor = next_cursor and tostring(next_cursor) or cjson.null})
-end
-
 function Api:webhook(req)
   local ok, why = self.verifier:verify(req.headers, req.body)
   if ok == nil then
@@ -431,7 +235,7 @@ function Api:webhook(req)
   end
   local video = type(event.data) == "table" and event.data.id
   local kind = event.type:match("^video%.(%a+)$")
-  if (kind == "completed" or kind == "failed") and type(video) == "string" and video:match(ID) then
+  if (kind == "completed" or kind == "failed") and type(video) == "string" and video:match(reply.ID) then
     self.runner:on_video_event(video, kind)
   end
   self.metrics:inc("assetd_webhooks_total", {outcome = "accepted"})
@@ -451,127 +255,6 @@ function Api:healthz()
   return json(200, {status = "ok"})
 end
 
-function Api:metrics_text()
-  local s = assert(self.runner:summary())
-  local series = {}
-  for _, st in ipairs(states.names) do
-    series[#series + 1] = {labels = {state = st}, value = s[st]}
-  end
-  local stalled, at_risk = 0, 0
-  for _, c in ipairs(self.runner:concerns()) do
-    stalled, at_risk = stalled + (c.stalled and 1 or 0), at_risk + (c.at_risk and 1 or 0)
-  end
-  local t = transfers()
-  local body = self.metrics:render{
-    {name = "assetd_build_info", help = "The running build (its version as a label; the value is 1)",
-     series = {{labels = {version = assetd.version}, value = 1}}},
-    {name = "assetd_jobs", help = "Jobs by state", series = series},
-    {name = "assetd_jobs_approaching_expiration", help = "Unfinished jobs expiring within alerts.warn_before",
-     series = {{value = s.approachingExpiration}}},
-    {name = "assetd_jobs_stalled", help = "Unfinished jobs without progress for alerts.stall_after",
-     series = {{value = stalled}}},
-    {name = "assetd_jobs_at_risk", help = "Unfinished jobs whose projected finish passes their deadline",
-     series = {{value = at_risk}}},
-    {name = "assetd_jobs_deadline_passed", help = "Unfinished jobs whose deadline has passed (a streaming transfer goes on)",
-     series = {{value = (self:deadline_passed(assetd.now()))}}},
-    {name = "assetd_transfers", help = "Transfers in the engine, running or queued behind the limits",
-     series = {{labels = {state = "running"}, value = t.active}, {labels = {state = "queued"}, value = t.queued}}},
-  }
-  return {status = 200, headers = {["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"}, body = body}
-end
-
--- GET /api/queue (an addition): what waits behind the concurrency limits, in the order it will
--- start, and what runs. A downloading job whose transfers all wait in the engine is held by
--- `transfers` (limits.max_active) or `per_host`, or by `preempted` (held back for an earlier
--- deadline, limits.order = "edf"); after those, in slot order (earliest deadline first, then
--- arrival: slots.lua), the pending jobs waiting for a slot, held by `max_jobs`. The engine's
--- transfers name no job, so they are matched by deadline: of jobs that share one where some
--- transfers run and some wait, those without a measured rate (live.lua) count as waiting.
--- This daemon's jobs only.
-M.QUEUE_MAX = 200
-function Api:queue(req)
-  local limit = tonumber(req.query.limit or tostring(M.QUEUE_MAX))
-  if not limit or limit ~= math.floor(limit) or limit < 1 or limit > M.QUEUE_MAX then
-    return err(400, "validation_error", "limit: must be an integer 1.." .. M.QUEUE_MAX)
-  end
-  local lim = assetd.fetch_limits() or {active = 0, queued = 0, max_active = 0, per_host = 0, order = "edf"}
-  -- the engine's downloads by the job whose they are (the tag download.lua gives)
-  local by_job = {}
-  for _, d in ipairs(assetd.downloads()) do
-    local g = d.tag and (by_job[d.tag] or {active = 0, queued = 0, held = 0})
-    if g then
-      by_job[d.tag] = g
-      g[d.state] = (g[d.state] or 0) + 1
-    end
-  end
-  local engine_wait = lim.active >= lim.max_active and "transfers" or "per_host"
-  local function entry(job)
-    return {id = job.id, notionPageId = job.notionPageId, soraVideoId = job.soraVideoId, batchId = job.batchId,
-            status = job.status, expiresAt = opt(timefmt.iso(job.expiresAt))}
-  end
-  local running, held = {}, {}
-  local ids = {}
-  for id in self.runner:downloading() do ids[#ids + 1] = id end
-  table.sort(ids)
-  for _, id in ipairs(ids) do
-    local job = self.jobs:get(id)
-    if job and job.status == "downloading" then
-      local p, rate = self.runner:progress_of(id), self.live:rate(id)
-      local g = by_job[id]
-      local wait                                     -- none of its transfers running: it waits
-      if g and g.active == 0 and (g.queued > 0 or g.held > 0) then
-        wait = g.queued > 0 and engine_wait or "preempted"
-      end
-      local e = entry(job)
-      e.bytes, e.total = p and p.bytes or 0, p and p.total or 0
-      e.bytesPerSecond = rate and math.floor(rate + 0.5) or cjson.null
-      if wait then e.heldBy = wait; held[#held + 1] = e else running[#running + 1] = e end
-    end
-  end
-  local function by_deadline_then_id(a, b)
-    if a.expiresAt == b.expiresAt then return a.id < b.id end
-    if a.expiresAt == cjson.null then return false end
-    if b.expiresAt == cjson.null then return true end
-    return a.expiresAt < b.expiresAt                 -- ISO times in UTC sort as text
-  end
-  table.sort(running, by_deadline_then_id)
-  table.sort(held, by_deadline_then_id)
-  local queued = {}
-  for _, e in ipairs(held) do
-    if #queued < limit then queued[#queued + 1] = e end
-  end
-  local order = self.runner:slot_queue()
-  for _, w in ipairs(order) do
-    if #queued >= limit then break end
-    local job = w.who and self.jobs:get(w.who)
-    if job then
-      local e = entry(job)
-      e.heldBy = "max_jobs"
-      queued[#queued + 1] = e
-    end
-  end
-  for i, e in ipairs(queued) do e.position = i end
-  local total = #held + #order
-  local slots = self.runner:slot_use()
-  return json(200, {
-    limits = {maxJobs = slots.size, maxActive = lim.max_active, perHost = lim.per_host, order = lim.order},
-    slots = {used = slots.size - slots.free, free = slots.free},
-    transfers = {running = lim.active, queued = lim.queued},
-    running = array(running), queued = array(queued), queuedTotal = total, truncated = total > #queued,
-  })
-end
-
--- GET /api/instances: the daemons sharing the job store (one, on SQLite), each with its last
--- heartbeat and the jobs it holds.
-function Api:instances()
-  local list = {}
-  for i, d in ipairs(assert(self.runner:instances())) do
-    list[i] = {id = d.id, self = d.self, startedAt = opt(timefmt.iso(d.startedAt)),
-               heartbeatAt = opt(timefmt.iso(d.heartbeatAt)), jobsHeld = d.jobsHeld}
-  end
-  return json(200, {instances = array(list)})
-end
-
 function Api:dashboard()
   return {status = 200, headers = {["Content-Type"] = "text/html; charset=utf-8", ["Cache-Control"] = "no-store",
                                    ["Content-Security-Policy"] = "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src 'self' blob:; media-src 'self' blob:"},
@@ -583,15 +266,15 @@ M.routes = {
   ["/healthz"] = {GET = Api.healthz, public = true},
   ["/favicon.ico"] = {GET = function() return {status = 204, headers = {["Cache-Control"] = "max-age=86400"}, body = ""} end,
                       public = true},
-  ["/metrics"] = {GET = Api.metrics_text},
-  ["/api/downloads"] = {GET = Api.list, POST = Api.enqueue},
-  ["/api/downloads/status"] = {GET = Api.status_get, POST = Api.status_post},
+  ["/metrics"] = {GET = views.metrics_text},
+  ["/api/downloads"] = {GET = views.list, POST = Api.enqueue},
+  ["/api/downloads/status"] = {GET = views.status, POST = Api.status_post},
   ["/api/downloads/retry"] = {POST = Api.retry},
   ["/api/downloads/redownload"] = {POST = Api.redownload},
   ["/api/downloads/cancel"] = {POST = Api.cancel},
   ["/api/events"] = {GET = function(self) return self.live:open() end},
-  ["/api/instances"] = {GET = Api.instances},
-  ["/api/queue"] = {GET = Api.queue},
+  ["/api/instances"] = {GET = views.instances},
+  ["/api/queue"] = {GET = views.queue},
   -- signed: its signature authenticates it, from any origin and under any Host (a proxy's)
   ["/webhooks/openai"] = {POST = Api.webhook, public = true, signed = true},
 }

@@ -47,9 +47,7 @@ function M.range(header, size)
   return first, last - first + 1
 end
 
-local function err(status, code, message, headers)
-  return require("assetd.api").error_response(status, code, message, headers)
-end
+local err = require("assetd.reply").err
 
 -- If-None-Match: "*" or a list of tags, each compared weakly (RFC 9110 13.1.2: W/ ignored).
 local function etag_matches(header, etag)

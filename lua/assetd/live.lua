@@ -5,6 +5,7 @@
 -- client the stream is alive.
 local assetd = require "assetd"
 local events = require "assetd.events"
+local views = require "assetd.views"
 
 local M = {}
 local Live = {}
@@ -14,7 +15,7 @@ M.CAP = 1024 * 1024         -- bytes a client may fall behind before it is cut (
 M.FLUSH = 0.05              -- seconds job changes are gathered: a transition and its events go out as one
 M.SUMMARY_EVERY = 5         -- seconds between summaries
 
--- new(api): API answers the job and status shapes (job_json, status_get) and reads the runner.
+-- new(api): API answers the job shape (job_json), views.lua the status, and the runner is read.
 function M.new(api)
   return setmetatable({api = api, clients = {}, dirty = {}, rates = {}}, Live)
 end
@@ -28,7 +29,7 @@ function Live:broadcast(text)
   end
 end
 
-function Live:summary_frame() return frame("summary", self.api:status_get().body) end
+function Live:summary_frame() return frame("summary", views.status(self.api).body) end
 
 -- The changed jobs, each once, as they are now.
 function Live:flush()

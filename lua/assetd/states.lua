@@ -6,6 +6,8 @@ local assetd = require "assetd"
 local M = {}
 
 M.names = assetd.job_states
+M.known = {}
+for _, s in ipairs(M.names) do M.known[s] = true end
 M.live = {waiting = true, pending = true, downloading = true}
 
 -- The unfinished ones, in order.
