@@ -2,6 +2,7 @@
 -- of them with a task and at most polling.MAX_POLLS polls in flight, while every deadline is
 -- armed at once and the operator's commands and webhooks work on the queued ones.
 local sim = require "sim"
+local runnerfix = require "runnerfix"
 local runner = require "assetd.runner"
 local versions = require "assetd.versions"
 local openai = require "assetd.providers.openai"
@@ -9,19 +10,9 @@ local polling = require "assetd.polling"
 
 describe("resuming a backlog", function()
   local s, dir, jobs, r, fired
-  setup(function() s = sim.start("--openai-key sk-test --notion-token secret_n") end)
-  teardown(function() s:stop() end)
-
-  before_each(function()
-    s:reset()
-    dir = sim.tmpdir()
-    jobs = assert(assetd.jobdb.open(dir .. "/data"))
-    fired = {}
-  end)
-  after_each(function()
-    jobs:close()
-    os.execute("rm -rf " .. dir)
-  end)
+  local ctx = runnerfix.install("--openai-key sk-test --notion-token secret_n")
+  local note = ctx.note
+  before_each(function() s, dir, jobs, fired = ctx.s, ctx.dir, ctx.jobs, ctx.fired end)
 
   local wait_for = sim.eventually
   local sizes = {video = 3000, thumbnail = 100, spritesheet = 100}
@@ -60,7 +51,6 @@ describe("resuming a backlog", function()
       assert(jobs:create{notionPageId = "pw" .. i, soraVideoId = "vw" .. i, batchId = "b", provider = "openai",
                          status = "waiting"})
     end
-    local function note(name) return function(job, x) fired[#fired + 1] = {name = name, job = job, x = x} end end
     r = runner.new{
       jobs = jobs, versions = assert(versions.open{root = dir .. "/root", jobs = jobs}),
       providers = {openai = openai.new{base_url = s.openai, api_key = "sk-test"}},

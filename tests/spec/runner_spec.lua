@@ -1,5 +1,6 @@
 -- The job runner end to end against the simulator (OpenAI videos + Notion).
 local sim = require "sim"
+local runnerfix = require "runnerfix"
 local runner = require "assetd.runner"
 local versions = require "assetd.versions"
 local notion = require "assetd.notion"
@@ -8,15 +9,11 @@ local urls = require "assetd.providers.urls"
 
 describe("job runner", function()
   local s, dir, jobs, r, fired
-  setup(function() s = sim.start("--openai-key sk-test --notion-token secret_n") end)
-  teardown(function() s:stop() end)
+  local ctx = runnerfix.install("--openai-key sk-test --notion-token secret_n")
+  local note = ctx.note
 
   before_each(function()
-    s:reset()
-    dir = sim.tmpdir()
-    jobs = assert(assetd.jobdb.open(dir .. "/data"))
-    fired = {}
-    local function note(name) return function(job, x) fired[#fired + 1] = {name = name, job = job, x = x, t = assetd.now()} end end
+    s, dir, jobs, fired = ctx.s, ctx.dir, ctx.jobs, ctx.fired
     r = runner.new{
       jobs = jobs, versions = assert(versions.open{root = dir .. "/root", jobs = jobs}),
       providers = {openai = openai.new{base_url = s.openai, api_key = "sk-test"}, urls = urls.new{allow_private = true}},
@@ -27,10 +24,6 @@ describe("job runner", function()
       retry = {base = 0.1, cap = 0.5, margin = 0.5},
       poll = {interval = 0.2, max = 0.5},
     }
-  end)
-  after_each(function()
-    jobs:close()
-    os.execute("rm -rf " .. dir)
   end)
 
   local wait_for = sim.eventually
